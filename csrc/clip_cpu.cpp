@@ -1,0 +1,86 @@
+// CPU kernels of the weight-clipping family: clip_ and rmsprop_clip_.
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "clip_host.h"
+#include "clip_math.h"
+#include "cpu_multi_tensor.h"
+#include "tensor_lists.h"
+
+namespace fastgan {
+namespace {
+
+void clip_cpu(at::TensorList tensors, double clip_value) {
+  if (tensors.empty()) return;
+  FlatTensorLists flat = flatten_tensor_lists({tensors}, {true}, "fastgan::clip_");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tensors[0].scalar_type(), "clip_cpu", [&] {
+    const scalar_t hi = static_cast<scalar_t>(clip_value);
+    const scalar_t lo = static_cast<scalar_t>(-clip_value);
+    std::vector<scalar_t*> data;
+    for (auto& t : flat.lists[0]) data.push_back(t.data_ptr<scalar_t>());
+    cpu_for_each_chunk(flat.numels, [&](int64_t t, int64_t begin, int64_t end) {
+      scalar_t* __restrict__ x = data[t];
+      for (int64_t j = begin; j < end; ++j) x[j] = clamp_keep_nan(x[j], lo, hi);
+    });
+  });
+  flat.finish();
+}
+
+template <bool CENTERED, bool MOMENTUM, typename scalar_t>
+void rmsprop_clip_lists_cpu(FlatTensorLists& flat, const RmspropClipHyper<acc_t<scalar_t>>& h) {
+  using T = acc_t<scalar_t>;
+  const size_t n = flat.numels.size();
+  std::vector<scalar_t*> param(n), square(n), gavg(n, nullptr), buf(n, nullptr);
+  std::vector<const scalar_t*> grad(n);
+  for (size_t i = 0; i < n; ++i) {
+    param[i] = flat.lists[0][i].data_ptr<scalar_t>();
+    grad[i] = flat.lists[1][i].data_ptr<scalar_t>();
+    square[i] = flat.lists[2][i].data_ptr<scalar_t>();
+    if (CENTERED) gavg[i] = flat.lists[3][i].data_ptr<scalar_t>();
+    if (MOMENTUM) buf[i] = flat.lists[3 + CENTERED][i].data_ptr<scalar_t>();
+  }
+  cpu_for_each_chunk(flat.numels, [&](int64_t t, int64_t begin, int64_t end) {
+    scalar_t* __restrict__ p = param[t];
+    const scalar_t* __restrict__ g = grad[t];
+    scalar_t* __restrict__ v = square[t];
+    scalar_t* __restrict__ m = gavg[t];
+    scalar_t* __restrict__ b = buf[t];
+    for (int64_t j = begin; j < end; ++j) {
+      T pj = static_cast<T>(p[j]);
+      T vj = static_cast<T>(v[j]);
+      T mj = CENTERED ? static_cast<T>(m[j]) : T(0);
+      T bj = MOMENTUM ? static_cast<T>(b[j]) : T(0);
+      rmsprop_clip_element<CENTERED, MOMENTUM>(pj, static_cast<T>(g[j]), vj, mj, bj, h);
+      p[j] = static_cast<scalar_t>(pj);
+      v[j] = static_cast<scalar_t>(vj);
+      if (CENTERED) m[j] = static_cast<scalar_t>(mj);
+      if (MOMENTUM) b[j] = static_cast<scalar_t>(bj);
+    }
+  });
+}
+
+void rmsprop_clip_cpu(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
+                      at::TensorList grad_avgs, at::TensorList momentum_buffers, double lr, double alpha,
+                      double eps, double weight_decay, double momentum, bool centered, bool maximize,
+                      double clip_value) {
+  if (params.empty()) return;
+  FlatTensorLists flat = flatten_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers,
+                                               centered, momentum > 0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "rmsprop_clip_cpu", [&] {
+    const auto h = make_rmsprop_clip_hyper<acc_t<scalar_t>>(lr, alpha, eps, weight_decay, momentum, maximize,
+                                                            clip_value);
+    dispatch_rmsprop_variant(centered, momentum > 0, [&](auto is_centered, auto has_momentum) {
+      rmsprop_clip_lists_cpu<decltype(is_centered)::value, decltype(has_momentum)::value, scalar_t>(flat, h);
+    });
+  });
+  flat.finish();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("clip_", &clip_cpu);
+  m.impl("rmsprop_clip_", &rmsprop_clip_cpu);
+}
+
+}  // namespace fastgan

@@ -1,0 +1,33 @@
+// One parallel pass over many tensors on the CPU: the elements of all tensors are
+// cut into chunks and the chunks shared among at::parallel_for's threads, so
+// many small tensors cost one fork/join rather than one each.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace fastgan {
+
+constexpr int64_t kCpuChunk = 1 << 15;
+
+// fn(tensor index, begin, end) is called on disjoint element ranges covering
+// [0, numels[i]) for every tensor i.
+template <typename Fn>
+void cpu_for_each_chunk(const std::vector<int64_t>& numels, const Fn& fn) {
+  std::vector<int64_t> chunk_start(numels.size() + 1, 0);
+  for (size_t i = 0; i < numels.size(); ++i) {
+    chunk_start[i + 1] = chunk_start[i] + (numels[i] + kCpuChunk - 1) / kCpuChunk;
+  }
+  const int64_t total = chunk_start.back();
+  at::parallel_for(0, total, 1, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      const auto t = std::upper_bound(chunk_start.begin(), chunk_start.end(), c) - chunk_start.begin() - 1;
+      const int64_t begin = (c - chunk_start[t]) * kCpuChunk;
+      fn(static_cast<int64_t>(t), begin, std::min(begin + kCpuChunk, numels[t]));
+    }
+  });
+}
+
+}  // namespace fastgan

@@ -1,0 +1,6 @@
+"""fastgan's fused training primitives. Each op takes ``backend=`` (see
+:func:`fastgan.set_backend`) and is tested against its eager reference in
+:mod:`fastgan.reference`."""
+from .clip import clip_weights_, rmsprop_clip_
+
+__all__ = ["clip_weights_", "rmsprop_clip_"]

@@ -1,0 +1,130 @@
+"""Critic weight clipping (WGAN, THEORY.md §3): clamp every parameter into [-c, c],
+one multi-tensor pass per (device, dtype) group, optionally fused into RMSprop."""
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from .. import reference
+from .._backend import resolve_backend
+from .._validate import TensorsLike, check_floating, check_positive_finite, group_by_device_dtype, named_tensors
+
+# ---- registration: fake (meta) kernels for the C++ ops, Triton kernels as custom ops ----
+
+
+@torch.library.register_fake("fastgan::clip_")
+def _clip_fake(tensors, clip_value):
+    return None
+
+
+@torch.library.register_fake("fastgan::rmsprop_clip_")
+def _rmsprop_clip_fake(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
+                       momentum, centered, maximize, clip_value):
+    return None
+
+
+@torch.library.custom_op("fastgan_triton::clip_", mutates_args=("tensors",))
+def _clip_triton(tensors: List[torch.Tensor], clip_value: float) -> None:
+    from ..kernels import clip as kernels
+
+    kernels.clip_(tensors, clip_value)
+
+
+@_clip_triton.register_fake
+def _(tensors, clip_value):
+    return None
+
+
+@torch.library.custom_op(
+    "fastgan_triton::rmsprop_clip_", mutates_args=("params", "square_avgs", "grad_avgs", "momentum_buffers")
+)
+def _rmsprop_clip_triton(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
+                         grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], lr: float,
+                         alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
+                         maximize: bool, clip_value: float) -> None:
+    from ..kernels import clip as kernels
+
+    kernels.rmsprop_clip_(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
+                          momentum, centered, maximize, clip_value)
+
+
+@_rmsprop_clip_triton.register_fake
+def _(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum, centered,
+      maximize, clip_value):
+    return None
+
+
+def _native_clip(tensors, clip_value):
+    torch.ops.fastgan.clip_(tensors, clip_value)
+    # C++ ops do not bump version counters; clamp_ does, and autograd relies on it.
+    torch.autograd.graph.increment_version(tensors)
+
+
+def _native_rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, *hyper):
+    torch.ops.fastgan.rmsprop_clip_(params, grads, square_avgs, grad_avgs, momentum_buffers, *hyper)
+    torch.autograd.graph.increment_version(params + square_avgs + grad_avgs + momentum_buffers)
+
+
+_CLIP: Dict[str, Callable] = {
+    "cpu": _native_clip,
+    "cuda": _native_clip,
+    "triton": torch.ops.fastgan_triton.clip_,
+    "reference": reference.clip_,
+}
+_RMSPROP_CLIP: Dict[str, Callable] = {
+    "cpu": _native_rmsprop_clip,
+    "cuda": _native_rmsprop_clip,
+    "triton": torch.ops.fastgan_triton.rmsprop_clip_,
+    "reference": reference.rmsprop_clip_,
+}
+
+# ---- public API ----
+
+
+def clip_weights_(params: TensorsLike, clip_value: float, *, backend: Optional[str] = None) -> None:
+    """Clamp every parameter into ``[-clip_value, clip_value]`` in place (WGAN's
+    Lipschitz constraint, applied after each critic update).
+
+    Args:
+        params: an ``nn.Module`` (its parameters), a tensor, or an iterable of tensors
+            or optimizer param groups. Any shapes, strides, floating dtypes and
+            devices; tensors are grouped by (device, dtype) and each group is
+            clamped in one multi-tensor pass (one launch on CUDA).
+        clip_value: c > 0, finite.
+        backend: ``None`` (the default from :func:`fastgan.set_backend` /
+            ``$FASTGAN_BACKEND``), ``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"``
+            or ``"reference"``.
+
+    Bit for bit ``p.clamp_(-c, c)`` for each ``p``: NaN stays NaN. Runs under
+    ``torch.no_grad()``; ``.grad``, ``requires_grad`` and leaf status are
+    untouched. Raises ValueError for a bad ``clip_value`` and TypeError (naming
+    the parameter) for integer, bool, complex or sparse tensors, before any
+    tensor is modified. An empty collection is a no-op.
+    """
+    c = check_positive_finite("clip_value", clip_value)
+    named = named_tensors(params, "params")
+    for name, tensor in named:
+        check_floating(name, tensor)
+    tensors = [tensor for _, tensor in named]
+    groups = group_by_device_dtype(tensors)
+    impls = [(_CLIP[resolve_backend(backend, device, "clip_weights_")], idx) for (device, _), idx in groups.items()]
+    with torch.no_grad():
+        for impl, indices in impls:
+            impl([tensors[i].detach() for i in indices], c)
+
+
+def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
+                  grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], *, lr: float, alpha: float,
+                  eps: float, weight_decay: float, momentum: float, centered: bool, maximize: bool,
+                  clip_value: float, backend: Optional[str] = None) -> None:
+    """One fused pass of ``torch.optim.RMSprop``'s step followed by ``clamp_(-c, c)``
+    over lists of one device and dtype (the kernel behind
+    :class:`fastgan.optim.ClippedRMSprop`; see :func:`fastgan.reference.rmsprop_clip_`
+    for the math). ``grad_avgs`` is read when ``centered``, ``momentum_buffers``
+    when ``momentum > 0``; pass empty lists otherwise. All tensors of index i
+    share one shape. Inputs are trusted: the optimizer validates them."""
+    if not params:
+        return
+    impl = _RMSPROP_CLIP[resolve_backend(backend, params[0].device, "rmsprop_clip_")]
+    with torch.no_grad():
+        impl(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
+             centered, maximize, clip_value)

@@ -1,0 +1,110 @@
+"""RMSprop with WGAN weight clipping fused into its step (THEORY.md §3)."""
+from typing import Optional
+
+import torch
+
+from .._backend import _check_name
+from .._validate import check_floating, check_non_negative, check_positive_finite, group_by_device_dtype
+from ..ops.clip import clip_weights_, rmsprop_clip_
+
+
+class ClippedRMSprop(torch.optim.RMSprop):
+    """``torch.optim.RMSprop`` whose ``step()`` also clamps every parameter into
+    ``[-clip_value, clip_value]``, fused into one pass over parameter, gradient and
+    state per (device, dtype) group (one launch on CUDA for a whole critic).
+
+    ``step()`` equals ``torch.optim.RMSprop.step()`` followed by
+    ``clamp_(-clip_value, clip_value)`` on every parameter of the group,
+    including parameters without a gradient (which RMSprop skips but the WGAN
+    loop still clips). The state layout is RMSprop's, so ``state_dict()`` loads
+    into and from ``torch.optim.RMSprop`` (groups gain a ``clip_value`` entry;
+    one loaded from RMSprop takes this optimizer's default).
+
+    Args:
+        params: parameters or param groups (a group may set its own ``clip_value``).
+        lr, alpha, eps, weight_decay, momentum, centered, maximize, capturable:
+            as in ``torch.optim.RMSprop`` (defaults from the WGAN paper: lr 5e-5).
+        clip_value: c > 0.
+        backend: fastgan backend for the fused step (see :func:`fastgan.set_backend`).
+    """
+
+    def __init__(self, params, lr: float = 5e-5, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0, momentum: float = 0, centered: bool = False,
+                 clip_value: float = 0.01, *, maximize: bool = False, capturable: bool = False,
+                 backend: Optional[str] = None):
+        clip_value = check_positive_finite("clip_value", clip_value)
+        self.backend = None if backend is None else _check_name(backend, "backend")
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                         centered=centered, capturable=capturable, foreach=False, maximize=maximize,
+                         differentiable=False)
+        self.defaults["clip_value"] = clip_value
+        for group in self.param_groups:
+            group.setdefault("clip_value", clip_value)
+            group["clip_value"] = check_positive_finite("clip_value", group["clip_value"])
+            for index, p in enumerate(group["params"]):
+                check_floating(f"params[{index}]", p)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        default = self.defaults.get("clip_value", 0.01)
+        for group in self.param_groups:
+            group.setdefault("clip_value", default)
+        self.__dict__.setdefault("backend", None)
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace(type(self).__name__, f"{type(self).__name__}[backend={self.backend}]", 1)
+
+    def _group_lists(self, group):
+        params, grads, square_avgs, grad_avgs, buffers, steps, no_grad = [], [], [], [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                no_grad.append(p)
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("ClippedRMSprop does not support sparse gradients")
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = torch.zeros((), dtype=torch.float32,
+                                            device=p.device if group["capturable"] else None)
+                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group["momentum"] > 0:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group["centered"]:
+                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            params.append(p)
+            grads.append(p.grad)
+            square_avgs.append(state["square_avg"])
+            if group["centered"]:
+                grad_avgs.append(state["grad_avg"])
+            if group["momentum"] > 0:
+                buffers.append(state["momentum_buffer"])
+            steps.append(state["step"])
+        return params, grads, square_avgs, grad_avgs, buffers, steps, no_grad
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one RMSprop step and clip; returns the closure's loss if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group.get("differentiable", False):
+                raise NotImplementedError("ClippedRMSprop does not support differentiable=True")
+            params, grads, square_avgs, grad_avgs, buffers, steps, no_grad = self._group_lists(group)
+            lr = group["lr"]
+            lr = float(lr) if isinstance(lr, torch.Tensor) else lr
+            check_non_negative("lr", lr)
+            if steps:
+                torch._foreach_add_(steps, 1.0)
+            for (_, _), indices in group_by_device_dtype(params).items():
+                pick = lambda items: [items[i] for i in indices] if items else []  # noqa: E731
+                rmsprop_clip_(
+                    pick(params), pick(grads), pick(square_avgs), pick(grad_avgs), pick(buffers),
+                    lr=lr, alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+                    momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
+                    clip_value=group["clip_value"], backend=self.backend,
+                )
+            if no_grad:
+                clip_weights_(no_grad, group["clip_value"], backend=self.backend)
+        return loss

@@ -1,0 +1,102 @@
+"""Host side of fastgan's multi-tensor Triton kernels.
+
+A launch covers many tensors through tables: the base address of tensor t in
+list l at ``addresses[l, t]``, its size at ``numels[t]``, and for program p the
+tensor ``chunk_tensor[p]`` and first element ``chunk_begin[p]`` of the chunk it
+handles. Tables are cached by (addresses, sizes), so a training loop whose
+parameters and state stay put pays for them once.
+"""
+from collections import OrderedDict
+from typing import List, NamedTuple, Sequence, Tuple
+
+import torch
+
+
+class TensorTable(NamedTuple):
+    addresses: torch.Tensor  # (depth, n_tensors) int64
+    numels: torch.Tensor  # (n_tensors,) int64
+    chunk_tensor: torch.Tensor  # (n_chunks,) int32
+    chunk_begin: torch.Tensor  # (n_chunks,) int64
+    n_tensors: int
+    n_chunks: int
+    aligned: bool  # every base address is a multiple of 16 bytes
+
+
+_CACHE: "OrderedDict[tuple, TensorTable]" = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def tensor_table(lists: Sequence[Sequence[torch.Tensor]], block: int) -> TensorTable:
+    """Tables for `lists` (equal-length lists of flat-addressable, non-empty tensors)."""
+    device = lists[0][0].device
+    pointers = tuple(tuple(t.data_ptr() for t in tensors) for tensors in lists)
+    sizes = tuple(t.numel() for t in lists[0])
+    key = (device, block, pointers, sizes)
+    table = _CACHE.get(key)
+    if table is not None:
+        _CACHE.move_to_end(key)
+        return table
+    numels = torch.tensor(sizes, dtype=torch.int64)
+    chunks = (numels + block - 1) // block
+    chunk_tensor = torch.repeat_interleave(torch.arange(len(sizes), dtype=torch.int32), chunks)
+    first_chunk = torch.cumsum(chunks, 0) - chunks
+    chunk_begin = (torch.arange(chunk_tensor.numel(), dtype=torch.int64) - first_chunk[chunk_tensor.long()]) * block
+    table = TensorTable(
+        addresses=torch.tensor(pointers, dtype=torch.int64).to(device),
+        numels=numels.to(device),
+        chunk_tensor=chunk_tensor.to(device),
+        chunk_begin=chunk_begin.to(device),
+        n_tensors=len(sizes),
+        n_chunks=int(chunk_tensor.numel()),
+        aligned=all(p % 16 == 0 for row in pointers for p in row),
+    )
+    _CACHE[key] = table
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return table
+
+
+def is_non_overlapping_and_dense(tensor: torch.Tensor) -> bool:
+    """Whether the tensor's elements fill exactly numel() consecutive slots of memory
+    (contiguous up to a permutation of dimensions), as ATen's check of that name."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(tensor.shape, tensor.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _flat_layout(tensors: Sequence[torch.Tensor]) -> bool:
+    lead = tensors[0]
+    return all(
+        is_non_overlapping_and_dense(t) and (t.numel() <= 1 or t.stride() == lead.stride()) for t in tensors
+    )
+
+
+def flatten_lists(
+    lists: Sequence[Sequence[torch.Tensor]], written: Sequence[bool]
+) -> Tuple[List[List[torch.Tensor]], List[Tuple[torch.Tensor, torch.Tensor]]]:
+    """Make tensor i of every list flat-addressable with one layout, dropping empty
+    tensors. Returns the lists and the (user tensor, staging copy) pairs to copy
+    back after the kernel, as csrc/tensor_lists.h does for the C++ kernels."""
+    flat: List[List[torch.Tensor]] = [[] for _ in lists]
+    write_back: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    for group in zip(*lists):
+        if group[0].numel() == 0:
+            continue
+        keep = _flat_layout(group)
+        for column, (tensor, is_written) in enumerate(zip(group, written)):
+            if keep or tensor.is_contiguous():
+                flat[column].append(tensor)
+            else:
+                staged = tensor.contiguous()
+                if is_written:
+                    write_back.append((tensor, staged))
+                flat[column].append(staged)
+    return flat, write_back
+
+
+def finish(write_back: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for tensor, staged in write_back:
+        tensor.copy_(staged)

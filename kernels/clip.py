@@ -1,0 +1,182 @@
+"""Triton kernels for critic weight clipping and the clipped RMSprop step.
+
+Both are multi-tensor kernels (see ``_multi_tensor.py``): one launch per
+(device, dtype) group whatever the number of tensors. The element math follows
+``csrc/clip_math.h`` line for line:
+
+    clip:     x = clamp(x, -c, c)                      (NaN stays NaN)
+    rmsprop:  g = sign * grad (+ weight_decay * p)
+              v = alpha * v + (1 - alpha) * g^2
+              m = lerp(m, g, 1 - alpha)                          (centered)
+              den = sqrt(v - m^2 if centered else v) + eps
+              b = momentum * b + g / den;  p -= lr * b           (momentum)
+              p -= lr * g / den                                  (otherwise)
+              p = clamp(p, -c, c)
+"""
+import functools
+from typing import List, Sequence, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ._multi_tensor import finish, flatten_lists, tensor_table
+
+BLOCK = 2048
+
+_TL_DTYPES = {
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _device_constants(values: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Scalars a kernel loads in its own precision (a Python float argument would
+    reach Triton as float32), kept on the device across calls."""
+    return torch.tensor(values, dtype=dtype).to(device)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@triton.jit
+def _clamp_keep_nan(x, lo, hi):
+    return tl.where(x < lo, lo, tl.where(x > hi, hi, x))
+
+
+@triton.jit
+def _chunk(chunk_tensor, chunk_begin, numels, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    t = tl.load(chunk_tensor + pid)
+    begin = tl.multiple_of(tl.load(chunk_begin + pid), BLOCK)
+    n = tl.load(numels + t)
+    return t, begin, n
+
+
+@triton.jit
+def _base(addresses, index, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
+    ptr = tl.load(addresses + index).to(tl.pointer_type(DTYPE))
+    if ALIGNED:
+        ptr = tl.multiple_of(ptr, 16)
+    return ptr
+
+
+@triton.jit
+def _clip_chunk(x_ptr, mask, bounds, DTYPE: tl.constexpr):
+    x = tl.load(x_ptr, mask=mask).to(bounds.dtype.element_ty)
+    tl.store(x_ptr, _clamp_keep_nan(x, tl.load(bounds), tl.load(bounds + 1)).to(DTYPE), mask=mask)
+
+
+@triton.jit
+def _clip_kernel(addresses, numels, chunk_tensor, chunk_begin, bounds, DTYPE: tl.constexpr,
+                 ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    t, begin, n = _chunk(chunk_tensor, chunk_begin, numels, BLOCK)
+    offsets = begin + tl.arange(0, BLOCK)
+    x_ptr = _base(addresses, t, DTYPE, ALIGNED) + offsets
+    if begin + BLOCK <= n:  # full chunk: unmasked, vectorisable
+        _clip_chunk(x_ptr, None, bounds, DTYPE)
+    else:
+        _clip_chunk(x_ptr, offsets < n, bounds, DTYPE)
+
+
+def clip_(tensors: Sequence[torch.Tensor], clip_value: float) -> None:
+    """Clamp every tensor (one device, one floating dtype) into [-c, c] in place."""
+    (flat,), write_back = flatten_lists([tensors], [True])
+    if flat:
+        dtype = flat[0].dtype
+        # Bounds rounded to the tensors' dtype, as Tensor.clamp_ rounds them, then held in
+        # the float32/float64 compute type (the interpreter compares bfloat16 as raw bits).
+        rounded = tuple(torch.tensor([-clip_value, clip_value], dtype=dtype).tolist())
+        bounds = _device_constants(rounded, _acc_dtype(dtype), flat[0].device)
+        table = tensor_table([flat], BLOCK)
+        _clip_kernel[(table.n_chunks,)](
+            table.addresses, table.numels, table.chunk_tensor, table.chunk_begin, bounds,
+            DTYPE=_TL_DTYPES[dtype], ALIGNED=table.aligned, BLOCK=BLOCK,
+        )
+    finish(write_back)
+
+
+@triton.jit
+def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, hyper, DTYPE: tl.constexpr,
+                        CENTERED: tl.constexpr, MOMENTUM: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr,
+                        ALIGNED: tl.constexpr):
+    lr = tl.load(hyper)
+    alpha = tl.load(hyper + 1)
+    one_minus_alpha = tl.load(hyper + 2)
+    eps = tl.load(hyper + 3)
+    weight_decay = tl.load(hyper + 4)
+    momentum = tl.load(hyper + 5)
+    grad_sign = tl.load(hyper + 6)
+    clip = tl.load(hyper + 7)
+    acc = hyper.dtype.element_ty
+    p_ptr = _base(addresses, t, DTYPE, ALIGNED) + offsets
+    g_ptr = _base(addresses, n_tensors + t, DTYPE, ALIGNED) + offsets
+    v_ptr = _base(addresses, 2 * n_tensors + t, DTYPE, ALIGNED) + offsets
+    p = tl.load(p_ptr, mask=mask).to(acc)
+    g = grad_sign * tl.load(g_ptr, mask=mask).to(acc)
+    if HAS_WEIGHT_DECAY:
+        g = g + weight_decay * p
+    v = tl.load(v_ptr, mask=mask).to(acc) * alpha + one_minus_alpha * (g * g)
+    tl.store(v_ptr, v.to(DTYPE), mask=mask)
+    if CENTERED:
+        m_ptr = _base(addresses, 3 * n_tensors + t, DTYPE, ALIGNED) + offsets
+        m = tl.load(m_ptr, mask=mask).to(acc)
+        if one_minus_alpha < 0.5:  # torch.lerp's two-sided formula
+            m = m + one_minus_alpha * (g - m)
+        else:
+            m = g - (g - m) * (1 - one_minus_alpha)
+        tl.store(m_ptr, m.to(DTYPE), mask=mask)
+        den = tl.sqrt_rn(v - m * m) + eps
+    else:
+        den = tl.sqrt_rn(v) + eps
+    if MOMENTUM:
+        b_ptr = _base(addresses, (3 + CENTERED) * n_tensors + t, DTYPE, ALIGNED) + offsets
+        b = tl.load(b_ptr, mask=mask).to(acc) * momentum + tl.div_rn(g, den)
+        tl.store(b_ptr, b.to(DTYPE), mask=mask)
+        p = p - lr * b
+    else:
+        p = p - lr * tl.div_rn(g, den)
+    tl.store(p_ptr, _clamp_keep_nan(p, -clip, clip).to(DTYPE), mask=mask)
+
+
+@triton.jit
+def _rmsprop_clip_kernel(addresses, n_tensors, numels, chunk_tensor, chunk_begin, hyper,
+                         DTYPE: tl.constexpr, CENTERED: tl.constexpr, MOMENTUM: tl.constexpr,
+                         HAS_WEIGHT_DECAY: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    t, begin, n = _chunk(chunk_tensor, chunk_begin, numels, BLOCK)
+    offsets = begin + tl.arange(0, BLOCK)
+    if begin + BLOCK <= n:  # full chunk: unmasked, vectorisable
+        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, None, hyper, DTYPE, CENTERED, MOMENTUM,
+                            HAS_WEIGHT_DECAY, ALIGNED)
+    else:
+        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, offsets < n, hyper, DTYPE, CENTERED, MOMENTUM,
+                            HAS_WEIGHT_DECAY, ALIGNED)
+
+
+def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
+                  grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], lr: float, alpha: float,
+                  eps: float, weight_decay: float, momentum: float, centered: bool, maximize: bool,
+                  clip_value: float) -> None:
+    """RMSprop step + clamp over lists of one device and one floating dtype (see module doc)."""
+    lists = [params, grads, square_avgs]
+    if centered:
+        lists.append(grad_avgs)
+    if momentum > 0:
+        lists.append(momentum_buffers)
+    flat, write_back = flatten_lists(lists, [True, False] + [True] * (len(lists) - 2))
+    if flat[0]:
+        dtype = flat[0][0].dtype
+        acc = _acc_dtype(dtype)
+        values = (lr, alpha, 1.0 - alpha, eps, weight_decay, momentum, -1.0 if maximize else 1.0, clip_value)
+        hyper = _device_constants(values, acc, flat[0][0].device)
+        table = tensor_table(flat, BLOCK)
+        _rmsprop_clip_kernel[(table.n_chunks,)](
+            table.addresses, table.n_tensors, table.numels, table.chunk_tensor, table.chunk_begin, hyper,
+            DTYPE=_TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0,
+            HAS_WEIGHT_DECAY=weight_decay != 0, ALIGNED=table.aligned, BLOCK=BLOCK,
+        )
+    finish(write_back)

@@ -1,0 +1,48 @@
+"""Test configuration.
+
+Without a GPU, Triton kernels run in the interpreter on CPU tensors: that is how
+CI checks every Triton kernel. TRITON_INTERPRET must be set before any fastgan
+Triton module is imported (triton reads it when a kernel is decorated).
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import fastgan  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+def devices():
+    """Devices every kernel test runs on: CPU always, CUDA when present."""
+    return ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+
+def backends_for(device):
+    """The concrete backends that can run tensors on `device` in this process."""
+    return fastgan.available_backends(torch.device(device))
+
+
+def device_backend_pairs():
+    """(device, backend) for every backend usable on every device here; CUDA pairs
+    are marked so they show as skipped, not missing, on a CPU-only machine."""
+    pairs = [("cpu", b) for b in backends_for("cpu")]
+    for backend in ("cuda", "triton", "reference"):
+        pairs.append(pytest.param("cuda", backend, marks=requires_cuda, id=f"cuda-{backend}"))
+    return pairs
+
+
+@pytest.fixture(autouse=True)
+def _reset_backend():
+    fastgan.set_backend(None)
+    yield
+    fastgan.set_backend(None)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
