@@ -76,7 +76,7 @@ def _extension():
         ("FASTGAN_TORCH_VERSION", '"%s"' % torch.__version__),
     ]
     # -fno-math-errno lets sqrt vectorise; never -ffast-math: NaN must propagate like torch.
-    cxx = ["-O3", "-fno-math-errno"]
+    cxx = ["-O3", "-fno-math-errno", "-fopenmp"]
     if not with_cuda:
         return CppExtension("fastgan._C", sources, define_macros=define, extra_compile_args={"cxx": cxx})
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():

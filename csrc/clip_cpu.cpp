@@ -10,6 +10,30 @@
 namespace fastgan {
 namespace {
 
+template <typename scalar_t>
+FASTGAN_CPU_CLONES void clip_span(scalar_t* __restrict__ x, int64_t n, scalar_t lo, scalar_t hi) {
+  for (int64_t j = 0; j < n; ++j) x[j] = clamp_keep_nan(x[j], lo, hi);
+}
+
+template <bool CENTERED, bool MOMENTUM, typename scalar_t>
+FASTGAN_CPU_CLONES void rmsprop_clip_span(scalar_t* __restrict__ p, const scalar_t* __restrict__ g,
+                                          scalar_t* __restrict__ v, scalar_t* __restrict__ m,
+                                          scalar_t* __restrict__ b, int64_t n,
+                                          const RmspropClipHyper<acc_t<scalar_t>> h) {
+  using T = acc_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j) {
+    T pj = static_cast<T>(p[j]);
+    T vj = static_cast<T>(v[j]);
+    T mj = CENTERED ? static_cast<T>(m[j]) : T(0);
+    T bj = MOMENTUM ? static_cast<T>(b[j]) : T(0);
+    rmsprop_clip_element<CENTERED, MOMENTUM>(pj, static_cast<T>(g[j]), vj, mj, bj, h);
+    p[j] = static_cast<scalar_t>(pj);
+    v[j] = static_cast<scalar_t>(vj);
+    if (CENTERED) m[j] = static_cast<scalar_t>(mj);
+    if (MOMENTUM) b[j] = static_cast<scalar_t>(bj);
+  }
+}
+
 void clip_cpu(at::TensorList tensors, double clip_value) {
   if (tensors.empty()) return;
   FlatTensorLists flat = flatten_tensor_lists({tensors}, {true}, "fastgan::clip_");
@@ -19,8 +43,7 @@ void clip_cpu(at::TensorList tensors, double clip_value) {
     std::vector<scalar_t*> data;
     for (auto& t : flat.lists[0]) data.push_back(t.data_ptr<scalar_t>());
     cpu_for_each_chunk(flat.numels, [&](int64_t t, int64_t begin, int64_t end) {
-      scalar_t* __restrict__ x = data[t];
-      for (int64_t j = begin; j < end; ++j) x[j] = clamp_keep_nan(x[j], lo, hi);
+      clip_span(data[t] + begin, end - begin, lo, hi);
     });
   });
   flat.finish();
@@ -28,7 +51,6 @@ void clip_cpu(at::TensorList tensors, double clip_value) {
 
 template <bool CENTERED, bool MOMENTUM, typename scalar_t>
 void rmsprop_clip_lists_cpu(FlatTensorLists& flat, const RmspropClipHyper<acc_t<scalar_t>>& h) {
-  using T = acc_t<scalar_t>;
   const size_t n = flat.numels.size();
   std::vector<scalar_t*> param(n), square(n), gavg(n, nullptr), buf(n, nullptr);
   std::vector<const scalar_t*> grad(n);
@@ -40,22 +62,9 @@ void rmsprop_clip_lists_cpu(FlatTensorLists& flat, const RmspropClipHyper<acc_t<
     if (MOMENTUM) buf[i] = flat.lists[3 + CENTERED][i].data_ptr<scalar_t>();
   }
   cpu_for_each_chunk(flat.numels, [&](int64_t t, int64_t begin, int64_t end) {
-    scalar_t* __restrict__ p = param[t];
-    const scalar_t* __restrict__ g = grad[t];
-    scalar_t* __restrict__ v = square[t];
-    scalar_t* __restrict__ m = gavg[t];
-    scalar_t* __restrict__ b = buf[t];
-    for (int64_t j = begin; j < end; ++j) {
-      T pj = static_cast<T>(p[j]);
-      T vj = static_cast<T>(v[j]);
-      T mj = CENTERED ? static_cast<T>(m[j]) : T(0);
-      T bj = MOMENTUM ? static_cast<T>(b[j]) : T(0);
-      rmsprop_clip_element<CENTERED, MOMENTUM>(pj, static_cast<T>(g[j]), vj, mj, bj, h);
-      p[j] = static_cast<scalar_t>(pj);
-      v[j] = static_cast<scalar_t>(vj);
-      if (CENTERED) m[j] = static_cast<scalar_t>(mj);
-      if (MOMENTUM) b[j] = static_cast<scalar_t>(bj);
-    }
+    rmsprop_clip_span<CENTERED, MOMENTUM>(param[t] + begin, grad[t] + begin, square[t] + begin,
+                                          CENTERED ? gavg[t] + begin : nullptr,
+                                          MOMENTUM ? buf[t] + begin : nullptr, end - begin, h);
   });
 }
 

@@ -2,7 +2,7 @@
 backend, so every backend sees validated input and errors name the argument."""
 import math
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Tuple, Union
 
 import torch
 
@@ -32,28 +32,52 @@ def check_non_negative(name: str, value) -> float:
     return value
 
 
-def named_tensors(tensors: TensorsLike, argname: str) -> List[Tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs from a module (its parameters), a tensor, or an iterable
-    of tensors; names are ``module.weight`` or ``params[3]`` for error messages."""
+def flatten_tensors(tensors: TensorsLike, argname: str) -> Tuple[List[torch.Tensor], Callable[[int], str]]:
+    """The tensors in a module (its parameters), a tensor, or an iterable of tensors
+    or optimizer param groups, and a function naming tensor i for error messages
+    (``parameter 'net.0.weight'``, ``params[3]``). Names are built only on error:
+    this runs on every optimizer step."""
     if isinstance(tensors, torch.nn.Module):
-        return [(f"parameter {name!r}", p) for name, p in tensors.named_parameters()]
+        module = tensors
+        return list(module.parameters()), lambda i: f"parameter {list(module.named_parameters())[i][0]!r}"
     if isinstance(tensors, torch.Tensor):
-        return [(argname, tensors)]
+        return [tensors], lambda i: argname
     try:
         items = list(tensors)
     except TypeError:
         raise TypeError(
             f"{argname} must be an nn.Module, a tensor or an iterable of tensors, got {type(tensors).__name__}"
         ) from None
-    named = []
+    if all(isinstance(item, torch.Tensor) for item in items):
+        return items, lambda i: f"{argname}[{i}]"
+    flat: List[torch.Tensor] = []
+    names: List[Callable[[], str]] = []
     for index, item in enumerate(items):
         if isinstance(item, dict) and "params" in item:  # an optimizer-style param group
-            named += named_tensors(item["params"], f"{argname}[{index}]['params']")
+            inner, inner_name = flatten_tensors(item["params"], f"{argname}[{index}]['params']")
+            flat += inner
+            names += [lambda k=k, f=inner_name: f(k) for k in range(len(inner))]
         elif isinstance(item, torch.Tensor):
-            named.append((f"{argname}[{index}]", item))
+            flat.append(item)
+            names.append(lambda index=index: f"{argname}[{index}]")
         else:
             raise TypeError(f"{argname}[{index}] must be a tensor, got {type(item).__name__}")
-    return named
+    return flat, lambda i: names[i]()
+
+
+def floating_groups(
+    tensors: List[torch.Tensor], name: Callable[[int], str]
+) -> "OrderedDict[Tuple[torch.device, torch.dtype], List[torch.Tensor]]":
+    """Check every tensor is a dense real floating-point tensor (TypeError naming
+    the first that is not) and group them by (device, dtype), in order of first
+    appearance."""
+    groups: Dict[Tuple[torch.device, torch.dtype], List[torch.Tensor]] = OrderedDict()
+    for index, tensor in enumerate(tensors):
+        dtype = tensor.dtype
+        if not dtype.is_floating_point or tensor.layout != torch.strided:
+            check_floating(name(index), tensor)
+        groups.setdefault((tensor.device, dtype), []).append(tensor)
+    return groups
 
 
 def check_floating(name: str, tensor: torch.Tensor) -> None:
@@ -62,13 +86,3 @@ def check_floating(name: str, tensor: torch.Tensor) -> None:
         raise TypeError(f"{name} is a {tensor.layout} tensor; only dense (strided) tensors are supported")
     if not tensor.dtype.is_floating_point:
         raise TypeError(f"{name} has dtype {tensor.dtype}; only real floating-point tensors are supported")
-
-
-def group_by_device_dtype(
-    tensors: Iterable[torch.Tensor],
-) -> "OrderedDict[Tuple[torch.device, torch.dtype], List[int]]":
-    """Indices of `tensors` grouped by (device, dtype), in order of first appearance."""
-    groups: Dict[Tuple[torch.device, torch.dtype], List[int]] = OrderedDict()
-    for index, tensor in enumerate(tensors):
-        groups.setdefault((tensor.device, tensor.dtype), []).append(index)
-    return groups

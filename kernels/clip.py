@@ -49,6 +49,23 @@ def _clamp_keep_nan(x, lo, hi):
 
 
 @triton.jit
+def _sqrt_rn(x):
+    # IEEE round-to-nearest like torch.sqrt: tl.sqrt may approximate float32; sqrt_rn is float32-only.
+    if x.dtype == tl.float64:
+        return tl.sqrt(x)
+    else:
+        return tl.sqrt_rn(x)
+
+
+@triton.jit
+def _div_rn(x, y):
+    if x.dtype == tl.float64:
+        return x / y
+    else:
+        return tl.div_rn(x, y)
+
+
+@triton.jit
 def _chunk(chunk_tensor, chunk_begin, numels, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     t = tl.load(chunk_tensor + pid)
@@ -130,16 +147,16 @@ def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, hyper, DTYPE: tl
         else:
             m = g - (g - m) * (1 - one_minus_alpha)
         tl.store(m_ptr, m.to(DTYPE), mask=mask)
-        den = tl.sqrt_rn(v - m * m) + eps
+        den = _sqrt_rn(v - m * m) + eps
     else:
-        den = tl.sqrt_rn(v) + eps
+        den = _sqrt_rn(v) + eps
     if MOMENTUM:
         b_ptr = _base(addresses, (3 + CENTERED) * n_tensors + t, DTYPE, ALIGNED) + offsets
-        b = tl.load(b_ptr, mask=mask).to(acc) * momentum + tl.div_rn(g, den)
+        b = tl.load(b_ptr, mask=mask).to(acc) * momentum + _div_rn(g, den)
         tl.store(b_ptr, b.to(DTYPE), mask=mask)
         p = p - lr * b
     else:
-        p = p - lr * tl.div_rn(g, den)
+        p = p - lr * _div_rn(g, den)
     tl.store(p_ptr, _clamp_keep_nan(p, -clip, clip).to(DTYPE), mask=mask)
 
 

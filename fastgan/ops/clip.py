@@ -6,7 +6,7 @@ import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from .._validate import TensorsLike, check_floating, check_positive_finite, group_by_device_dtype, named_tensors
+from .._validate import TensorsLike, check_positive_finite, flatten_tensors, floating_groups
 
 # ---- registration: fake (meta) kernels for the C++ ops, Triton kernels as custom ops ----
 
@@ -101,15 +101,13 @@ def clip_weights_(params: TensorsLike, clip_value: float, *, backend: Optional[s
     tensor is modified. An empty collection is a no-op.
     """
     c = check_positive_finite("clip_value", clip_value)
-    named = named_tensors(params, "params")
-    for name, tensor in named:
-        check_floating(name, tensor)
-    tensors = [tensor for _, tensor in named]
-    groups = group_by_device_dtype(tensors)
-    impls = [(_CLIP[resolve_backend(backend, device, "clip_weights_")], idx) for (device, _), idx in groups.items()]
+    tensors, name = flatten_tensors(params, "params")
+    groups = floating_groups(tensors, name)
+    # Resolve every group's backend before touching any tensor: errors leave all untouched.
+    plan = [(_CLIP[resolve_backend(backend, device, "clip_weights_")], group) for (device, _), group in groups.items()]
     with torch.no_grad():
-        for impl, indices in impls:
-            impl([tensors[i].detach() for i in indices], c)
+        for impl, group in plan:
+            impl(group, c)
 
 
 def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],

@@ -3,8 +3,8 @@ from typing import Optional
 
 import torch
 
-from .._backend import _check_name
-from .._validate import check_floating, check_non_negative, check_positive_finite, group_by_device_dtype
+from .._backend import _check_name, resolve_backend
+from .._validate import check_floating, check_non_negative, check_positive_finite
 from ..ops.clip import clip_weights_, rmsprop_clip_
 
 
@@ -54,32 +54,39 @@ class ClippedRMSprop(torch.optim.RMSprop):
     def __repr__(self) -> str:
         return super().__repr__().replace(type(self).__name__, f"{type(self).__name__}[backend={self.backend}]", 1)
 
-    def _group_lists(self, group):
-        params, grads, square_avgs, grad_avgs, buffers, steps, no_grad = [], [], [], [], [], [], []
+    def _group_buckets(self, group):
+        """Per (device, dtype): [params, grads, square_avgs, grad_avgs, momentum_buffers],
+        plus the step counters and the parameters without a gradient."""
+        buckets, steps, no_grad = {}, [], []
+        centered, use_momentum = group["centered"], group["momentum"] > 0
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 no_grad.append(p)
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise RuntimeError("ClippedRMSprop does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.zeros((), dtype=torch.float32,
                                             device=p.device if group["capturable"] else None)
                 state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["momentum"] > 0:
+                if use_momentum:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["centered"]:
+                if centered:
                     state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            params.append(p)
-            grads.append(p.grad)
-            square_avgs.append(state["square_avg"])
-            if group["centered"]:
-                grad_avgs.append(state["grad_avg"])
-            if group["momentum"] > 0:
-                buffers.append(state["momentum_buffer"])
+            lists = buckets.get((p.device, p.dtype))
+            if lists is None:
+                lists = buckets[(p.device, p.dtype)] = ([], [], [], [], [])
+            lists[0].append(p)
+            lists[1].append(grad)
+            lists[2].append(state["square_avg"])
+            if centered:
+                lists[3].append(state["grad_avg"])
+            if use_momentum:
+                lists[4].append(state["momentum_buffer"])
             steps.append(state["step"])
-        return params, grads, square_avgs, grad_avgs, buffers, steps, no_grad
+        return buckets, steps, no_grad
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -91,19 +98,20 @@ class ClippedRMSprop(torch.optim.RMSprop):
         for group in self.param_groups:
             if group.get("differentiable", False):
                 raise NotImplementedError("ClippedRMSprop does not support differentiable=True")
-            params, grads, square_avgs, grad_avgs, buffers, steps, no_grad = self._group_lists(group)
+            buckets, steps, no_grad = self._group_buckets(group)
             lr = group["lr"]
             lr = float(lr) if isinstance(lr, torch.Tensor) else lr
             check_non_negative("lr", lr)
+            # Every bucket's backend is resolved before any state changes.
+            backends = [resolve_backend(self.backend, device, "ClippedRMSprop.step") for device, _ in buckets]
             if steps:
                 torch._foreach_add_(steps, 1.0)
-            for (_, _), indices in group_by_device_dtype(params).items():
-                pick = lambda items: [items[i] for i in indices] if items else []  # noqa: E731
+            for backend, (params, grads, square_avgs, grad_avgs, buffers) in zip(backends, buckets.values()):
                 rmsprop_clip_(
-                    pick(params), pick(grads), pick(square_avgs), pick(grad_avgs), pick(buffers),
+                    params, grads, square_avgs, grad_avgs, buffers,
                     lr=lr, alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
                     momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
-                    clip_value=group["clip_value"], backend=self.backend,
+                    clip_value=group["clip_value"], backend=backend,
                 )
             if no_grad:
                 clip_weights_(no_grad, group["clip_value"], backend=self.backend)

@@ -1,0 +1,1 @@
+"""fastgan's benchmark harness: ``python -m benchmarks`` (see ``run.py``)."""

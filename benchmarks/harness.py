@@ -1,0 +1,243 @@
+"""Timing, machine ceilings and reporting shared by every benchmark suite.
+
+Timing: CUDA events around each repetition (a monotonic clock on CPU), after
+warm-up; we report the median and the 20th/80th percentiles over many
+repetitions. Caches (GPU L2, CPU L3) are flushed before each repetition,
+outside the timed region, so that a critic that fits in cache is not timed from
+it: in training, the forward and backward passes between two optimizer steps
+evict it anyway.
+
+Ceilings, measured once per run: copy bandwidth (a large device-to-device copy,
+bytes read + written over time) and launch latency (the per-call time of a
+stream of tiny ops). A case's floor is max(bytes / bandwidth, launches x
+latency); ``fraction_of_floor`` = floor / measured median.
+"""
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+
+@dataclasses.dataclass
+class Variant:
+    """One implementation of a case: `fn` runs it once (in place is fine)."""
+
+    name: str
+    fn: Callable[[], object]
+    launches: Optional[int] = None  # filled by the runner on CUDA (profiler count)
+
+
+@dataclasses.dataclass
+class Case:
+    suite: str
+    name: str
+    bytes_moved: int  # the fewest bytes any implementation must move (each input read, each output written once)
+    variants: List[Variant]
+    baseline: str = "eager"
+    info: Dict[str, object] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+
+
+def _quantile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))]
+
+
+class Timer:
+    def __init__(self, device: torch.device, warmup: int = 10, reps: int = 100, min_seconds: float = 0.0):
+        self.device = device
+        self.warmup = warmup
+        self.reps = reps
+        self.min_seconds = min_seconds
+        # Written before each repetition, outside the timed region: bigger than any
+        # GPU L2 (H100: 50 MB, H200: 60 MB) or server L3 slice.
+        self._flush = torch.empty(256 * 2**20, dtype=torch.int8, device=device)
+
+    def time(self, fn: Callable[[], object]) -> Timing:
+        for _ in range(self.warmup):
+            fn()
+        samples: List[float] = []
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(self.reps)]
+            for start, end in events:
+                self._flush.zero_()
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize(self.device)
+            samples = [start.elapsed_time(end) for start, end in events]
+        else:
+            deadline = time.perf_counter() + self.min_seconds
+            while len(samples) < self.reps or time.perf_counter() < deadline:
+                self._flush.zero_()
+                begin = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - begin) * 1e3)
+        return Timing(statistics.median(samples), _quantile(samples, 0.2), _quantile(samples, 0.8), len(samples))
+
+
+def count_launches(fn: Callable[[], object], device: torch.device) -> Optional[int]:
+    """Kernels and memory operations `fn` puts on the GPU, counted with the profiler."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize(device)
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def measure_machine(device: torch.device, timer: Timer) -> Dict[str, float]:
+    """Copy bandwidth (GB/s, read + write) and per-launch latency (us)."""
+    n = (256 if device.type == "cuda" else 64) * 2**20  # floats: 1 GiB on GPU, 256 MiB on CPU
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    copy = timer.time(lambda: dst.copy_(src))
+    tiny = torch.zeros(1, device=device)
+    launches = 200
+
+    def many_tiny():
+        for _ in range(launches):
+            tiny.add_(1.0)
+
+    per_launch = timer.time(many_tiny).median_ms / launches
+    del src, dst
+    return {"copy_bandwidth_GBps": 2 * n * 4 / (copy.median_ms * 1e-3) / 1e9, "launch_latency_us": per_launch * 1e3}
+
+
+def environment(device: torch.device) -> Dict[str, object]:
+    env: Dict[str, object] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    env["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    import fastgan
+
+    env["fastgan_build"] = {k: v for k, v in fastgan.BUILD_INFO.items()}
+    return env
+
+
+def evaluate(case: Case, timer: Timer, machine: Dict[str, float]) -> List[Dict[str, object]]:
+    """Time every variant of `case`; ratios are speed-ups (baseline time / variant time)."""
+    rows = []
+    for variant in case.variants:
+        variant.launches = count_launches(variant.fn, timer.device)
+        timing = timer.time(variant.fn)
+        rows.append({"suite": case.suite, "case": case.name, "variant": variant.name,
+                     "median_ms": timing.median_ms, "p20_ms": timing.p20_ms, "p80_ms": timing.p80_ms,
+                     "reps": timing.reps, "launches": variant.launches, "bytes": case.bytes_moved, **case.info})
+    by_name = {row["variant"]: row for row in rows}
+    bandwidth_floor_ms = case.bytes_moved / (machine["copy_bandwidth_GBps"] * 1e9) * 1e3
+    for row in rows:
+        for peer in by_name:
+            if peer != row["variant"]:
+                row[f"speedup_vs_{peer}"] = by_name[peer]["median_ms"] / row["median_ms"]
+        launches = row["launches"] or 1
+        floor_ms = max(bandwidth_floor_ms, launches * machine["launch_latency_us"] * 1e-3)
+        row["floor_ms"] = floor_ms
+        row["fraction_of_floor"] = floor_ms / row["median_ms"]
+        row["achieved_GBps"] = case.bytes_moved / (row["median_ms"] * 1e-3) / 1e9
+    return rows
+
+
+def markdown_table(rows: List[Dict[str, object]], baseline: str = "eager") -> str:
+    header = ("| suite | case | variant | median ms | p20-p80 ms | launches | GB/s | vs eager | fraction of floor |\n"
+              "|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        vs = r.get(f"speedup_vs_{baseline}", 1.0 if r["variant"] == baseline else float("nan"))
+        launches = "" if r["launches"] is None else str(r["launches"])
+        lines.append(
+            f"| {r['suite']} | {r['case']} | {r['variant']} | {r['median_ms']:.4f} | "
+            f"{r['p20_ms']:.4f}-{r['p80_ms']:.4f} | {launches} | {r['achieved_GBps']:.1f} | {vs:.2f}x | "
+            f"{r['fraction_of_floor']:.0%} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+def write_report(path_stem: str, env: Dict[str, object], machine: Dict[str, float], rows: List[Dict[str, object]],
+                 command: str) -> List[str]:
+    """Write <stem>.json, <stem>.md and (with matplotlib) <stem>.png; return the paths."""
+    os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
+    payload = {"command": command, "environment": env, "machine": machine, "results": rows,
+               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    with open(path_stem + ".json", "w") as handle:
+        json.dump(payload, handle, indent=1, default=str)
+    text = [f"# fastgan benchmarks on {env.get('gpu') or env.get('cpu')}", "",
+            f"Command: `{command}`  ", f"Date: {payload['date']}  ",
+            "Versions: " + ", ".join(f"{k} {env.get(k)}" for k in ("torch", "triton", "cuda", "python") if env.get(k)),
+            "", f"Copy bandwidth {machine['copy_bandwidth_GBps']:.1f} GB/s (read + write), "
+            f"launch latency {machine['launch_latency_us']:.2f} us, {env['threads']} CPU threads.", "",
+            "Medians over the repetitions; speed-ups are eager median / variant median; the floor is "
+            "max(bytes moved / copy bandwidth, launches x launch latency).", "", markdown_table(rows)]
+    with open(path_stem + ".md", "w") as handle:
+        handle.write("\n".join(text))
+    paths = [path_stem + ".json", path_stem + ".md"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot written (pip install matplotlib)")
+        return paths
+    cases = list(dict.fromkeys((r["suite"], r["case"]) for r in rows))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)), 4))
+    width = 0.8 / max(1, len(variants))
+    for k, variant in enumerate(variants):
+        xs, ys = [], []
+        for i, key in enumerate(cases):
+            match = [r for r in rows if (r["suite"], r["case"]) == key and r["variant"] == variant]
+            if match:
+                xs.append(i + k * width)
+                ys.append(match[0].get("speedup_vs_eager", 1.0))
+        ax.bar(xs, ys, width, label=variant)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
+    ax.set_xticklabels([f"{s}\n{c}" for s, c in cases], fontsize=7)
+    ax.set_ylabel("speed-up over eager (x)")
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="black", linewidth=0.5)
+    ax.legend(fontsize=7)
+    ax.set_title(f"fastgan on {env.get('gpu') or env.get('cpu')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path_stem + ".png", dpi=120)
+    plt.close(fig)
+    return paths + [path_stem + ".png"]

@@ -1,0 +1,129 @@
+"""Backend selection, the extension's build checks and the package layout."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import HAS_CUDA
+
+import fastgan
+from fastgan._backend import resolve_backend
+from fastgan.ops import clip_weights_
+
+CPU = torch.device("cpu")
+
+
+def test_available_backends_on_this_machine():
+    backends = fastgan.available_backends()
+    assert "cpu" in backends and "reference" in backends
+    # CI checks every Triton kernel in the interpreter: triton must be usable on CPU there.
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        assert "triton" in fastgan.available_backends(CPU)
+    assert ("cuda" in backends) == (HAS_CUDA and fastgan.BUILD_INFO["cuda"])
+
+
+def test_auto_picks_cpu_kernel_for_cpu_tensors():
+    assert resolve_backend("auto", CPU, "op") == "cpu"
+    assert resolve_backend(None, CPU, "op") == "cpu"
+    assert resolve_backend(None, torch.device("meta"), "op") == "reference"
+
+
+def test_set_backend_and_context_manager():
+    fastgan.set_backend("reference")
+    assert fastgan.get_backend() == "reference"
+    assert resolve_backend(None, CPU, "op") == "reference"
+    with fastgan.use_backend("cpu"):
+        assert fastgan.get_backend() == "cpu"
+    assert fastgan.get_backend() == "reference"
+    fastgan.set_backend(None)
+    assert fastgan.get_backend() == "auto"
+
+
+def test_env_variable(monkeypatch):
+    monkeypatch.setenv("FASTGAN_BACKEND", "reference")
+    assert fastgan.get_backend() == "reference"
+    fastgan.set_backend("cpu")  # the process-wide default wins over the environment
+    assert fastgan.get_backend() == "cpu"
+    fastgan.set_backend(None)
+    monkeypatch.setenv("FASTGAN_BACKEND", "fast")
+    with pytest.raises(ValueError, match="FASTGAN_BACKEND"):
+        fastgan.get_backend()
+
+
+def test_argument_wins_over_default():
+    fastgan.set_backend("reference")
+    assert resolve_backend("cpu", CPU, "op") == "cpu"
+
+
+def test_unknown_backend_names_choices():
+    with pytest.raises(ValueError, match="'auto', 'cuda', 'triton', 'cpu', 'reference'"):
+        fastgan.set_backend("gpu")
+    with pytest.raises(ValueError, match="backend"):
+        clip_weights_([torch.randn(3)], 0.1, backend="numpy")
+
+
+def test_backend_that_cannot_run_the_tensors_says_why():
+    with pytest.raises(fastgan.BackendError, match="CUDA tensors only, these are on cpu"):
+        resolve_backend("cuda", CPU, "clip_weights_")
+    with pytest.raises(fastgan.BackendError, match="CPU tensors only"):
+        resolve_backend("cpu", torch.device("meta"), "clip_weights_")
+
+
+def test_triton_needs_interpreter_for_cpu_tensors(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(fastgan.BackendError, match="TRITON_INTERPRET"):
+        resolve_backend("triton", CPU, "op")
+
+
+def test_auto_never_fails_where_reference_succeeds():
+    for device in (CPU, torch.device("meta")):
+        assert resolve_backend("auto", device, "op") in fastgan.available_backends(device)
+    t = torch.randn(4, device="meta")
+    clip_weights_([t], 0.1)  # meta tensors: reference runs, so auto must too
+
+
+def test_build_info():
+    info = fastgan.BUILD_INFO
+    assert info["torch"] == torch.__version__
+    assert len(info["source_hash"]) == 16
+
+
+def _run_python(code, cwd, env=None):
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_stale_extension_is_refused(tmp_path):
+    """A checkout whose csrc/ differs from the build must not import silently."""
+    code = (
+        "import fastgan._extension as e, fastgan._source_hash as h\n"
+        "h.source_hash = lambda root: 'edited-sources'\n"
+        "e.source_hash = h.source_hash\n"
+        "try:\n"
+        "    e.load_extension()\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = _run_python(code, tmp_path)
+    assert "stale" in result.stdout and "pip install --no-build-isolation -e ." in result.stdout, result.stderr
+
+
+def test_kernels_installed_as_fastgan_kernels_not_top_level(tmp_path):
+    repo_kernels = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
+    result = _run_python(
+        "import importlib.util, fastgan.kernels\n"
+        "print(fastgan.kernels.__file__)\n"
+        "spec = importlib.util.find_spec('kernels')\n"
+        "print(spec.origin if spec else None)\n",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    fastgan_kernels, top_level = result.stdout.split()
+    assert os.path.dirname(fastgan_kernels) == repo_kernels
+    assert top_level == "None" or not top_level.startswith(repo_kernels)
+
+
+def test_import_does_not_import_triton(tmp_path):
+    result = _run_python("import sys, fastgan, fastgan.ops; print('triton' in sys.modules)", tmp_path)
+    assert result.stdout.strip() == "False", result.stderr

@@ -1,0 +1,281 @@
+"""ClippedRMSprop: torch.optim.RMSprop.step() + clamp_, fused, for every backend."""
+import copy
+import itertools
+
+import pytest
+import torch
+from conftest import device_backend_pairs
+
+from fastgan.models import dcgan_critic, mlp_critic
+from fastgan.optim import ClippedRMSprop
+
+OPTIONS = [
+    dict(centered=centered, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
+    for centered, momentum, weight_decay, maximize in itertools.product(
+        [False, True], [0.0, 0.9], [0.0, 0.01], [False, True]
+    )
+]
+
+
+def _option_id(options):
+    return "-".join(f"{k}={v}" for k, v in options.items())
+
+
+def _critic_with_odd_params(device, dtype):
+    model = mlp_critic(3, 17, 2)
+    # A parameter whose storage is transposed (non-contiguous but dense).
+    model.extra = torch.nn.Parameter(torch.randn(5, 7).t().contiguous().t())
+    return model.to(device=device, dtype=dtype)
+
+
+def _fill_grads(model, generator, scale=1.0):
+    for p in model.parameters():
+        g = torch.randn(p.shape, generator=generator, dtype=torch.float64) * scale
+        p.grad = g.to(device=p.device, dtype=p.dtype)
+
+
+def _torch_step_then_clamp(optimizer, params, c):
+    optimizer.step()
+    with torch.no_grad():
+        for p in params:
+            p.clamp_(-c, c)
+
+
+def _run_pair(device, dtype, backend, options, steps, c=0.05, lr=1e-2, make=_critic_with_odd_params, seed=0):
+    torch.manual_seed(seed)
+    ours = make(device, dtype)
+    theirs = copy.deepcopy(ours)
+    opt_ours = ClippedRMSprop(ours.parameters(), lr=lr, alpha=0.9, eps=1e-6, clip_value=c, backend=backend, **options)
+    opt_theirs = torch.optim.RMSprop(theirs.parameters(), lr=lr, alpha=0.9, eps=1e-6, foreach=False, **options)
+    gen_ours, gen_theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        _fill_grads(ours, gen_ours)
+        _fill_grads(theirs, gen_theirs)
+        opt_ours.step()
+        _torch_step_then_clamp(opt_theirs, list(theirs.parameters()), c)
+    return ours, theirs, opt_ours, opt_theirs
+
+
+def _assert_close_to_scale(x, y, rtol, atol):
+    """Elementwise rtol, and an absolute floor relative to the tensor's scale (state
+    such as momentum buffers passes near zero through cancellation)."""
+    scale = y.abs().max().item() if y.numel() else 0.0
+    torch.testing.assert_close(x, y, rtol=rtol, atol=atol * max(scale, 1e-30) if atol else 0.0)
+
+
+def _assert_state_close(opt_ours, opt_theirs, ours, theirs, rtol, atol):
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        _assert_close_to_scale(p.detach(), q.detach(), rtol, atol)
+        s, t = opt_ours.state[p], opt_theirs.state[q]
+        assert set(s) == set(t)
+        for key in t:
+            _assert_close_to_scale(s[key], t[key], rtol, atol)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=_option_id)
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_rmsprop_then_clamp(device, backend, dtype, options):
+    ours, theirs, opt_ours, opt_theirs = _run_pair(device, dtype, backend, options, steps=4)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+    if backend == "reference":
+        tol = dict(rtol=0, atol=0)  # the reference runs torch's own ops in torch's order
+    _assert_state_close(opt_ours, opt_theirs, ours, theirs, **tol)
+    assert all(p.abs().max() <= 0.05 for p in ours.parameters())
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_dcgan_critic_several_steps(device, backend):
+    make = lambda device, dtype: dcgan_critic(3, 8).to(device=device, dtype=dtype)  # noqa: E731
+    options = dict(centered=True, momentum=0.5, weight_decay=0.0, maximize=False)
+    ours, theirs, opt_ours, opt_theirs = _run_pair(device, torch.float32, backend, options, steps=3, make=make)
+    _assert_state_close(opt_ours, opt_theirs, ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def _max_err(x, ref):
+    return (x.double() - ref).abs().max().item()
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[-1]], ids=_option_id)
+def test_low_precision_within_twice_eager_error(device, backend, dtype, options):
+    """flash-attention's rule: at most twice as far from the float64 result as
+    eager PyTorch in the same dtype, plus a floor of one unit in the last place."""
+    c = 0.05
+    base = _critic_with_odd_params(device, torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    _fill_grads(base, generator)
+    models = {name: copy.deepcopy(base) for name in ("ours", "eager", "exact")}
+    for name in ("ours", "eager"):
+        models[name].to(dtype)
+    optimizers = {
+        "ours": ClippedRMSprop(models["ours"].parameters(), lr=1e-2, clip_value=c, backend=backend, **options),
+        "eager": torch.optim.RMSprop(models["eager"].parameters(), lr=1e-2, foreach=False, **options),
+        "exact": torch.optim.RMSprop(models["exact"].parameters(), lr=1e-2, foreach=False, **options),
+    }
+    for _ in range(2):  # the second step starts from non-zero state
+        optimizers["ours"].step()
+        for name in ("eager", "exact"):
+            _torch_step_then_clamp(optimizers[name], list(models[name].parameters()), c)
+    ulp = torch.finfo(dtype).eps * c
+    for p, e, x in zip(*(models[n].parameters() for n in ("ours", "eager", "exact"))):
+        assert _max_err(p.detach(), x.detach()) <= 2 * _max_err(e.detach(), x.detach()) + ulp
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_params_without_grad_are_still_clipped(device, backend):
+    model = mlp_critic(2, 8, 2).to(device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(10)
+    frozen = model[0].weight
+    optimizer = ClippedRMSprop(model.parameters(), clip_value=0.01, backend=backend)
+    model(torch.randn(4, 2, device=device)).sum().backward()
+    frozen.grad = None
+    expected = frozen.detach().clone().clamp_(-0.01, 0.01)
+    optimizer.step()
+    assert torch.equal(frozen.detach(), expected)
+    assert frozen not in optimizer.state or len(optimizer.state[frozen]) == 0
+    assert all(p.abs().max() <= 0.01 for p in model.parameters())
+
+
+def test_mixed_dtype_group():
+    a = torch.nn.Parameter(torch.randn(10))
+    b = torch.nn.Parameter(torch.randn(6, dtype=torch.float64))
+    a2, b2 = copy.deepcopy(a), copy.deepcopy(b)
+    ours = ClippedRMSprop([a, b], lr=1e-2, clip_value=0.5)
+    theirs = torch.optim.RMSprop([a2, b2], lr=1e-2, foreach=False)
+    for _ in range(3):
+        for p, q in ((a, a2), (b, b2)):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        ours.step()
+        _torch_step_then_clamp(theirs, [a2, b2], 0.5)
+    torch.testing.assert_close(a, a2, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(b, b2, rtol=1e-12, atol=1e-14)
+
+
+def test_per_group_clip_value():
+    a = torch.nn.Parameter(torch.full((4,), 3.0))
+    b = torch.nn.Parameter(torch.full((4,), 3.0))
+    opt = ClippedRMSprop([{"params": [a]}, {"params": [b], "clip_value": 0.5}], lr=0.0, clip_value=0.1)
+    a.grad, b.grad = torch.ones(4), torch.ones(4)
+    opt.step()
+    assert torch.all(a == 0.1) and torch.all(b == 0.5)
+
+
+OPTIONS_SD = dict(lr=1e-2, alpha=0.9, momentum=0.9, centered=True)
+
+
+def _stepped(optimizer_cls, model, steps=2, **kwargs):
+    optimizer = optimizer_cls(model.parameters(), **OPTIONS_SD, **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        _fill_grads(model, generator)
+        optimizer.step()
+    return optimizer
+
+
+def _continue_both(model_a, opt_a, model_b, opt_b):
+    _fill_grads(model_a, torch.Generator().manual_seed(5))
+    _fill_grads(model_b, torch.Generator().manual_seed(5))
+    opt_a.step()
+    opt_b.step()
+
+
+def test_state_dict_loads_into_torch_rmsprop():
+    torch.manual_seed(0)
+    model = mlp_critic(2, 16, 2)
+    ours = _stepped(ClippedRMSprop, model, clip_value=0.05)
+    twin = copy.deepcopy(model)
+    theirs = torch.optim.RMSprop(twin.parameters(), foreach=False, **OPTIONS_SD)
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))  # state_dict() shares tensors
+    for p, q in zip(model.parameters(), twin.parameters()):
+        for key in ("square_avg", "grad_avg", "momentum_buffer", "step"):
+            assert torch.equal(theirs.state[q][key], ours.state[p][key])
+    # RMSprop continues from our state as our own update would, up to the clamp
+    _continue_both(model, ours, twin, theirs)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        _assert_close_to_scale(p.detach(), q.detach().clamp(-0.05, 0.05), rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_from_torch_rmsprop_loads_into_ours():
+    torch.manual_seed(0)
+    model = mlp_critic(2, 16, 2)
+    theirs = _stepped(torch.optim.RMSprop, model, foreach=False)
+    twin = copy.deepcopy(model)
+    ours = ClippedRMSprop(twin.parameters(), clip_value=0.07, **OPTIONS_SD)
+    ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    assert ours.param_groups[0]["clip_value"] == 0.07  # torch's groups lack it: our default fills in
+    assert float(ours.state[next(twin.parameters())]["step"]) == 2.0
+    _continue_both(model, theirs, twin, ours)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        _assert_close_to_scale(q.detach(), p.detach().clamp(-0.07, 0.07), rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_round_trip_is_exact():
+    torch.manual_seed(0)
+    model = mlp_critic(2, 16, 2)
+    ours = _stepped(ClippedRMSprop, model, clip_value=0.05)
+    twin = copy.deepcopy(model)
+    restored = ClippedRMSprop(twin.parameters(), clip_value=0.5, **OPTIONS_SD)
+    restored.load_state_dict(copy.deepcopy(ours.state_dict()))
+    assert restored.param_groups[0]["clip_value"] == 0.05
+    _continue_both(model, ours, twin, restored)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    assert float(ours.state[next(model.parameters())]["step"]) == 3.0
+
+
+def test_closure_returns_loss_and_is_evaluated_with_grad():
+    model = mlp_critic(2, 4, 1)
+    opt = ClippedRMSprop(model.parameters())
+    x = torch.randn(8, 2)
+
+    def closure():
+        opt.zero_grad()
+        loss = model(x).mean()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_rejects_bad_clip_value(bad):
+    with pytest.raises(ValueError, match="clip_value"):
+        ClippedRMSprop(mlp_critic(2, 4, 1).parameters(), clip_value=bad)
+    with pytest.raises(ValueError, match="clip_value"):
+        ClippedRMSprop([{"params": mlp_critic(2, 4, 1).parameters(), "clip_value": bad}])
+
+
+def test_rejects_bad_hyper_parameters_and_tensors():
+    with pytest.raises(ValueError, match="learning rate"):
+        ClippedRMSprop(mlp_critic(2, 4, 1).parameters(), lr=-1.0)
+    with pytest.raises(TypeError, match="dtype torch.int64"):
+        ClippedRMSprop([torch.zeros(3, dtype=torch.int64)])
+    with pytest.raises(ValueError, match="backend"):
+        ClippedRMSprop(mlp_critic(2, 4, 1).parameters(), backend="gpu")
+
+
+def test_repr_names_backend():
+    text = repr(ClippedRMSprop(mlp_critic(2, 4, 1).parameters(), backend="cpu"))
+    assert text.startswith("ClippedRMSprop[backend=cpu]") and "clip_value: 0.01" in text
+
+
+def test_opcheck_rmsprop_clip():
+    def sample(centered, momentum):
+        n = [5, 12]
+        params = [torch.randn(k) for k in n]
+        grads = [torch.randn(k) for k in n]
+        square = [torch.rand(k) for k in n]
+        gavg = [torch.randn(k) * 0.1 for k in n] if centered else []
+        bufs = [torch.randn(k) for k in n] if momentum else []
+        return (params, grads, square, gavg, bufs, 1e-2, 0.9, 1e-8, 0.01, 0.9 if momentum else 0.0, centered,
+                False, 0.1)
+
+    for centered, momentum in itertools.product([False, True], repeat=2):
+        torch.library.opcheck(torch.ops.fastgan.rmsprop_clip_.default, sample(centered, momentum))
+        torch.library.opcheck(torch.ops.fastgan_triton.rmsprop_clip_.default, sample(centered, momentum))

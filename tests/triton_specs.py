@@ -1,0 +1,26 @@
+"""Signatures for compiling every fastgan Triton kernel ahead of time (no GPU
+needed): ``test_triton_compile.py`` builds each to PTX for sm_80 and sm_90, which
+catches what the interpreter lets through (types, layouts, unsupported ops).
+
+Each entry: (module under fastgan.kernels, kernel name, {arg: type}, {constexpr: value}).
+A new Triton kernel adds its entries here.
+"""
+import triton.language as tl
+
+MULTI_TENSOR_ARGS = {"numels": "*i64", "chunk_tensor": "*i32", "chunk_begin": "*i64"}
+
+SPECS = []
+for dtype, acc, name in [(tl.float32, "*fp32", "fp32"), (tl.bfloat16, "*fp32", "bf16"), (tl.float64, "*fp64", "fp64")]:
+    SPECS.append((
+        "clip", "_clip_kernel",
+        {"addresses": "*i64", **MULTI_TENSOR_ARGS, "bounds": acc},
+        {"DTYPE": dtype, "ALIGNED": True, "BLOCK": 2048},
+    ))
+    for centered in (False, True):
+        for momentum in (False, True):
+            SPECS.append((
+                "clip", "_rmsprop_clip_kernel",
+                {"addresses": "*i64", "n_tensors": "i32", **MULTI_TENSOR_ARGS, "hyper": acc},
+                {"DTYPE": dtype, "CENTERED": centered, "MOMENTUM": momentum, "HAS_WEIGHT_DECAY": True,
+                 "ALIGNED": True, "BLOCK": 2048},
+            ))
