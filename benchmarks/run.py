@@ -48,10 +48,10 @@ def _parse(argv):
 def main(argv=None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     device = torch.device(args.device)
-    timer = Timer(device, warmup=args.warmup, reps=args.reps)
-    machine = measure_machine(device, timer)
+    timer = Timer(device, warmup=args.warmup, reps=args.reps, flush_mib=64 if args.quick else 256)
+    machine = measure_machine(device, timer, mib=(1024 if device.type == "cuda" else 256) // (4 if args.quick else 1))
     env = environment(device)
-    print(f"device {env.get('gpu') or env.get('cpu')}: copy {machine['copy_bandwidth_GBps']:.1f} GB/s, "
+    print(f"device {env.get('gpu') or env.get('cpu')}: bandwidth {machine['bandwidth_GBps']:.1f} GB/s, "
           f"launch {machine['launch_latency_us']:.2f} us", flush=True)
     command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     for suite in args.suite or sorted(SUITES):
