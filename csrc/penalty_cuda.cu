@@ -19,6 +19,7 @@
 #include <mutex>
 #include <utility>
 
+#include "cuda_utils.cuh"
 #include "penalty_math.h"
 #include "rows.h"
 
@@ -43,9 +44,8 @@ RowItems row_items(int64_t rows, int64_t row_len) {
 }
 
 int grid_for(const RowItems& items, const at::Device& device) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()));
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(items.count(), int64_t(sms) * 8)));
+  const int64_t blocks = int64_t(multiprocessor_count(device.index())) * 8;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(items.count(), blocks)));
 }
 
 template <typename scalar_t>
@@ -68,22 +68,18 @@ __device__ __forceinline__ void for_each_in_range(int64_t begin, int64_t end, bo
   for (int64_t k = body_begin + n_vec * VEC + threadIdx.x; k < end; k += blockDim.x) op(k);
 }
 
-template <typename scalar_t, int VEC>
-struct alignas(16) Vec {
-  scalar_t v[VEC];
-};
+template <typename scalar_t>
+using Vec16 = AlignedVector<scalar_t, vec_width<scalar_t>()>;
 
 template <typename scalar_t>
-__device__ __forceinline__ Vec<scalar_t, vec_width<scalar_t>()> load_vec(const scalar_t* p) {
-  return *reinterpret_cast<const Vec<scalar_t, vec_width<scalar_t>()>*>(p);
+__device__ __forceinline__ Vec16<scalar_t> load_vec(const scalar_t* p) {
+  return *reinterpret_cast<const Vec16<scalar_t>*>(p);
 }
 
 template <typename scalar_t>
-__device__ __forceinline__ void store_vec(scalar_t* p, const Vec<scalar_t, vec_width<scalar_t>()>& v) {
-  *reinterpret_cast<Vec<scalar_t, vec_width<scalar_t>()>*>(p) = v;
+__device__ __forceinline__ void store_vec(scalar_t* p, const Vec16<scalar_t>& v) {
+  *reinterpret_cast<Vec16<scalar_t>*>(p) = v;
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // ---------------------------------------------------------------- interpolate
 
@@ -106,7 +102,7 @@ __global__ void __launch_bounds__(kThreads)
         },
         [&](int64_t k) {
           auto r = load_vec(real + k), f = load_vec(fake + k);
-          Vec<scalar_t, VEC> y;
+          Vec16<scalar_t> y;
 #pragma unroll
           for (int j = 0; j < VEC; ++j)
             y.v[j] = static_cast<scalar_t>(interpolate_element(static_cast<T>(r.v[j]), static_cast<T>(f.v[j]), e));
@@ -136,7 +132,7 @@ __global__ void __launch_bounds__(kThreads)
         },
         [&](int64_t k) {
           auto g = load_vec(grad + k);
-          Vec<scalar_t, VEC> a, b;
+          Vec16<scalar_t> a, b;
 #pragma unroll
           for (int j = 0; j < VEC; ++j) {
             a.v[j] = static_cast<scalar_t>(e * static_cast<T>(g.v[j]));

@@ -1,6 +1,6 @@
-"""Memory-layout predicates shared by the Python front-ends, fake kernels and
-Triton launchers (the C++ side has the same rules in csrc/tensor_lists.h and
-csrc/rows.h)."""
+"""Memory-layout and compute-type rules shared by the Python front-ends, fake
+kernels and Triton launchers (the C++ side has the same rules in
+csrc/tensor_lists.h, csrc/rows.h and common.h's acc_t)."""
 from typing import Tuple
 
 import torch
@@ -37,3 +37,8 @@ def batch_major_pair(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, to
     if is_batch_major(a) and a.stride() == b.stride():
         return a, b
     return a.contiguous(), b.contiguous()
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The compute (accumulation) type for `dtype`: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

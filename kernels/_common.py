@@ -6,17 +6,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import acc_dtype  # noqa: F401  (re-exported for the kernels)
+
 TL_DTYPES = {
     torch.float32: tl.float32,
     torch.float64: tl.float64,
     torch.float16: tl.float16,
     torch.bfloat16: tl.bfloat16,
 }
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The compute type for `dtype`: float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @functools.lru_cache(maxsize=64)

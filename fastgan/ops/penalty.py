@@ -7,21 +7,16 @@ the critic stays in fused kernels too. The penalty's own backward is
 differentiable (``gradgradcheck`` passes), and the whole path works under
 autocast, with a GradScaler and inside CUDA-graph capture (no host sync).
 """
-import math
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from .._layout import batch_major, batch_major_pair
+from .._layout import acc_dtype, batch_major, batch_major_pair
+from .._validate import check_batch, check_real
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
-_ACC = {torch.float64: torch.float64}
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return _ACC.get(dtype, torch.float32)
 
 
 # ---------------------------------------------------------------- registration
@@ -39,7 +34,7 @@ def _interpolate_backward_fake(grad, eps, need_real, need_fake):
 def _penalty_fake(grads, center, weight, one_sided, reduction):
     rows = grads.shape[0]
     loss = grads.new_empty((rows,) if reduction == REDUCTIONS["none"] else ())
-    return loss, grads.new_empty((rows,), dtype=_acc(grads.dtype))
+    return loss, grads.new_empty((rows,), dtype=acc_dtype(grads.dtype))
 
 
 def _penalty_backward_fake(grad_loss, grads, norms, center, weight, one_sided, reduction):
@@ -195,40 +190,15 @@ _BACKEND_OPS: Dict[str, _Ops] = {"cpu": _NATIVE, "cuda": _NATIVE, "triton": _TRI
 # ---------------------------------------------------------------- validation
 
 
-def _check_batch(name: str, tensor, allow_1d: bool = True) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}")
-    if not tensor.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
-    if tensor.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense tensor, got layout {tensor.layout}")
-    if tensor.dim() < 1:
-        raise ValueError(f"{name} must have a batch dimension: expected shape (B, ...), got {tuple(tensor.shape)}")
-    if tensor.shape[0] == 0:
-        raise ValueError(f"{name} has a batch of 0 samples: expected shape (B, ...) with B >= 1")
-    if tensor.numel() == 0:
-        raise ValueError(f"{name} has no elements per sample: shape {tuple(tensor.shape)}")
-
-
 def _check_pair(real, fake) -> None:
-    _check_batch("real", real)
-    _check_batch("fake", fake)
+    check_batch("real", real)
+    check_batch("fake", fake)
     if real.shape != fake.shape:
         raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
     if real.dtype != fake.dtype:
         raise TypeError(f"real and fake must have the same dtype, got {real.dtype} and {fake.dtype}")
     if real.device != fake.device:
         raise ValueError(f"real and fake must be on the same device, got {real.device} and {fake.device}")
-
-
-def _check_number(name: str, value, minimum: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or (minimum is not None and value < minimum):
-        bound = "" if minimum is None else f" and >= {minimum}"
-        raise ValueError(f"{name} must be finite{bound}, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------- public ops
@@ -250,7 +220,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: Optional[torch.Tens
     """
     _check_pair(real, fake)
     rows = real.shape[0]
-    acc = _acc(real.dtype)
+    acc = acc_dtype(real.dtype)
     if eps is None:
         if generator is not None and generator.device.type != real.device.type:
             raise ValueError(f"generator is on {generator.device} but real/fake are on {real.device}: "
@@ -288,9 +258,9 @@ def grad_norm_penalty(grads: torch.Tensor, *, center: float = 1.0, weight: float
     gradient gives a finite result (its gradient is 0, or ``2w'·g`` when c = 0).
     Returns the inputs' dtype.
     """
-    _check_batch("grads", grads)
-    center = _check_number("center", center, 0.0)
-    weight = _check_number("weight", weight, 0.0)
+    check_batch("grads", grads)
+    center = check_real("center", center, minimum=0.0)
+    weight = check_real("weight", weight, minimum=0.0)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {tuple(REDUCTIONS)}, got {reduction!r}")
     name = resolve_backend(backend, grads.device, "grad_norm_penalty")
@@ -360,8 +330,8 @@ def gradient_penalty(critic: Optional[Callable[[torch.Tensor], torch.Tensor]], r
 
 
 def _zero_centered(critic, samples, gamma, outputs, scaler, backend, name):
-    gamma = _check_number("gamma", gamma, 0.0)
-    _check_batch(name, samples)
+    gamma = check_real("gamma", gamma, minimum=0.0)
+    check_batch(name, samples)
     if outputs is None:
         if critic is None:
             raise ValueError(f"pass a critic, or precomputed outputs= computed on {name}")
