@@ -147,7 +147,11 @@ FASTGAN_HD T gan_term_order(T l, int order) {
 
 // Calls fn(std::integral_constant<int, TERM>{}) for a runtime term code (checked
 // by the caller): one switch outside the element loops, so each loop is compiled
-// for one term.
+// for one term. Used from host launchers (host lambdas) and from kernels (device
+// lambdas): nv_exec_check_disable lets the __host__ __device__ template call either.
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
 template <typename Fn>
 FASTGAN_HD auto dispatch_gan_term(int term, const Fn& fn) -> decltype(fn(std::integral_constant<int, 0>{})) {
   switch (term) {
