@@ -13,11 +13,12 @@ from typing import Dict, Iterator
 
 import torch
 
-from . import cases_clip
+from . import cases_clip, cases_losses
 from .harness import Case, Timer, environment, evaluate, markdown_table, measure_machine, write_report
 
 SUITES: Dict[str, object] = {
     "clip": lambda device, args: cases_clip.clip_cases(device, args.compile, args.sizes),
+    "losses": lambda device, args: cases_losses.loss_cases(device, args.compile, args.sizes),
 }
 
 

@@ -13,3 +13,17 @@ def test_runner_writes_json_and_markdown(tmp_path):
     assert all(r["median_ms"] > 0 and r["fraction_of_floor"] > 0 for r in payload["results"])
     assert payload["machine"]["bandwidth_GBps"] > 0
     assert "| clip |" in (tmp_path / "clip-cpu.md").read_text()
+
+
+def test_losses_suite_smoke(tmp_path, monkeypatch):
+    from benchmarks import cases_losses
+
+    monkeypatch.setattr(cases_losses, "SMALL", [(64, 1)])  # one shape: every kind and variant, fast
+    assert main(["--suite", "losses", "--device", "cpu", "--quick", "--reps", "2", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "losses-cpu.json").read_text())
+    rows = {(r["suite"], r["case"], r["variant"]) for r in payload["results"]}
+    assert len({(s, c) for s, c, _ in rows}) == 9  # 4 discriminator + 5 generator losses
+    assert ("discriminator", "minimax 64x1", "fastgan-cpu") in rows
+    assert ("generator", "least_squares 64x1", "eager") in rows
+    assert all(r["median_ms"] > 0 and r["bytes"] == 2 * r["logits"] * 4 + 8 for r in payload["results"])
