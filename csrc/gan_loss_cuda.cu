@@ -7,8 +7,9 @@
 // ticket (threadfence + atomicAdd on a counter); the last block sums the
 // partials in a fixed order, writes the loss and resets the counter to zero.
 // The counter and partials live in a workspace cached per (device, stream),
-// zeroed once at creation: no memset launch, no host sync (CUDA-graph capture
-// safe), and the loss is deterministic for a given size and GPU.
+// zeroed once at creation: no memset launch and no host sync, and the loss is
+// deterministic for a given size and GPU. Under CUDA-graph capture each loss gets
+// its own workspace (see loss_workspace).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
@@ -180,18 +181,23 @@ __global__ void __launch_bounds__(kLossThreads) gan_loss_kernel(const GanLossArg
   }
 }
 
-// Counter (16 bytes) then 2 * kLossMaxBlocks partials of up to 8 bytes, per (device, stream).
-// Kernels on one stream run in order, so one workspace is never used by two launches at once.
+// Counter (16 bytes) then 2 * kLossMaxBlocks partials of up to 8 bytes, per (device, stream):
+// kernels on one stream run in order, so one workspace is never used by two launches at
+// once, and the kernel leaves the counter at zero. Under CUDA-graph capture each loss gets
+// its own zeroed workspace instead (a memset node in the graph): two graphs captured on
+// one stream may be replayed concurrently on two others.
 at::Tensor loss_workspace(const at::Device& device, cudaStream_t stream) {
+  const auto options = at::TensorOptions().dtype(at::kByte).device(device);
+  const int64_t bytes = 16 + 2 * kLossMaxBlocks * 8;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return at::zeros({bytes}, options);
   static std::mutex mutex;
   static auto* cache = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();  // never freed: outlives CUDA
   std::lock_guard<std::mutex> lock(mutex);
   const auto key = std::make_pair(static_cast<int>(device.index()), stream);
   auto it = cache->find(key);
-  if (it == cache->end()) {
-    at::Tensor buffer = at::zeros({16 + 2 * kLossMaxBlocks * 8}, at::TensorOptions().dtype(at::kByte).device(device));
-    it = cache->emplace(key, buffer).first;
-  }
+  if (it == cache->end()) it = cache->emplace(key, at::zeros({bytes}, options)).first;
   return it->second;
 }
 

@@ -16,9 +16,9 @@ Kernels:
   strip of x and of y, writes their gradients, and stores its two partial sums;
   the last program to finish (an acq_rel atomic ticket on a self-resetting
   counter in a per-(device, stream) workspace) adds the partials in a fixed
-  order and writes the loss. No memset launch, no host sync (CUDA-graph safe),
-  and the sum is deterministic for a given size. One program does it all for
-  small inputs.
+  order and writes the loss. No memset launch, no host sync, and the sum is
+  deterministic for a given size. One program does it all for small inputs.
+  Under CUDA-graph capture each loss gets its own workspace (``_workspace``).
 - ``_gan_loss_bwd_kernel``: ``(grad * x_grad, grad * y_grad)`` in one launch.
 - ``_gan_loss_pointwise_kernel``: ``grad * t^(order)(l)`` elementwise
   (``reduction="none"`` and every double backward).
@@ -302,12 +302,19 @@ _WORKSPACES: Dict[Tuple[torch.device, Optional[int], torch.dtype], Tuple[torch.T
 def _workspace(device: torch.device, acc: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
     """(partials, counter) for the forward kernel, one pair per (device, stream):
     kernels on one stream run in order, so the self-resetting counter is never
-    shared by two launches at once. Zeroed once, at creation."""
+    shared by two launches at once. Zeroed once, at creation. Under CUDA-graph
+    capture each loss gets its own zeroed pair (a memset node in the graph): two
+    graphs captured on one stream may be replayed concurrently on two others."""
+    def fresh():
+        return (torch.zeros(2 * MAX_PROGRAMS, dtype=acc, device=device),
+                torch.zeros(1, dtype=torch.int32, device=device))
+
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return fresh()
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else None
     key = (device, stream, acc)
     if key not in _WORKSPACES:
-        _WORKSPACES[key] = (torch.zeros(2 * MAX_PROGRAMS, dtype=acc, device=device),
-                            torch.zeros(1, dtype=torch.int32, device=device))
+        _WORKSPACES[key] = fresh()
     return _WORKSPACES[key]
 
 

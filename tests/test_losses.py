@@ -596,7 +596,7 @@ def test_cuda_graph_capture_and_replay(backend):
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(2):
-            step()  # warm-up on the capture stream: workspace and kernels exist before capture
+            step()  # warm-up off the default stream, as torch.cuda.graph asks (Triton compiles here)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
