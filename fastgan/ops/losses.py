@@ -18,7 +18,10 @@ Double backward: the saved gradients are differentiable outputs of ``gan_loss``,
 so a gradient reaching them (through ``gan_loss_backward``'s own autograd) comes
 back to ``gan_loss``'s backward, which adds ``s * t''(x) * g`` with the order-2
 pointwise kernel. First-order backward never sees those gradients
-(``set_materialize_grads(False)``) and stays a single scaling.
+(``set_materialize_grads(False)``) and stays a single scaling. The C++ ops'
+autograd is in C++ (``csrc/gan_loss_autograd.cpp``): at small batch sizes a step
+is bound by host overhead, and a Python ``autograd.Function`` costs as much as the
+eager kernels it replaces. The Triton ops' is registered here, same formulas.
 """
 from typing import Dict, Optional, Tuple, Union
 
@@ -123,7 +126,7 @@ for _ns in ("fastgan", "fastgan_triton"):
     torch.library.register_fake(f"{_ns}::gan_loss_backward")(_gan_loss_backward_fake)
     torch.library.register_fake(f"{_ns}::gan_loss_pointwise")(_gan_loss_pointwise_fake)
 
-# ---- autograd: same formulas for both namespaces, each calling its own kernels ----
+# ---- autograd of the Triton ops (the C++ ops' is csrc/gan_loss_autograd.cpp) ----
 
 
 def _register_autograd(ns: str) -> None:
@@ -194,7 +197,8 @@ def _register_autograd(ns: str) -> None:
     torch.library.register_autograd(f"{ns}::gan_loss_pointwise", pointwise_backward, setup_context=pointwise_setup)
 
 
-_register_autograd("fastgan")
+# The C++ ops have the same formulas in C++ (csrc/gan_loss_autograd.cpp): a Python
+# autograd.Function would cost as much host time per call as a dozen eager kernels.
 _register_autograd("fastgan_triton")
 
 _OPS: Dict[str, object] = {"cpu": torch.ops.fastgan, "cuda": torch.ops.fastgan, "triton": torch.ops.fastgan_triton}
