@@ -21,3 +21,16 @@ def test_penalty_suite_runs(tmp_path):
     payload = json.loads((tmp_path / "penalty-cpu.json").read_text())
     suites = {r["suite"] for r in payload["results"]}
     assert suites == {"interpolate", "grad_norm_penalty fwd+bwd", "wgan-gp critic step"}
+
+def test_losses_suite_smoke(tmp_path, monkeypatch):
+    from benchmarks import cases_losses
+
+    monkeypatch.setattr(cases_losses, "SMALL", [(64, 1)])  # one shape: every kind and variant, fast
+    assert main(["--suite", "losses", "--device", "cpu", "--quick", "--reps", "2", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "losses-cpu.json").read_text())
+    rows = {(r["suite"], r["case"], r["variant"]) for r in payload["results"]}
+    assert len({(s, c) for s, c, _ in rows}) == 9  # 4 discriminator + 5 generator losses
+    assert ("discriminator", "minimax 64x1", "fastgan-cpu") in rows
+    assert ("generator", "least_squares 64x1", "eager") in rows
+    assert all(r["median_ms"] > 0 and r["bytes"] == 2 * r["logits"] * 4 + 8 for r in payload["results"])

@@ -41,3 +41,37 @@ for dtype, acc, name in [("*fp32", "*fp32", "fp32"), ("*bf16", "*fp32", "bf16"),
          {"out": dtype, "grads": dtype, "grad_loss": dtype, "norms": acc, "hyper": acc, "rows": "i32", **ROW_ARGS},
          {"ONE_SIDED": False, "REDUCTION": 0, "BLOCK": 4096}),
     ]
+# GAN losses (kernels/gan_loss.py): the fused forward for every term (the four
+# discriminator pairs, V's pair, and one side alone as for the generator), the
+# backward, and the pointwise kernel for every term and each kind of derivative.
+LOSS_BLOCK = {"BLOCK": 2048}
+for dtype, acc, acc_ptr, name in [(tl.float32, tl.float32, "*fp32", "fp32"), (tl.bfloat16, tl.float32, "*fp32", "bf16"),
+                                  (tl.float64, tl.float64, "*fp64", "fp64")]:
+    ptr = {"fp32": "*fp32", "bf16": "*bf16", "fp64": "*fp64"}[name]
+    pairs = [(0, 1), (5, 4), (6, 7), (8, 9), (3, 2)] if name == "fp32" else [(0, 1)]
+    for x_term, y_term in pairs + [(2, 2)]:
+        SPECS.append((
+            "gan_loss", "_gan_loss_fwd_kernel",
+            {"x_ptr": ptr, "x_grad_ptr": ptr, "nx": "i32", "y_ptr": ptr, "y_grad_ptr": ptr, "ny": "i32",
+             "loss_ptr": ptr, "partials_ptr": acc_ptr, "counter_ptr": "*i32"},
+            {"X_TERM": x_term, "Y_TERM": y_term, "HAS_Y": (x_term, y_term) != (2, 2), "MEAN": True, "ACC": acc,
+             "DTYPE": dtype, "ALIGNED": True, **LOSS_BLOCK, "MAX_PROGRAMS": 1024},
+        ))
+    SPECS.append((
+        "gan_loss", "_gan_loss_bwd_kernel",
+        {"grad_ptr": ptr, "x_grad_ptr": ptr, "x_out_ptr": ptr, "nx": "i32", "y_grad_ptr": ptr, "y_out_ptr": ptr,
+         "ny": "i32"},
+        {"ACC": acc, "DTYPE": dtype, "ALIGNED": True, **LOSS_BLOCK},
+    ))
+    # fp32: t of every term, t' of a softplus and the hinge, t'' of each kind of second derivative.
+    if name == "fp32":
+        term_orders = [(t, 0) for t in range(10)] + [(0, 1), (6, 1), (0, 2), (2, 2), (5, 2), (8, 2)]
+    else:
+        term_orders = [(0, 1), (6, 1)]
+    for term, order in term_orders:
+        SPECS.append((
+            "gan_loss", "_gan_loss_pointwise_kernel",
+            {"x_ptr": ptr, "grad_ptr": ptr, "out_ptr": ptr, "n": "i32"},
+            {"TERM": term, "ORDER": order, "HAS_GRAD": order > 0, "ACC": acc, "DTYPE": dtype, "ALIGNED": True,
+             **LOSS_BLOCK},
+        ))

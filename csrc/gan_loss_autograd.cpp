@@ -1,0 +1,173 @@
+// Autograd of the GAN-loss ops (fastgan::gan_loss, gan_loss_backward,
+// gan_loss_pointwise), in C++ for every device.
+//
+// At small batch sizes a training step is bound by host-side overhead, not by the
+// GPU: torch.library.register_autograd's Python autograd.Function costs about as
+// much per call as a dozen eager kernels, so these kernels are C++ like eager
+// PyTorch's own. fastgan/ops/losses.py holds the same formulas for the Triton ops.
+//
+//   gan_loss:           d/dx = grad_loss * x_grad            (gan_loss_backward: one launch)
+//                       + s_x t_x''(x) * grad_x_grad          (double backward only: a gradient
+//                                                              that reached the saved x_grad)
+//   gan_loss_backward:  (g * a, g * b) -> d/dg = sum(ga * a) + sum(gb * b), d/da = g * ga, d/db = g * gb
+//   gan_loss_pointwise: grad * t^(k)(l) -> d/dl = g * grad * t^(k+1)(l), d/dgrad = g * t^(k)(l)
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "gan_loss_math.h"
+
+namespace fastgan {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using LossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using PairResult = std::tuple<at::Tensor, at::Tensor>;
+
+const auto& loss_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::gan_loss", "")
+                             .typed<LossResult(const at::Tensor&, const std::optional<at::Tensor>&, int64_t,
+                                               int64_t, int64_t)>();
+  return op;
+}
+
+const auto& backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::gan_loss_backward", "")
+                             .typed<PairResult(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  return op;
+}
+
+const auto& pointwise_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastgan::gan_loss_pointwise", "")
+          .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, int64_t, int64_t)>();
+  return op;
+}
+
+struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& y,
+                               int64_t x_term, int64_t y_term, int64_t reduction) {
+    at::Tensor loss, x_grad, y_grad;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(loss, x_grad, y_grad) = loss_op().call(x, y, x_term, y_term, reduction);
+    }
+    ctx->set_materialize_grads(false);  // first-order backward gets no gradient for x_grad, y_grad
+    ctx->saved_data["x_term"] = x_term;
+    ctx->saved_data["y_term"] = y_term;
+    ctx->saved_data["mean"] = reduction == kReductionMean;
+    ctx->saved_data["has_y"] = y.has_value();
+    ctx->save_for_backward({x, y.has_value() ? *y : at::Tensor(), x_grad, y_grad});
+    return {loss, x_grad, y_grad};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
+    const bool mean = ctx->saved_data["mean"].toBool(), has_y = ctx->saved_data["has_y"].toBool();
+    at::Tensor dx, dy;
+    if (grads[0].defined()) std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad);
+    // Double backward: d(x_grad)/dx = s_x t_x''(x), elementwise.
+    auto add_second = [&](at::Tensor& d, const at::Tensor& logits, const at::Tensor& g, int64_t term) {
+      at::Tensor second = pointwise_op().call(logits, g, term, 2);
+      if (mean) second = second.div(c10::Scalar(logits.sym_numel()));  // symbolic under tracing
+      d = d.defined() ? d.add(second) : second;
+    };
+    if (grads[1].defined()) add_second(dx, x, grads[1], ctx->saved_data["x_term"].toInt());
+    if (has_y && grads[2].defined()) add_second(dy, y, grads[2], ctx->saved_data["y_term"].toInt());
+    return {dx, has_y ? dy : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct GanLossBackwardFunction : public torch::autograd::Function<GanLossBackwardFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& x_grad,
+                               const at::Tensor& y_grad) {
+    at::Tensor x_out, y_out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(x_out, y_out) = backward_op().call(grad, x_grad, y_grad);
+    }
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({grad, x_grad, y_grad});
+    return {x_out, y_out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &grad = saved[0], &x_grad = saved[1], &y_grad = saved[2];
+    at::Tensor d_grad, d_x_grad, d_y_grad;
+    if (ctx->needs_input_grad(0)) {
+      const auto acc = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+      d_grad = at::zeros({}, grad.options().dtype(acc));
+      if (grads[0].defined()) d_grad = d_grad.add(grads[0].mul(x_grad).sum(acc));
+      if (grads[1].defined()) d_grad = d_grad.add(grads[1].mul(y_grad).sum(acc));
+      d_grad = d_grad.to(grad.scalar_type()).reshape(grad.sizes());
+    }
+    if (grads[0].defined() && ctx->needs_input_grad(1)) d_x_grad = grads[0].mul(grad);
+    if (grads[1].defined() && ctx->needs_input_grad(2)) d_y_grad = grads[1].mul(grad);
+    return {d_grad, d_x_grad, d_y_grad};
+  }
+};
+
+struct GanPointwiseFunction : public torch::autograd::Function<GanPointwiseFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, const std::optional<at::Tensor>& grad,
+                               int64_t term, int64_t order) {
+    at::Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      out = pointwise_op().call(logits, grad, term, order);
+    }
+    ctx->saved_data["term"] = term;
+    ctx->saved_data["order"] = order;
+    ctx->save_for_backward({logits, grad.has_value() ? *grad : at::Tensor()});
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &logits = saved[0], &grad = saved[1];
+    const int64_t term = ctx->saved_data["term"].toInt(), order = ctx->saved_data["order"].toInt();
+    const at::Tensor& g = grads[0];
+    at::Tensor d_logits, d_grad;
+    if (ctx->needs_input_grad(0)) {
+      TORCH_CHECK(order < 2, "fastgan GAN losses: third derivatives are not implemented");
+      d_logits = pointwise_op().call(logits, grad.defined() ? g.mul(grad) : g, term, order + 1);
+    }
+    if (grad.defined() && ctx->needs_input_grad(1)) d_grad = pointwise_op().call(logits, g, term, order);
+    return {d_logits, d_grad, at::Tensor(), at::Tensor()};
+  }
+};
+
+LossResult gan_loss_autograd(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
+                             int64_t y_term, int64_t reduction) {
+  variable_list out = GanLossFunction::apply(x, y, x_term, y_term, reduction);
+  return {out[0], out[1], out[2]};
+}
+
+PairResult gan_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& x_grad, const at::Tensor& y_grad) {
+  variable_list out = GanLossBackwardFunction::apply(grad, x_grad, y_grad);
+  return {out[0], out[1]};
+}
+
+at::Tensor gan_loss_pointwise_autograd(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,
+                                       int64_t order) {
+  return GanPointwiseFunction::apply(logits, grad, term, order)[0];
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
+  m.impl("gan_loss", &gan_loss_autograd);
+  m.impl("gan_loss_backward", &gan_loss_backward_autograd);
+  m.impl("gan_loss_pointwise", &gan_loss_pointwise_autograd);
+}
+
+}  // namespace fastgan

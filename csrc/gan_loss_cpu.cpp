@@ -1,0 +1,198 @@
+// Schemas and CPU kernels of the GAN-loss family (THEORY.md sections 2-3).
+//
+// gan_loss reads the logits of one or two sides once and writes the reduced
+// loss and the logits-gradient scaled for the reduction; its backward,
+// gan_loss_backward, only multiplies the saved gradients by the loss's
+// gradient. reduction="none" uses gan_loss_pointwise (t, t' or t'' times a
+// gradient), which also serves every double backward.
+//
+// Sums are deterministic whatever the thread count: each side is cut into fixed
+// chunks of kLossChunk elements, each chunk summed in 16 lanes, and the chunk
+// partials added pairwise in a fixed order.
+//
+// The element loops vectorise only if GCC may if-convert the selects of the stable
+// softplus (gan_loss_math.h), i.e. compute both arms of `c ? a : b` although one
+// might raise a floating-point flag. No code here reads those flags, so this file
+// is compiled without -ftrapping-math; results are unchanged (clang's default).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "cpu_multi_tensor.h"
+#include "gan_loss_host.h"
+#include "gan_loss_math.h"
+
+namespace fastgan {
+namespace {
+
+constexpr int64_t kLossChunk = 2048;
+constexpr int kLanes = 16;
+constexpr int64_t kGrainChunks = 16;  // below 16 chunks (32K elements) one thread does it all
+
+// Sum of t(x[j]) over [0, n), writing g[j] = scale * t'(x[j]).
+template <int TERM, typename scalar_t>
+FASTGAN_CPU_CLONES acc_t<scalar_t> term_sum_span(const scalar_t* __restrict__ x, scalar_t* __restrict__ g,
+                                                 int64_t n, acc_t<scalar_t> scale) {
+  using T = acc_t<scalar_t>;
+  T lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      T t, dt;
+      gan_term_and_derivative<TERM>(static_cast<T>(x[j + k]), t, dt);
+      lanes[k] += t;
+      g[j + k] = static_cast<scalar_t>(scale * dt);
+    }
+  }
+  for (int k = 0; j < n; ++j, ++k) {
+    T t, dt;
+    gan_term_and_derivative<TERM>(static_cast<T>(x[j]), t, dt);
+    lanes[k] += t;
+    g[j] = static_cast<scalar_t>(scale * dt);
+  }
+  for (int width = kLanes / 2; width > 0; width /= 2)
+    for (int k = 0; k < width; ++k) lanes[k] += lanes[k + width];
+  return lanes[0];
+}
+
+// Pairwise sum of v[0..n) in a fixed order (v is overwritten).
+template <typename T>
+T pairwise_sum(T* v, int64_t n) {
+  if (n == 0) return T(0);
+  for (int64_t width = 1; width < n; width *= 2)
+    for (int64_t i = 0; i + width < n; i += 2 * width) v[i] += v[i + width];
+  return v[0];
+}
+
+int64_t chunks_of(int64_t n) { return (n + kLossChunk - 1) / kLossChunk; }
+
+template <typename scalar_t>
+void gan_loss_cpu_typed(GanLossProblem& p) {
+  using T = acc_t<scalar_t>;
+  const scalar_t* x = p.x.data_ptr<scalar_t>();
+  const scalar_t* y = p.y.data_ptr<scalar_t>();
+  scalar_t* xg = p.x_grad.data_ptr<scalar_t>();
+  scalar_t* yg = p.y_grad.data_ptr<scalar_t>();
+  const int64_t nx = p.x.numel(), ny = p.y.numel();
+  const int64_t cx = chunks_of(nx), cy = chunks_of(ny);
+  const T sx = static_cast<T>(p.x_scale), sy = static_cast<T>(p.y_scale);
+  std::vector<T> partial(cx + cy);
+  auto run_chunks = [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      const bool is_x = c < cx;
+      const int64_t begin = (is_x ? c : c - cx) * kLossChunk;
+      const int64_t n = std::min(kLossChunk, (is_x ? nx : ny) - begin);
+      partial[c] = dispatch_gan_term(is_x ? p.x_term : p.y_term, [&](auto term) {
+        return is_x ? term_sum_span<decltype(term)::value>(x + begin, xg + begin, n, sx)
+                    : term_sum_span<decltype(term)::value>(y + begin, yg + begin, n, sy);
+      });
+    }
+  };
+  if (cx + cy <= kGrainChunks) {
+    run_chunks(0, cx + cy);  // waking the thread pool would cost more than it saves
+  } else {
+    at::parallel_for(0, cx + cy, kGrainChunks, run_chunks);
+  }
+  const T loss = sx * pairwise_sum(partial.data(), cx) + sy * pairwise_sum(partial.data() + cx, cy);
+  *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(loss);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gan_loss_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y,
+                                                            int64_t x_term, int64_t y_term, int64_t reduction) {
+  GanLossProblem p = prepare_gan_loss(x, y, x_term, y_term, reduction);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x.scalar_type(), "gan_loss_cpu",
+                                  [&] { gan_loss_cpu_typed<scalar_t>(p); });
+  return {p.loss, p.x_grad, p.y_grad};
+}
+
+template <typename scalar_t>
+FASTGAN_CPU_CLONES void scale_span(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n,
+                                   acc_t<scalar_t> g) {
+  using T = acc_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(g * static_cast<T>(in[j]));
+}
+
+std::tuple<at::Tensor, at::Tensor> gan_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& x_grad,
+                                                         const at::Tensor& y_grad) {
+  GanLossBackwardProblem p = prepare_gan_loss_backward(grad, x_grad, y_grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x_grad.scalar_type(), "gan_loss_backward_cpu", [&] {
+    const auto g = static_cast<acc_t<scalar_t>>(*p.grad.data_ptr<scalar_t>());
+    const scalar_t* in[2] = {p.x_grad.data_ptr<scalar_t>(), p.y_grad.data_ptr<scalar_t>()};
+    scalar_t* out[2] = {p.x_out.data_ptr<scalar_t>(), p.y_out.data_ptr<scalar_t>()};
+    cpu_for_each_chunk({p.x_grad.numel(), p.y_grad.numel()}, [&](int64_t t, int64_t begin, int64_t end) {
+      scale_span(in[t] + begin, out[t] + begin, end - begin, g);
+    });
+  });
+  return {p.x_out, p.y_out};
+}
+
+template <int TERM, int ORDER, bool HAS_GRAD, typename scalar_t>
+inline __attribute__((always_inline)) void pointwise_loop(const scalar_t* __restrict__ x,
+                                                          const scalar_t* __restrict__ grad,
+                                                          scalar_t* __restrict__ out, int64_t n) {
+  using T = acc_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = gan_term_order<TERM, ORDER>(static_cast<T>(x[j]));
+    out[j] = static_cast<scalar_t>(HAS_GRAD ? static_cast<T>(grad[j]) * v : v);
+  }
+}
+
+// One loop per order, chosen outside it: a select on `order` inside would keep the
+// loop from vectorising.
+template <int TERM, bool HAS_GRAD, typename scalar_t>
+FASTGAN_CPU_CLONES void pointwise_span(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad,
+                                       scalar_t* __restrict__ out, int64_t n, int order) {
+  if (order == 0) pointwise_loop<TERM, 0, HAS_GRAD>(x, grad, out, n);
+  else if (order == 1) pointwise_loop<TERM, 1, HAS_GRAD>(x, grad, out, n);
+  else pointwise_loop<TERM, 2, HAS_GRAD>(x, grad, out, n);
+}
+
+at::Tensor gan_loss_pointwise_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,
+                                  int64_t order) {
+  GanPointwiseProblem p = prepare_gan_pointwise(logits, grad, term, order);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.logits.scalar_type(), "gan_loss_pointwise_cpu", [&] {
+    const scalar_t* x = p.logits.data_ptr<scalar_t>();
+    const scalar_t* g = p.grad.defined() ? p.grad.data_ptr<scalar_t>() : nullptr;
+    scalar_t* out = p.out.data_ptr<scalar_t>();
+    dispatch_gan_term(p.term, [&](auto t) {
+      constexpr int TERM = decltype(t)::value;
+      cpu_for_each_chunk({p.logits.numel()}, [&](int64_t, int64_t begin, int64_t end) {
+        if (g != nullptr) pointwise_span<TERM, true>(x + begin, g + begin, out + begin, end - begin, p.order);
+        else pointwise_span<TERM, false>(x + begin, g, out + begin, end - begin, p.order);
+      });
+    });
+  });
+  return p.out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  // The fused loss of THEORY.md sections 2-3 over one or two sides of logits:
+  //   loss   = s_x * sum_i t_x(x_i) + s_y * sum_j t_y(y_j),  s = 1/numel (reduction 1, mean) or 1 (2, sum)
+  //   x_grad = s_x * t_x'(x),  y_grad = s_y * t_y'(y)      (empty when y is absent)
+  // Terms are the GanTerm codes of csrc/gan_loss_math.h. Autograd (fastgan/ops/losses.py):
+  // d loss / dx = grad * x_grad, via gan_loss_backward; gradients reaching x_grad or
+  // y_grad (double backward) go through gan_loss_pointwise with order 2.
+  m.def(
+      "gan_loss(Tensor x, Tensor? y, int x_term, int y_term, int reduction) -> "
+      "(Tensor loss, Tensor x_grad, Tensor y_grad)");
+  // (grad * x_grad, grad * y_grad), grad a one-element tensor: the whole backward of gan_loss.
+  m.def("gan_loss_backward(Tensor grad, Tensor x_grad, Tensor y_grad) -> (Tensor, Tensor)");
+  // grad * t^(order)(logits) elementwise, order 0 (the term), 1 or 2; grad = 1 when absent.
+  m.def("gan_loss_pointwise(Tensor logits, Tensor? grad, int term, int order) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("gan_loss", &gan_loss_cpu);
+  m.impl("gan_loss_backward", &gan_loss_backward_cpu);
+  m.impl("gan_loss_pointwise", &gan_loss_pointwise_cpu);
+}
+
+}  // namespace fastgan

@@ -1,0 +1,358 @@
+// CUDA kernels of the GAN-loss family: each op is one launch.
+//
+// gan_loss: block b reads the b-th strip of x and of y (16-byte vector loads and
+// stores when aligned), writes x_grad = s_x t_x'(x) and y_grad, and reduces its
+// two sums in a fixed order (warp shuffles, then one warp). With one block that
+// block writes the loss. Otherwise each block stores its partials and takes a
+// ticket (threadfence + atomicAdd on a counter); the last block sums the
+// partials in a fixed order, writes the loss and resets the counter to zero.
+// The counter and partials live in a workspace cached per (device, stream),
+// zeroed once at creation: no memset launch and no host sync, and the loss is
+// deterministic for a given size and GPU. Under CUDA-graph capture each loss gets
+// its own workspace (see loss_workspace).
+#include <ATen/Dispatch.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "gan_loss_host.h"
+#include "gan_loss_math.h"
+#include "multi_tensor_apply.cuh"
+
+namespace fastgan {
+namespace {
+
+constexpr int kLossThreads = 512;
+constexpr int kLossMaxBlocks = 1024;             // partial sums per side in the workspace
+constexpr int64_t kLossElementsPerBlock = 8192;  // 16 per thread before a second block pays off
+constexpr int64_t kStripAlign = 16;              // strips start at multiples of 16 elements (>= one vector)
+
+// Blocks of `Kernel` that fit on the GPU at once (occupancy query, cached per
+// kernel and device): a grid of at most that many runs in one wave.
+template <auto Kernel>
+int64_t resident_blocks(int device) {
+  static int per_sm[64] = {0};
+  int& slot = per_sm[device >= 0 && device < 64 ? device : 0];
+  if (slot == 0) {
+    int blocks = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kLossThreads, 0));
+    slot = std::max(blocks, 1);
+  }
+  return static_cast<int64_t>(slot) * multiprocessor_count(device);
+}
+
+// Strips of x and y per block: at most one wave of blocks (every block then runs
+// its strip at once), strips are multiples of kStripAlign.
+struct Strips {
+  int blocks;
+  int64_t x, y;
+};
+
+Strips make_strips(int64_t nx, int64_t ny, int64_t resident) {
+  const int64_t wanted = (nx + ny + kLossElementsPerBlock - 1) / kLossElementsPerBlock;
+  Strips s;
+  s.blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({wanted, resident, kLossMaxBlocks})));
+  auto strip = [&](int64_t n) {
+    const int64_t per = (n + s.blocks - 1) / s.blocks;
+    return (per + kStripAlign - 1) / kStripAlign * kStripAlign;
+  };
+  s.x = strip(nx);
+  s.y = strip(ny);
+  return s;
+}
+
+bool aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Sum over the block in a fixed order; the result is valid in thread 0.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();  // `shared` may still be read by a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < (blockDim.x >> 5) ? shared[threadIdx.x] : T(0);
+  if (warp == 0) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  }
+  return v;
+}
+
+// This thread's share of sum t(x[i]) over [begin, end), writing g[i] = scale * t'(x[i]).
+template <int TERM, typename scalar_t>
+__device__ __forceinline__ acc_t<scalar_t> term_sum_range(const scalar_t* __restrict__ x, scalar_t* __restrict__ g,
+                                                          int64_t begin, int64_t end, acc_t<scalar_t> scale,
+                                                          bool aligned) {
+  using T = acc_t<scalar_t>;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  using Vec = AlignedVector<scalar_t, VEC>;
+  T sum = T(0);
+  const int64_t n_vec = aligned ? (end - begin) / VEC : 0;
+  const Vec* xv = reinterpret_cast<const Vec*>(x + begin);
+  Vec* gv = reinterpret_cast<Vec*>(g + begin);
+#pragma unroll 2
+  for (int64_t i = threadIdx.x; i < n_vec; i += blockDim.x) {
+    const Vec in = xv[i];
+    Vec out;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      T t, dt;
+      gan_term_and_derivative<TERM>(static_cast<T>(in.v[k]), t, dt);
+      sum += t;
+      out.v[k] = static_cast<scalar_t>(scale * dt);
+    }
+    gv[i] = out;
+  }
+  for (int64_t i = begin + n_vec * VEC + threadIdx.x; i < end; i += blockDim.x) {
+    T t, dt;
+    gan_term_and_derivative<TERM>(static_cast<T>(x[i]), t, dt);
+    sum += t;
+    g[i] = static_cast<scalar_t>(scale * dt);
+  }
+  return sum;
+}
+
+template <typename scalar_t>
+struct GanLossArgs {
+  const scalar_t* x;
+  const scalar_t* y;
+  scalar_t* x_grad;
+  scalar_t* y_grad;
+  scalar_t* loss;
+  int64_t nx, ny, strip_x, strip_y;
+  acc_t<scalar_t> scale_x, scale_y;
+  int x_term, y_term;
+  bool aligned;
+  acc_t<scalar_t>* partials;  // [2 * kLossMaxBlocks]: x sums, then y sums
+  unsigned int* counter;
+};
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kLossThreads) gan_loss_kernel(const GanLossArgs<scalar_t> a) {
+  using T = acc_t<scalar_t>;
+  __shared__ T shared[32];
+  __shared__ bool is_last;
+  const int64_t bx = std::min<int64_t>(a.nx, blockIdx.x * a.strip_x), ex = std::min<int64_t>(a.nx, bx + a.strip_x);
+  const int64_t by = std::min<int64_t>(a.ny, blockIdx.x * a.strip_y), ey = std::min<int64_t>(a.ny, by + a.strip_y);
+  T sum_x = dispatch_gan_term(a.x_term, [&](auto term) {
+    return term_sum_range<decltype(term)::value>(a.x, a.x_grad, bx, ex, a.scale_x, a.aligned);
+  });
+  T sum_y = by < ey ? dispatch_gan_term(a.y_term, [&](auto term) {
+    return term_sum_range<decltype(term)::value>(a.y, a.y_grad, by, ey, a.scale_y, a.aligned);
+  }) : T(0);
+  sum_x = block_sum(sum_x, shared);
+  sum_y = block_sum(sum_y, shared);
+  if (gridDim.x == 1) {
+    if (threadIdx.x == 0) *a.loss = static_cast<scalar_t>(a.scale_x * sum_x + a.scale_y * sum_y);
+    return;
+  }
+  if (threadIdx.x == 0) {
+    a.partials[blockIdx.x] = sum_x;
+    a.partials[kLossMaxBlocks + blockIdx.x] = sum_y;
+    __threadfence();  // the partials are visible before the ticket
+    is_last = atomicAdd(a.counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  T px = T(0), py = T(0);
+  for (int i = threadIdx.x; i < gridDim.x; i += blockDim.x) {  // fixed order: deterministic
+    px += __ldcg(a.partials + i);
+    py += __ldcg(a.partials + kLossMaxBlocks + i);
+  }
+  px = block_sum(px, shared);
+  py = block_sum(py, shared);
+  if (threadIdx.x == 0) {
+    *a.loss = static_cast<scalar_t>(a.scale_x * px + a.scale_y * py);
+    *a.counter = 0u;  // ready for the next launch on this stream
+  }
+}
+
+// Counter (16 bytes) then 2 * kLossMaxBlocks partials of up to 8 bytes, per (device, stream):
+// kernels on one stream run in order, so one workspace is never used by two launches at
+// once, and the kernel leaves the counter at zero. Under CUDA-graph capture each loss gets
+// its own zeroed workspace instead (a memset node in the graph): two graphs captured on
+// one stream may be replayed concurrently on two others.
+at::Tensor loss_workspace(const at::Device& device, cudaStream_t stream) {
+  const auto options = at::TensorOptions().dtype(at::kByte).device(device);
+  const int64_t bytes = 16 + 2 * kLossMaxBlocks * 8;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return at::zeros({bytes}, options);
+  static std::mutex mutex;
+  static auto* cache = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();  // never freed: outlives CUDA
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(static_cast<int>(device.index()), stream);
+  auto it = cache->find(key);
+  if (it == cache->end()) it = cache->emplace(key, at::zeros({bytes}, options)).first;
+  return it->second;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gan_loss_cuda(const at::Tensor& x, const std::optional<at::Tensor>& y,
+                                                             int64_t x_term, int64_t y_term, int64_t reduction) {
+  GanLossProblem p = prepare_gan_loss(x, y, x_term, y_term, reduction);
+  const at::Device device = p.x.device();
+  c10::cuda::CUDAGuard guard(device);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index());
+  at::Tensor workspace = loss_workspace(device, stream);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x.scalar_type(), "gan_loss_cuda", [&] {
+    using T = acc_t<scalar_t>;
+    const Strips strips =
+        make_strips(p.x.numel(), p.y.numel(), resident_blocks<gan_loss_kernel<scalar_t>>(device.index()));
+    GanLossArgs<scalar_t> a;
+    a.x = p.x.data_ptr<scalar_t>();
+    a.y = p.y.data_ptr<scalar_t>();
+    a.x_grad = p.x_grad.data_ptr<scalar_t>();
+    a.y_grad = p.y_grad.data_ptr<scalar_t>();
+    a.loss = p.loss.data_ptr<scalar_t>();
+    a.nx = p.x.numel();
+    a.ny = p.y.numel();
+    a.strip_x = strips.x;
+    a.strip_y = strips.y;
+    a.scale_x = static_cast<T>(p.x_scale);
+    a.scale_y = static_cast<T>(p.y_scale);
+    a.x_term = p.x_term;
+    a.y_term = p.y_term;
+    a.aligned = aligned16({a.x, a.y, a.x_grad, a.y_grad});
+    uint8_t* base = workspace.data_ptr<uint8_t>();
+    a.counter = reinterpret_cast<unsigned int*>(base);
+    a.partials = reinterpret_cast<T*>(base + 16);
+    gan_loss_kernel<scalar_t><<<strips.blocks, kLossThreads, 0, stream>>>(a);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {p.loss, p.x_grad, p.y_grad};
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void scale_range(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t begin,
+                                            int64_t end, acc_t<scalar_t> g, bool aligned) {
+  using T = acc_t<scalar_t>;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  using Vec = AlignedVector<scalar_t, VEC>;
+  const int64_t n_vec = aligned ? (end - begin) / VEC : 0;
+  const Vec* iv = reinterpret_cast<const Vec*>(in + begin);
+  Vec* ov = reinterpret_cast<Vec*>(out + begin);
+#pragma unroll 2
+  for (int64_t i = threadIdx.x; i < n_vec; i += blockDim.x) {
+    Vec v = iv[i];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) v.v[k] = static_cast<scalar_t>(g * static_cast<T>(v.v[k]));
+    ov[i] = v;
+  }
+  for (int64_t i = begin + n_vec * VEC + threadIdx.x; i < end; i += blockDim.x)
+    out[i] = static_cast<scalar_t>(g * static_cast<T>(in[i]));
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kLossThreads)
+    gan_loss_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* x_grad, scalar_t* x_out, int64_t nx,
+                             int64_t strip_x, const scalar_t* y_grad, scalar_t* y_out, int64_t ny, int64_t strip_y,
+                             bool aligned) {
+  const auto g = static_cast<acc_t<scalar_t>>(*grad);
+  const int64_t bx = std::min<int64_t>(nx, blockIdx.x * strip_x), by = std::min<int64_t>(ny, blockIdx.x * strip_y);
+  scale_range(x_grad, x_out, bx, std::min<int64_t>(nx, bx + strip_x), g, aligned);
+  scale_range(y_grad, y_out, by, std::min<int64_t>(ny, by + strip_y), g, aligned);
+}
+
+std::tuple<at::Tensor, at::Tensor> gan_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& x_grad,
+                                                          const at::Tensor& y_grad) {
+  GanLossBackwardProblem p = prepare_gan_loss_backward(grad, x_grad, y_grad);
+  const int64_t nx = p.x_grad.numel(), ny = p.y_grad.numel();
+  if (nx + ny == 0) return {p.x_out, p.y_out};
+  const at::Device device = p.x_grad.device();
+  c10::cuda::CUDAGuard guard(device);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x_grad.scalar_type(), "gan_loss_backward_cuda", [&] {
+    const Strips strips = make_strips(nx, ny, resident_blocks<gan_loss_backward_kernel<scalar_t>>(device.index()));
+    const scalar_t* xg = p.x_grad.data_ptr<scalar_t>();
+    const scalar_t* yg = p.y_grad.data_ptr<scalar_t>();
+    scalar_t* xo = p.x_out.data_ptr<scalar_t>();
+    scalar_t* yo = p.y_out.data_ptr<scalar_t>();
+    gan_loss_backward_kernel<scalar_t><<<strips.blocks, kLossThreads, 0, stream>>>(
+        p.grad.data_ptr<scalar_t>(), xg, xo, nx, strips.x, yg, yo, ny, strips.y, aligned16({xg, yg, xo, yo}));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {p.x_out, p.y_out};
+}
+
+template <int TERM, bool HAS_GRAD, typename scalar_t>
+__global__ void __launch_bounds__(kLossThreads)
+    gan_loss_pointwise_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ grad,
+                              scalar_t* __restrict__ out, int64_t n, int64_t strip, int order, bool aligned) {
+  using T = acc_t<scalar_t>;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  using Vec = AlignedVector<scalar_t, VEC>;
+  const int64_t begin = std::min<int64_t>(n, blockIdx.x * strip), end = std::min<int64_t>(n, begin + strip);
+  const int64_t n_vec = aligned ? (end - begin) / VEC : 0;
+  for (int64_t i = threadIdx.x; i < n_vec; i += blockDim.x) {
+    const Vec xv = reinterpret_cast<const Vec*>(x + begin)[i];
+    Vec gv;
+    if (HAS_GRAD) gv = reinterpret_cast<const Vec*>(grad + begin)[i];
+    Vec ov;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const T v = gan_term_order<TERM>(static_cast<T>(xv.v[k]), order);
+      ov.v[k] = static_cast<scalar_t>(HAS_GRAD ? static_cast<T>(gv.v[k]) * v : v);
+    }
+    reinterpret_cast<Vec*>(out + begin)[i] = ov;
+  }
+  for (int64_t i = begin + n_vec * VEC + threadIdx.x; i < end; i += blockDim.x) {
+    const T v = gan_term_order<TERM>(static_cast<T>(x[i]), order);
+    out[i] = static_cast<scalar_t>(HAS_GRAD ? static_cast<T>(grad[i]) * v : v);
+  }
+}
+
+at::Tensor gan_loss_pointwise_cuda(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,
+                                   int64_t order) {
+  GanPointwiseProblem p = prepare_gan_pointwise(logits, grad, term, order);
+  const int64_t n = p.logits.numel();
+  if (n == 0) return p.out;
+  const at::Device device = p.logits.device();
+  c10::cuda::CUDAGuard guard(device);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.logits.scalar_type(), "gan_loss_pointwise_cuda", [&] {
+    const scalar_t* x = p.logits.data_ptr<scalar_t>();
+    const scalar_t* g = p.grad.defined() ? p.grad.data_ptr<scalar_t>() : nullptr;
+    scalar_t* out = p.out.data_ptr<scalar_t>();
+    const bool aligned = aligned16({x, g, out});  // nullptr is aligned
+    dispatch_gan_term(p.term, [&](auto t) {
+      constexpr int TERM = decltype(t)::value;
+      if (g != nullptr) {
+        const Strips strips = make_strips(n, 0, resident_blocks<gan_loss_pointwise_kernel<TERM, true, scalar_t>>(
+                                                    device.index()));
+        gan_loss_pointwise_kernel<TERM, true, scalar_t>
+            <<<strips.blocks, kLossThreads, 0, stream>>>(x, g, out, n, strips.x, p.order, aligned);
+      } else {
+        const Strips strips = make_strips(n, 0, resident_blocks<gan_loss_pointwise_kernel<TERM, false, scalar_t>>(
+                                                    device.index()));
+        gan_loss_pointwise_kernel<TERM, false, scalar_t>
+            <<<strips.blocks, kLossThreads, 0, stream>>>(x, g, out, n, strips.x, p.order, aligned);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return p.out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, CUDA, m) {
+  m.impl("gan_loss", &gan_loss_cuda);
+  m.impl("gan_loss_backward", &gan_loss_backward_cuda);
+  m.impl("gan_loss_pointwise", &gan_loss_pointwise_cuda);
+}
+
+}  // namespace fastgan

@@ -1,0 +1,106 @@
+// Host-side pieces shared by the CPU and CUDA launchers of the GAN-loss ops:
+// the light checks a direct torch.ops call gets (the Python front-end validates
+// user input once, with messages naming the argument), and input preparation.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+
+#include "gan_loss_math.h"
+
+namespace fastgan {
+
+inline void check_gan_term(int64_t term, const char* op) {
+  TORCH_CHECK(term >= 0 && term < kGanTermCount, op, ": term must be in [0, ", int(kGanTermCount), "), got ", term);
+}
+
+// `t` as a flat contiguous tensor, after checking it against `like` (the first logits).
+inline at::Tensor gan_loss_input(const at::Tensor& t, const at::Tensor& like, const char* op, const char* name) {
+  TORCH_CHECK(t.layout() == c10::kStrided, op, ": ", name, " must be a dense tensor");
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name, " must be a floating-point tensor, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
+              " but the logits have ", like.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " is on ", t.device(), " but the logits are on ",
+              like.device());
+  return t.contiguous();
+}
+
+// The inputs of gan_loss ready for a kernel: loss = x_scale * sum t_x(x) + y_scale * sum t_y(y).
+struct GanLossProblem {
+  at::Tensor x, y;  // contiguous; y is an empty tensor when the op got none
+  int x_term, y_term;
+  double x_scale, y_scale;
+  at::Tensor loss, x_grad, y_grad;  // outputs, allocated here, written by the kernel
+};
+
+inline GanLossProblem prepare_gan_loss(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
+                                       int64_t y_term, int64_t reduction) {
+  const char* op = "fastgan::gan_loss";
+  check_gan_term(x_term, op);
+  check_gan_term(y_term, op);
+  TORCH_CHECK(reduction == kReductionMean || reduction == kReductionSum, op,
+              ": reduction must be 1 (mean) or 2 (sum), got ", reduction);
+  GanLossProblem p;
+  p.x = gan_loss_input(x, x, op, "x");
+  p.y = y.has_value() ? gan_loss_input(*y, x, op, "y") : at::empty({0}, x.options());
+  p.x_term = static_cast<int>(x_term);
+  p.y_term = static_cast<int>(y_term);
+  // The mean of an empty side is 0 * inf = NaN, as torch's mean of an empty tensor;
+  // an absent side has scale 0 and adds nothing.
+  const bool mean = reduction == kReductionMean;
+  p.x_scale = mean ? 1.0 / static_cast<double>(p.x.numel()) : 1.0;
+  p.y_scale = !y.has_value() ? 0.0 : mean ? 1.0 / static_cast<double>(p.y.numel()) : 1.0;
+  p.loss = at::empty({}, x.options());
+  p.x_grad = at::empty(x.sizes(), x.options());
+  p.y_grad = at::empty(p.y.sizes(), x.options());
+  return p;
+}
+
+// gan_loss_backward: (grad * x_grad, grad * y_grad) with grad the loss's one-element gradient.
+struct GanLossBackwardProblem {
+  at::Tensor grad, x_grad, y_grad, x_out, y_out;
+};
+
+inline GanLossBackwardProblem prepare_gan_loss_backward(const at::Tensor& grad, const at::Tensor& x_grad,
+                                                        const at::Tensor& y_grad) {
+  const char* op = "fastgan::gan_loss_backward";
+  TORCH_CHECK(grad.numel() == 1, op, ": grad must have one element (the loss's gradient), got shape ",
+              grad.sizes());
+  GanLossBackwardProblem p;
+  p.x_grad = gan_loss_input(x_grad, x_grad, op, "x_grad");
+  p.y_grad = gan_loss_input(y_grad, x_grad, op, "y_grad");
+  p.grad = gan_loss_input(grad, x_grad, op, "grad");
+  p.x_out = at::empty(x_grad.sizes(), x_grad.options());
+  p.y_out = at::empty(y_grad.sizes(), x_grad.options());
+  return p;
+}
+
+// gan_loss_pointwise: out = grad * t^(order)(logits) (grad = 1 when absent).
+struct GanPointwiseProblem {
+  at::Tensor logits, grad, out;  // grad undefined when absent
+  int term, order;
+};
+
+inline GanPointwiseProblem prepare_gan_pointwise(const at::Tensor& logits, const std::optional<at::Tensor>& grad,
+                                                 int64_t term, int64_t order) {
+  const char* op = "fastgan::gan_loss_pointwise";
+  check_gan_term(term, op);
+  TORCH_CHECK(order >= 0 && order <= 2, op, ": order must be 0, 1 or 2, got ", order);
+  GanPointwiseProblem p;
+  p.logits = gan_loss_input(logits, logits, op, "logits");
+  if (grad.has_value()) {
+    TORCH_CHECK(grad->sizes().equals(logits.sizes()), op, ": grad has shape ", grad->sizes(),
+                " but the logits have shape ", logits.sizes());
+    p.grad = gan_loss_input(*grad, logits, op, "grad");
+  }
+  p.term = static_cast<int>(term);
+  p.order = static_cast<int>(order);
+  p.out = at::empty(logits.sizes(), logits.options());
+  return p;
+}
+
+}  // namespace fastgan

@@ -1,0 +1,323 @@
+"""GAN losses (THEORY.md §2–3) as fused reductions: the loss and its logits-gradient
+in one pass, the backward a single scaling of the saved gradient.
+
+Every loss is ``s_r * sum t_r(real) + s_f * sum t_f(fake)`` with per-element terms
+``t`` (table in :mod:`fastgan.reference.losses`) and ``s = 1/numel`` ("mean") or 1
+("sum"). Three ops per backend (``torch.ops.fastgan`` for the C++/CUDA kernels,
+``torch.ops.fastgan_triton`` for Triton), with fake and autograd registrations:
+
+- ``gan_loss(x, y?, x_term, y_term, reduction) -> (loss, x_grad, y_grad)``: one
+  pass over both sides writes the loss and ``x_grad = s_x t_x'(x)`` (and y's);
+  one launch on CUDA.
+- ``gan_loss_backward(grad, x_grad, y_grad) -> (grad * x_grad, grad * y_grad)``:
+  the whole backward, one launch.
+- ``gan_loss_pointwise(logits, grad?, term, order) -> grad * t^(order)(logits)``:
+  ``reduction="none"`` (order 0, backward order 1) and double backward (order 2).
+
+Double backward: the saved gradients are differentiable outputs of ``gan_loss``,
+so a gradient reaching them (through ``gan_loss_backward``'s own autograd) comes
+back to ``gan_loss``'s backward, which adds ``s * t''(x) * g`` with the order-2
+pointwise kernel. First-order backward never sees those gradients
+(``set_materialize_grads(False)``) and stays a single scaling. The C++ ops'
+autograd is in C++ (``csrc/gan_loss_autograd.cpp``): at small batch sizes a step
+is bound by host overhead, and a Python ``autograd.Function`` costs as much as the
+eager kernels it replaces. The Triton ops' is registered here, same formulas.
+"""
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+
+from .. import reference
+from .._backend import resolve_backend
+
+# Term codes of csrc/gan_loss_math.h (GanTerm).
+SOFTPLUS_NEG = 0  # softplus(-l) = -ln D
+SOFTPLUS = 1  # softplus(l) = -ln(1 - D)
+NEG_SOFTPLUS = 2  # -softplus(l) = ln(1 - D)
+NEG_SOFTPLUS_NEG = 3  # -softplus(-l) = ln D
+IDENTITY = 4  # l
+NEG_IDENTITY = 5  # -l
+HINGE_REAL = 6  # relu(1 - l)
+HINGE_FAKE = 7  # relu(1 + l)
+HALF_SQUARE_ONE = 8  # (l - 1)^2 / 2
+HALF_SQUARE = 9  # l^2 / 2
+
+#: (real term, fake term) of each discriminator loss.
+DISCRIMINATOR_TERMS: Dict[str, Tuple[int, int]] = {
+    "minimax": (SOFTPLUS_NEG, SOFTPLUS),
+    "wasserstein": (NEG_IDENTITY, IDENTITY),
+    "hinge": (HINGE_REAL, HINGE_FAKE),
+    "least_squares": (HALF_SQUARE_ONE, HALF_SQUARE),
+}
+#: The fake-logit term of each generator loss.
+GENERATOR_TERMS: Dict[str, int] = {
+    "non_saturating": SOFTPLUS_NEG,
+    "minimax": NEG_SOFTPLUS,
+    "wasserstein": NEG_IDENTITY,
+    "hinge": NEG_IDENTITY,
+    "least_squares": HALF_SQUARE_ONE,
+}
+#: V(D, G) = E ln D(real) + E ln(1 - D(fake)).
+VALUE_TERMS = (NEG_SOFTPLUS_NEG, NEG_SOFTPLUS)
+#: torch's at::Reduction codes.
+REDUCTIONS: Dict[str, int] = {"none": 0, "mean": 1, "sum": 2}
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+# ---- Triton kernels as custom ops ----
+
+
+@torch.library.custom_op("fastgan_triton::gan_loss", mutates_args=())
+def _gan_loss_triton(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_term: int,
+                     reduction: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ..kernels import gan_loss as kernels
+
+    return kernels.gan_loss(x, y, x_term, y_term, reduction)
+
+
+@torch.library.custom_op("fastgan_triton::gan_loss_backward", mutates_args=())
+def _gan_loss_backward_triton(grad: torch.Tensor, x_grad: torch.Tensor,
+                              y_grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    from ..kernels import gan_loss as kernels
+
+    return kernels.gan_loss_backward(grad, x_grad, y_grad)
+
+
+@torch.library.custom_op("fastgan_triton::gan_loss_pointwise", mutates_args=())
+def _gan_loss_pointwise_triton(logits: torch.Tensor, grad: Optional[torch.Tensor], term: int,
+                               order: int) -> torch.Tensor:
+    from ..kernels import gan_loss as kernels
+
+    return kernels.gan_loss_pointwise(logits, grad, term, order)
+
+
+# ---- fake (meta) kernels: same for both namespaces ----
+
+
+def _check_term(term: int) -> None:
+    torch._check(0 <= term < 10, lambda: f"term must be a GAN loss term code in [0, 10), got {term}")
+
+
+def _gan_loss_fake(x, y, x_term, y_term, reduction):
+    _check_term(x_term)
+    _check_term(y_term)
+    torch._check(reduction in (1, 2), lambda: f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
+    if y is not None:
+        torch._check(y.dtype == x.dtype, lambda: f"y has dtype {y.dtype} but x has {x.dtype}")
+    y_grad = x.new_empty((0,)) if y is None else y.new_empty(y.shape)
+    return x.new_empty(()), x.new_empty(x.shape), y_grad
+
+
+def _gan_loss_backward_fake(grad, x_grad, y_grad):
+    torch._check(grad.numel() == 1, lambda: f"grad must have one element, got shape {tuple(grad.shape)}")
+    return x_grad.new_empty(x_grad.shape), y_grad.new_empty(y_grad.shape)
+
+
+def _gan_loss_pointwise_fake(logits, grad, term, order):
+    _check_term(term)
+    torch._check(order in (0, 1, 2), lambda: f"order must be 0, 1 or 2, got {order}")
+    if grad is not None:
+        torch._check(grad.shape == logits.shape, lambda: f"grad has shape {tuple(grad.shape)}, expected "
+                                                         f"{tuple(logits.shape)}")
+    return logits.new_empty(logits.shape)
+
+
+for _ns in ("fastgan", "fastgan_triton"):
+    torch.library.register_fake(f"{_ns}::gan_loss")(_gan_loss_fake)
+    torch.library.register_fake(f"{_ns}::gan_loss_backward")(_gan_loss_backward_fake)
+    torch.library.register_fake(f"{_ns}::gan_loss_pointwise")(_gan_loss_pointwise_fake)
+
+# ---- autograd of the Triton ops (the C++ ops' is csrc/gan_loss_autograd.cpp) ----
+
+
+def _register_autograd(ns: str) -> None:
+    ops = getattr(torch.ops, ns)
+
+    def loss_setup(ctx, inputs, output):
+        x, y, x_term, y_term, reduction = inputs
+        _, x_grad, y_grad = output
+        ctx.set_materialize_grads(False)  # first-order backward: no gradient for x_grad, y_grad
+        ctx.x_term, ctx.y_term, ctx.mean = x_term, y_term, reduction == REDUCTIONS["mean"]
+        ctx.save_for_backward(x, y, x_grad, y_grad)
+
+    def loss_backward(ctx, grad_loss, grad_x_grad, grad_y_grad):
+        x, y, x_grad, y_grad = ctx.saved_tensors
+        dx = dy = None
+        if grad_loss is not None:
+            dx, dy = ops.gan_loss_backward(grad_loss, x_grad, y_grad)
+        # Double backward: d(x_grad)/dx = s_x * t_x''(x), diagonal.
+        if grad_x_grad is not None:
+            second = ops.gan_loss_pointwise(x, grad_x_grad, ctx.x_term, 2)
+            second = second / x.numel() if ctx.mean else second
+            dx = second if dx is None else dx + second
+        if grad_y_grad is not None and y is not None:
+            second = ops.gan_loss_pointwise(y, grad_y_grad, ctx.y_term, 2)
+            second = second / y.numel() if ctx.mean else second
+            dy = second if dy is None else dy + second
+        return dx, (dy if y is not None else None), None, None, None
+
+    def backward_setup(ctx, inputs, output):
+        grad, x_grad, y_grad = inputs
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(grad, x_grad, y_grad)
+
+    def backward_backward(ctx, g_x, g_y):
+        grad, x_grad, y_grad = ctx.saved_tensors
+        d_grad = d_x_grad = d_y_grad = None
+        if ctx.needs_input_grad[0]:
+            d_grad = torch.zeros((), dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32,
+                                 device=grad.device)
+            for g, saved in ((g_x, x_grad), (g_y, y_grad)):
+                if g is not None:
+                    d_grad = d_grad + (g * saved).sum(dtype=d_grad.dtype)
+            d_grad = d_grad.to(grad.dtype).reshape(grad.shape)
+        if g_x is not None and ctx.needs_input_grad[1]:
+            d_x_grad = g_x * grad
+        if g_y is not None and ctx.needs_input_grad[2]:
+            d_y_grad = g_y * grad
+        return d_grad, d_x_grad, d_y_grad
+
+    def pointwise_setup(ctx, inputs, output):
+        logits, grad, term, order = inputs
+        ctx.term, ctx.order = term, order
+        ctx.save_for_backward(logits, grad)
+
+    def pointwise_backward(ctx, g):
+        logits, grad = ctx.saved_tensors
+        d_logits = d_grad = None
+        if ctx.needs_input_grad[0]:
+            if ctx.order == 2:
+                raise RuntimeError("fastgan GAN losses: third derivatives are not implemented")
+            d_logits = ops.gan_loss_pointwise(logits, g if grad is None else g * grad, ctx.term, ctx.order + 1)
+        if grad is not None and ctx.needs_input_grad[1]:
+            d_grad = ops.gan_loss_pointwise(logits, g, ctx.term, ctx.order)
+        return d_logits, d_grad, None, None
+
+    torch.library.register_autograd(f"{ns}::gan_loss", loss_backward, setup_context=loss_setup)
+    torch.library.register_autograd(f"{ns}::gan_loss_backward", backward_backward, setup_context=backward_setup)
+    torch.library.register_autograd(f"{ns}::gan_loss_pointwise", pointwise_backward, setup_context=pointwise_setup)
+
+
+# The C++ ops have the same formulas in C++ (csrc/gan_loss_autograd.cpp): a Python
+# autograd.Function would cost as much host time per call as a dozen eager kernels.
+_register_autograd("fastgan_triton")
+
+_OPS: Dict[str, object] = {"cpu": torch.ops.fastgan, "cuda": torch.ops.fastgan, "triton": torch.ops.fastgan_triton}
+
+# ---- argument checks (once, here: every backend sees validated input) ----
+
+
+def _check_choice(op: str, argname: str, value, choices) -> None:
+    if not isinstance(value, str) or value not in choices:
+        names = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{op}: {argname} must be one of {names}; got {value!r}")
+
+
+def _check_logits(op: str, **named: torch.Tensor) -> torch.Tensor:
+    """TypeError/ValueError naming the argument unless every tensor is a non-empty
+    dense float32/float16/bfloat16/float64 tensor, all of one dtype and device.
+    Returns the first."""
+    first_name, first = None, None
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor of logits, got {type(t).__name__}")
+        if t.layout != torch.strided:
+            raise TypeError(f"{op}: {name} is a {t.layout} tensor; expected a dense (strided) tensor")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype}; expected floating-point logits "
+                            f"(float32, float16, bfloat16 or float64)")
+        if t.numel() == 0:
+            raise ValueError(f"{op}: {name} is empty (shape {tuple(t.shape)}); expected at least one logit")
+        if first is None:
+            first_name, first = name, t
+            continue
+        if t.device != first.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}; expected "
+                             f"both on one device")
+        if t.dtype != first.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}; expected "
+                            f"one dtype")
+    return first
+
+
+def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
+    return resolve_backend(backend, logits.device, op)
+
+
+# ---- public API ----
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "minimax", *,
+                       reduction: str = "mean",
+                       backend: Optional[str] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """The discriminator's (or WGAN critic's) loss on real and fake logits, fused.
+
+    Args:
+        real_logits, fake_logits: the discriminator's raw outputs (before any
+            sigmoid) on real and generated samples. Any shapes (``(B,)``,
+            ``(B, 1)``, PatchGAN ``(B, 1, H, W)``); the two may differ in batch
+            size and shape. float32, float16, bfloat16 or float64, one dtype and
+            device; accumulation in float32 (float64 for float64).
+        kind: ``"minimax"`` (binary cross-entropy with real labelled 1 and fake
+            0: ``-V(D, G)`` with ``D = sigmoid(l)``), ``"wasserstein"``
+            (``mean(fake) - mean(real)``), ``"hinge"``
+            (``mean(relu(1 - real)) + mean(relu(1 + fake))``) or
+            ``"least_squares"`` (``0.5 mean((real - 1)^2) + 0.5 mean(fake^2)``).
+        reduction: ``"mean"`` (default) or ``"sum"`` reduce each side's terms and
+            add them; ``"none"`` returns the pair ``(real_terms, fake_terms)``.
+        backend: see :func:`fastgan.set_backend`.
+
+    Returns the loss in the logits' dtype, differentiable w.r.t. both logits
+    (double backward too). Stable for any finite logit; NaN logits give NaN.
+    One CUDA launch forward and one backward for "mean" and "sum".
+    """
+    op = "discriminator_loss"
+    _check_choice(op, "kind", kind, DISCRIMINATOR_TERMS)
+    _check_choice(op, "reduction", reduction, REDUCTIONS)
+    _check_logits(op, real_logits=real_logits, fake_logits=fake_logits)
+    impl = _backend_for(op, real_logits, backend)
+    if impl == "reference":
+        return reference.discriminator_loss(real_logits, fake_logits, kind, reduction)
+    ops = _OPS[impl]
+    real_term, fake_term = DISCRIMINATOR_TERMS[kind]
+    if reduction == "none":
+        return (ops.gan_loss_pointwise(real_logits, None, real_term, 0),
+                ops.gan_loss_pointwise(fake_logits, None, fake_term, 0))
+    return ops.gan_loss(real_logits, fake_logits, real_term, fake_term, REDUCTIONS[reduction])[0]
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *, reduction: str = "mean",
+                   backend: Optional[str] = None) -> torch.Tensor:
+    """The generator's loss on the discriminator's logits for generated samples, fused.
+
+    ``kind``: ``"non_saturating"`` (``mean softplus(-l)`` = ``-E ln D``, the usual
+    choice), ``"minimax"`` (``-mean softplus(l)`` = ``E ln(1 - D)``, saturates
+    early in training), ``"wasserstein"`` and ``"hinge"`` (``-mean(l)``) or
+    ``"least_squares"`` (``0.5 mean((l - 1)^2)``). ``reduction`` ``"none"``
+    returns the per-element terms. Logits, dtypes, backends and gradients as
+    :func:`discriminator_loss`.
+    """
+    op = "generator_loss"
+    _check_choice(op, "kind", kind, GENERATOR_TERMS)
+    _check_choice(op, "reduction", reduction, REDUCTIONS)
+    _check_logits(op, fake_logits=fake_logits)
+    impl = _backend_for(op, fake_logits, backend)
+    if impl == "reference":
+        return reference.generator_loss(fake_logits, kind, reduction)
+    ops = _OPS[impl]
+    term = GENERATOR_TERMS[kind]
+    if reduction == "none":
+        return ops.gan_loss_pointwise(fake_logits, None, term, 0)
+    return ops.gan_loss(fake_logits, None, term, term, REDUCTIONS[reduction])[0]
+
+
+def gan_value(real_logits: torch.Tensor, fake_logits: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
+    """``V(D, G) = E ln D(real) + E ln(1 - D(fake))`` with ``D = sigmoid(logits)``,
+    the value of the GAN game (THEORY.md §2): ``-2 ln 2`` where ``D = 1/2``
+    everywhere, ``= -discriminator_loss(real, fake, "minimax")``. Fused like
+    :func:`discriminator_loss` and differentiable."""
+    op = "gan_value"
+    _check_logits(op, real_logits=real_logits, fake_logits=fake_logits)
+    impl = _backend_for(op, real_logits, backend)
+    if impl == "reference":
+        return reference.gan_value(real_logits, fake_logits)
+    return _OPS[impl].gan_loss(real_logits, fake_logits, *VALUE_TERMS, REDUCTIONS["mean"])[0]

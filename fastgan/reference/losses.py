@@ -1,0 +1,92 @@
+"""Eager references for the GAN losses (THEORY.md §2–3): plain ``torch`` /
+``torch.nn.functional`` ops, differentiated by autograd. They are the ground
+truth of every backend's tests and the ``backend="reference"`` implementation.
+
+With ``D = sigmoid(l)`` the log-probabilities use the stable forms of THEORY.md
+§2, through ``F.logsigmoid`` (exact for any finite logit, unlike ``F.softplus``
+whose default ``threshold=20`` returns ``x`` above 20):
+
+    ln D       = -softplus(-l) = logsigmoid(l)
+    ln(1 - D)  = -softplus(l)  = logsigmoid(-l)
+
+Discriminator losses (minimised by D), as a (real term, fake term) pair:
+
+    minimax        -ln D(real),  -ln(1 - D(fake))     binary cross-entropy, = -V(D, G) for "mean"
+    wasserstein    -real,        fake                 WGAN critic: mean(fake) - mean(real)
+    hinge          relu(1 - real), relu(1 + fake)
+    least_squares  (real - 1)^2 / 2, fake^2 / 2
+
+Generator losses (minimised by G) on fake logits:
+
+    non_saturating  -ln D(fake)          = softplus(-l)
+    minimax          ln(1 - D(fake))     = -softplus(l)
+    wasserstein, hinge  -fake
+    least_squares   (fake - 1)^2 / 2
+
+``reduction``: ``"none"`` returns the per-element terms (for the discriminator the
+pair ``(real_terms, fake_terms)``); ``"mean"`` and ``"sum"`` reduce each side's
+terms and add the sides. Inputs are not validated here (the ops do that).
+"""
+from typing import Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+DISCRIMINATOR_KINDS = ("minimax", "wasserstein", "hinge", "least_squares")
+GENERATOR_KINDS = ("non_saturating", "minimax", "wasserstein", "hinge", "least_squares")
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _reduce(terms: torch.Tensor, reduction: str) -> torch.Tensor:
+    return terms.mean() if reduction == "mean" else terms.sum()
+
+
+def discriminator_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                        kind: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-element (real, fake) terms of the discriminator's loss of `kind`."""
+    real, fake = real_logits, fake_logits
+    if kind == "minimax":
+        return -F.logsigmoid(real), -F.logsigmoid(-fake)
+    if kind == "wasserstein":
+        return -real, fake
+    if kind == "hinge":
+        return F.relu(1 - real), F.relu(1 + fake)
+    if kind == "least_squares":
+        return 0.5 * (real - 1).square(), 0.5 * fake.square()
+    raise ValueError(f"unknown discriminator loss kind {kind!r}")
+
+
+def generator_terms(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-element terms of the generator's loss of `kind`."""
+    fake = fake_logits
+    if kind == "non_saturating":
+        return -F.logsigmoid(fake)
+    if kind == "minimax":
+        return F.logsigmoid(-fake)
+    if kind in ("wasserstein", "hinge"):
+        return -fake
+    if kind == "least_squares":
+        return 0.5 * (fake - 1).square()
+    raise ValueError(f"unknown generator loss kind {kind!r}")
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "minimax",
+                       reduction: str = "mean") -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """The discriminator's (or critic's) loss of `kind`; see the module doc."""
+    real, fake = discriminator_terms(real_logits, fake_logits, kind)
+    if reduction == "none":
+        return real, fake
+    return _reduce(real, reduction) + _reduce(fake, reduction)
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating",
+                   reduction: str = "mean") -> torch.Tensor:
+    """The generator's loss of `kind`; see the module doc."""
+    terms = generator_terms(fake_logits, kind)
+    return terms if reduction == "none" else _reduce(terms, reduction)
+
+
+def gan_value(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """``V(D, G) = E ln D(real) + E ln(1 - D(fake))`` with ``D = sigmoid(logits)``
+    (THEORY.md §2): ``-2 ln 2`` where D is 1/2 everywhere."""
+    return F.logsigmoid(real_logits).mean() + F.logsigmoid(-fake_logits).mean()
