@@ -4,3 +4,6 @@
 from .clip import clip_weights_, rmsprop_clip_
 
 __all__ = ["clip_weights_", "rmsprop_clip_"]
+from .bias_act import bias_act  # noqa: E402
+
+__all__ += ["bias_act"]
