@@ -16,7 +16,7 @@
 //   tanh     tanh(z)                    y    gain * (1 - u^2), u = y/gain      -2u
 //   sigmoid  1 / (1 + e^-z)             y    gain * u (1 - u)                  1 - 2u
 //   silu     z * sigmoid(z)             z    gain * s (1 + z (1 - s))          gain * s(1-s)(2 + z(1-2s))
-//   elu      z > 0 ? z : alpha*expm1(z) z    gain * (z > 0 ? 1 : alpha e^z)    gain * (z > 0 ? 0 : alpha e^z)
+//   elu      z > 0 ? z : alpha*expm1(z) z    gain * (z > 0 ? 1 : alpha e^z)    gain * (z < 0 ? alpha e^z : 0)
 //
 // With ref = y the forward need not keep x alive, and for relu/lrelu both the first
 // and the second order are one mask multiply. D2 is the derivative with respect to
@@ -139,7 +139,8 @@ FASTGAN_HD T grad2_factor(T r, const Params<T>& p) {
     const T s = stable_sigmoid(r);
     return p.gain * (s * (T(1) - s) * (T(2) + r * (T(1) - T(2) * s)));
   }
-  if (ACT == kElu) return r <= T(0) ? p.gain * (p.alpha * fg_exp(r)) : T(0);
+  // z < 0, not <= 0: torch's elu double backward takes f''(0) = 0 (f'(0) = alpha, the left limit).
+  if (ACT == kElu) return r < T(0) ? p.gain * (p.alpha * fg_exp(r)) : T(0);
   return T(0);  // linear, relu, lrelu: f'' = 0 almost everywhere
 }
 

@@ -88,7 +88,7 @@ def _act_value(z, alpha, ACT: tl.constexpr):
     elif ACT == 5:
         z = z * _sigmoid(z)
     elif ACT == 6:  # elu
-        z = tl.where(z > 0, z, alpha * (tl.exp(tl.minimum(z, 0)) - 1))
+        z = tl.where(z > 0, z, alpha * (tl.exp(z) - 1))
     return z
 
 
@@ -122,7 +122,7 @@ def _grad_factor(r, alpha, gain, inv_gain, ACT: tl.constexpr, FROM_Y: tl.constex
         s = _sigmoid(r)
         g = gain * (s * (1 + r * (1 - s)))
     else:  # elu
-        g = tl.where(r <= 0, gain * (alpha * tl.exp(tl.minimum(r, 0))), gain)
+        g = tl.where(r <= 0, gain * (alpha * tl.exp(r)), gain)
     return g
 
 
@@ -145,8 +145,28 @@ def _grad2_factor(r, alpha, gain, inv_gain, ACT: tl.constexpr, FROM_Y: tl.conste
         s = _sigmoid(r)
         g = gain * (s * (1 - s) * (2 + r * (1 - 2 * s)))
     else:  # elu
-        g = tl.where(r <= 0, gain * (alpha * tl.exp(tl.minimum(r, 0))), 0)
+        g = tl.where(r < 0, gain * (alpha * tl.exp(r)), 0)  # f''(0) = 0, as torch
     return g
+
+
+@triton.jit
+def _to_storage(v, DTYPE: tl.constexpr):
+    """`v` (float32/64) rounded to nearest-even in the storage type. For bfloat16 the
+    rounding is spelled out: the interpreter truncates on `.to(tl.bfloat16)` where the
+    GPU rounds to nearest, so this keeps interpreted and compiled kernels alike."""
+    if DTYPE == tl.bfloat16:
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+        bits = tl.where(v != v, 0x7FC0, bits)  # NaN stays NaN
+        out = bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        out = v.to(DTYPE)
+    return out
+
+
+@triton.jit
+def _store(ptr, v, mask):
+    tl.store(ptr, _to_storage(v, ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -182,7 +202,7 @@ def _fwd_block(x_ptr, b_ptr, y_ptr, offs, mask, inner, channels, alpha, gain, AC
     acc = gain.dtype
     z = tl.load(x_ptr + offs, mask=mask).to(acc) + _bias(b_ptr, offs, mask, inner, channels, acc, HAS_BIAS)
     y = gain * _act_value(z, alpha, ACT)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    _store(y_ptr + offs, y, mask)
 
 
 @triton.jit
@@ -218,7 +238,7 @@ def _bwd_block(dy_ptr, ref_ptr, b_ptr, dx_ptr, offs, mask, inner, channels, alph
     r = _ref_value(ref_ptr, b_ptr, offs, mask, inner, channels, acc, ACT, FROM_Y, HAS_BIAS)
     dy = tl.load(dy_ptr + offs, mask=mask).to(acc)
     dx = _grad_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * dy
-    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    _store(dx_ptr + offs, dx, mask)
 
 
 @triton.jit
@@ -249,9 +269,9 @@ def _bwd2_block(ddx_ptr, dy_ptr, ref_ptr, b_ptr, d_dy_ptr, d_ref_ptr, offs, mask
     dy = tl.load(dy_ptr + offs, mask=mask).to(acc)
     if NEED_DDY:
         d_dy = _grad_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * ddx
-        tl.store(d_dy_ptr + offs, d_dy.to(d_dy_ptr.dtype.element_ty), mask=mask)
+        _store(d_dy_ptr + offs, d_dy, mask)
     d_ref = _grad2_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * dy * ddx
-    tl.store(d_ref_ptr + offs, d_ref.to(d_ref_ptr.dtype.element_ty), mask=mask)
+    _store(d_ref_ptr + offs, d_ref, mask)
 
 
 @triton.jit
