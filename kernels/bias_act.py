@@ -165,8 +165,8 @@ def _to_storage(v, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _store(ptr, v, mask):
-    tl.store(ptr, _to_storage(v, ptr.dtype.element_ty), mask=mask)
+def _store(ptr, v, mask, DTYPE: tl.constexpr):
+    tl.store(ptr, _to_storage(v, DTYPE), mask=mask)
 
 
 @triton.jit
@@ -190,109 +190,109 @@ def _bias(b_ptr, offs, mask, inner, channels, acc, HAS_BIAS: tl.constexpr):
 
 
 @triton.jit
-def _aligned(ptr, ALIGNED: tl.constexpr):
+def _ptrs(base, offs, ALIGNED: tl.constexpr):
+    """base + offs, hinted 16-byte aligned (so full blocks move in 16-byte vectors)
+    when the launcher found every base aligned; blocks start at multiples of BLOCK."""
+    ptrs = base + offs
     if ALIGNED:
-        ptr = tl.multiple_of(ptr, 16)
-    return ptr
+        ptrs = tl.multiple_of(ptrs, 16)
+    return ptrs
 
 
 @triton.jit
-def _fwd_block(x_ptr, b_ptr, y_ptr, offs, mask, inner, channels, alpha, gain, ACT: tl.constexpr,
+def _fwd_block(x, b_ptr, y, offs, mask, inner, channels, alpha, gain, DTYPE: tl.constexpr, ACT: tl.constexpr,
                HAS_BIAS: tl.constexpr):
     acc = gain.dtype
-    z = tl.load(x_ptr + offs, mask=mask).to(acc) + _bias(b_ptr, offs, mask, inner, channels, acc, HAS_BIAS)
-    y = gain * _act_value(z, alpha, ACT)
-    _store(y_ptr + offs, y, mask)
+    z = tl.load(x, mask=mask).to(acc) + _bias(b_ptr, offs, mask, inner, channels, acc, HAS_BIAS)
+    _store(y, gain * _act_value(z, alpha, ACT), mask, DTYPE)
 
 
 @triton.jit
-def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, hyper, n, inner, channels, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         ALIGNED: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
+def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, hyper, n, inner, channels, DTYPE: tl.constexpr, ACT: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, ALIGNED: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
     alpha = tl.load(hyper)
     gain = tl.load(hyper + 1)
-    x_ptr = _aligned(x_ptr, ALIGNED)
-    y_ptr = _aligned(y_ptr, ALIGNED)
     start, offs = _offsets(n, BLOCK, INDEX64)
+    x = _ptrs(x_ptr, offs, ALIGNED)
+    y = _ptrs(y_ptr, offs, ALIGNED)
     if start + BLOCK <= n:  # full block: unmasked, vectorisable
-        _fwd_block(x_ptr, b_ptr, y_ptr, offs, None, inner, channels, alpha, gain, ACT, HAS_BIAS)
+        _fwd_block(x, b_ptr, y, offs, None, inner, channels, alpha, gain, DTYPE, ACT, HAS_BIAS)
     else:
-        _fwd_block(x_ptr, b_ptr, y_ptr, offs, offs < n, inner, channels, alpha, gain, ACT, HAS_BIAS)
+        _fwd_block(x, b_ptr, y, offs, offs < n, inner, channels, alpha, gain, DTYPE, ACT, HAS_BIAS)
 
 
 @triton.jit
-def _ref_value(ref_ptr, b_ptr, offs, mask, inner, channels, acc, ACT: tl.constexpr, FROM_Y: tl.constexpr,
+def _ref_value(ref, b_ptr, offs, mask, inner, channels, acc, ACT: tl.constexpr, FROM_Y: tl.constexpr,
                HAS_BIAS: tl.constexpr):
     if ACT == 0:
         r = tl.zeros(offs.shape, acc)
     else:
-        r = tl.load(ref_ptr + offs, mask=mask).to(acc)
+        r = tl.load(ref, mask=mask).to(acc)
         if not FROM_Y:
             r = r + _bias(b_ptr, offs, mask, inner, channels, acc, HAS_BIAS)
     return r
 
 
 @triton.jit
-def _bwd_block(dy_ptr, ref_ptr, b_ptr, dx_ptr, offs, mask, inner, channels, alpha, gain, inv_gain,
+def _bwd_block(dy, ref, b_ptr, dx, offs, mask, inner, channels, alpha, gain, inv_gain, DTYPE: tl.constexpr,
                ACT: tl.constexpr, FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr):
     acc = gain.dtype
-    r = _ref_value(ref_ptr, b_ptr, offs, mask, inner, channels, acc, ACT, FROM_Y, HAS_BIAS)
-    dy = tl.load(dy_ptr + offs, mask=mask).to(acc)
-    dx = _grad_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * dy
-    _store(dx_ptr + offs, dx, mask)
+    r = _ref_value(ref, b_ptr, offs, mask, inner, channels, acc, ACT, FROM_Y, HAS_BIAS)
+    g = tl.load(dy, mask=mask).to(acc)
+    _store(dx, _grad_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * g, mask, DTYPE)
 
 
 @triton.jit
-def _bias_act_bwd_kernel(dy_ptr, ref_ptr, b_ptr, dx_ptr, hyper, n, inner, channels, ACT: tl.constexpr,
+def _bias_act_bwd_kernel(dy_ptr, ref_ptr, b_ptr, dx_ptr, hyper, n, inner, channels, DTYPE: tl.constexpr,
+                         ACT: tl.constexpr,
                          FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, ALIGNED: tl.constexpr,
                          INDEX64: tl.constexpr, BLOCK: tl.constexpr):
     alpha = tl.load(hyper)
     gain = tl.load(hyper + 1)
     inv_gain = tl.load(hyper + 2)
-    dy_ptr = _aligned(dy_ptr, ALIGNED)
-    ref_ptr = _aligned(ref_ptr, ALIGNED)
-    dx_ptr = _aligned(dx_ptr, ALIGNED)
     start, offs = _offsets(n, BLOCK, INDEX64)
-    if start + BLOCK <= n:
-        _bwd_block(dy_ptr, ref_ptr, b_ptr, dx_ptr, offs, None, inner, channels, alpha, gain, inv_gain, ACT, FROM_Y,
+    dy = _ptrs(dy_ptr, offs, ALIGNED)
+    ref = _ptrs(ref_ptr, offs, ALIGNED)
+    dx = _ptrs(dx_ptr, offs, ALIGNED)
+    if start + BLOCK <= n:  # full block: unmasked, vectorisable
+        _bwd_block(dy, ref, b_ptr, dx, offs, None, inner, channels, alpha, gain, inv_gain, DTYPE, ACT, FROM_Y,
                    HAS_BIAS)
     else:
-        _bwd_block(dy_ptr, ref_ptr, b_ptr, dx_ptr, offs, offs < n, inner, channels, alpha, gain, inv_gain, ACT,
-                   FROM_Y, HAS_BIAS)
+        _bwd_block(dy, ref, b_ptr, dx, offs, offs < n, inner, channels, alpha, gain, inv_gain, DTYPE, ACT, FROM_Y,
+                   HAS_BIAS)
 
 
 @triton.jit
-def _bwd2_block(ddx_ptr, dy_ptr, ref_ptr, b_ptr, d_dy_ptr, d_ref_ptr, offs, mask, inner, channels, alpha, gain,
-                inv_gain, ACT: tl.constexpr, FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, NEED_DDY: tl.constexpr):
+def _bwd2_block(ddx, dy, ref, b_ptr, d_dy, d_ref, offs, mask, inner, channels, alpha, gain, inv_gain,
+                DTYPE: tl.constexpr, ACT: tl.constexpr, FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, NEED_DDY: tl.constexpr):
     acc = gain.dtype
-    r = _ref_value(ref_ptr, b_ptr, offs, mask, inner, channels, acc, ACT, FROM_Y, HAS_BIAS)
-    ddx = tl.load(ddx_ptr + offs, mask=mask).to(acc)
-    dy = tl.load(dy_ptr + offs, mask=mask).to(acc)
+    r = _ref_value(ref, b_ptr, offs, mask, inner, channels, acc, ACT, FROM_Y, HAS_BIAS)
+    v = tl.load(ddx, mask=mask).to(acc)
+    g = tl.load(dy, mask=mask).to(acc)
     if NEED_DDY:
-        d_dy = _grad_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * ddx
-        _store(d_dy_ptr + offs, d_dy, mask)
-    d_ref = _grad2_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * dy * ddx
-    _store(d_ref_ptr + offs, d_ref, mask)
+        _store(d_dy, _grad_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * v, mask, DTYPE)
+    _store(d_ref, _grad2_factor(r, alpha, gain, inv_gain, ACT, FROM_Y) * g * v, mask, DTYPE)
 
 
 @triton.jit
 def _bias_act_bwd2_kernel(ddx_ptr, dy_ptr, ref_ptr, b_ptr, d_dy_ptr, d_ref_ptr, hyper, n, inner, channels,
-                          ACT: tl.constexpr, FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, NEED_DDY: tl.constexpr,
+                          DTYPE: tl.constexpr, ACT: tl.constexpr, FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, NEED_DDY: tl.constexpr,
                           ALIGNED: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
     alpha = tl.load(hyper)
     gain = tl.load(hyper + 1)
     inv_gain = tl.load(hyper + 2)
-    ddx_ptr = _aligned(ddx_ptr, ALIGNED)
-    dy_ptr = _aligned(dy_ptr, ALIGNED)
-    ref_ptr = _aligned(ref_ptr, ALIGNED)
-    d_dy_ptr = _aligned(d_dy_ptr, ALIGNED)
-    d_ref_ptr = _aligned(d_ref_ptr, ALIGNED)
     start, offs = _offsets(n, BLOCK, INDEX64)
-    if start + BLOCK <= n:
-        _bwd2_block(ddx_ptr, dy_ptr, ref_ptr, b_ptr, d_dy_ptr, d_ref_ptr, offs, None, inner, channels, alpha, gain,
-                    inv_gain, ACT, FROM_Y, HAS_BIAS, NEED_DDY)
+    ddx = _ptrs(ddx_ptr, offs, ALIGNED)
+    dy = _ptrs(dy_ptr, offs, ALIGNED)
+    ref = _ptrs(ref_ptr, offs, ALIGNED)
+    d_dy = _ptrs(d_dy_ptr, offs, ALIGNED)
+    d_ref = _ptrs(d_ref_ptr, offs, ALIGNED)
+    if start + BLOCK <= n:  # full block: unmasked, vectorisable
+        _bwd2_block(ddx, dy, ref, b_ptr, d_dy, d_ref, offs, None, inner, channels, alpha, gain, inv_gain, DTYPE,
+                    ACT, FROM_Y, HAS_BIAS, NEED_DDY)
     else:
-        _bwd2_block(ddx_ptr, dy_ptr, ref_ptr, b_ptr, d_dy_ptr, d_ref_ptr, offs, offs < n, inner, channels, alpha,
-                    gain, inv_gain, ACT, FROM_Y, HAS_BIAS, NEED_DDY)
+        _bwd2_block(ddx, dy, ref, b_ptr, d_dy, d_ref, offs, offs < n, inner, channels, alpha, gain, inv_gain,
+                    DTYPE, ACT, FROM_Y, HAS_BIAS, NEED_DDY)
 
 
 # ---- launchers (host side: the layout rules of csrc/bias_act_host.h) ----
@@ -332,7 +332,7 @@ def forward(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha: float, 
     grid = (triton.cdiv(n, BLOCK),)
     _bias_act_fwd_kernel[grid](
         x, b if b is not None else _dummy(x), y, _hyper(alpha, gain, x.dtype, x.device), n, inner, channels,
-        ACT=act, HAS_BIAS=b is not None, **_launch_args((x, y), n),
+        DTYPE=_TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None, **_launch_args((x, y), n),
     )
     return y
 
@@ -360,7 +360,8 @@ def backward(dy: torch.Tensor, x: Optional[torch.Tensor], b: Optional[torch.Tens
     _bias_act_bwd_kernel[grid](
         dy, ref if ref is not None else _dummy(dy), bias if bias is not None else _dummy(dy), dx,
         _hyper(alpha, gain, dy.dtype, dy.device), n, inner, channels,
-        ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None, **_launch_args((dy, ref, dx), n),
+        DTYPE=_TL_DTYPES[dx.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None,
+        **_launch_args((dy, ref, dx), n),
     )
     return dx
 
@@ -381,7 +382,7 @@ def backward2(ddx: torch.Tensor, dy: torch.Tensor, x: Optional[torch.Tensor], b:
     _bias_act_bwd2_kernel[grid](
         ddx, dy, ref, bias if bias is not None else _dummy(ddx), d_dy if need_ddy else _dummy(ddx), d_ref,
         _hyper(alpha, gain, ddx.dtype, ddx.device), n, inner, channels,
-        ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None, NEED_DDY=need_ddy,
+        DTYPE=_TL_DTYPES[d_ref.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None, NEED_DDY=need_ddy,
         **_launch_args((ddx, dy, ref, d_dy if need_ddy else None, d_ref), n),
     )
     return d_dy, d_ref
