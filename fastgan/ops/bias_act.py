@@ -2,8 +2,8 @@
 kernel, whose backward and double backward are fused kernels too, so that a
 critic's R1 / WGAN-GP double backward (THEORY.md §3) stays in fused kernels.
 
-Three registered ops per kernel family (``fastgan::`` for the C++/CUDA kernels,
-``fastgan_triton::`` for the Triton kernels), each with autograd:
+Three registered ops per kernel family (``fastgan::`` for the C++/CUDA kernels, with
+autograd in C++; ``fastgan_triton::`` for the Triton kernels, autograd here):
 
     bias_act(x, b, act, alpha, gain, dim) -> y
         backward: dx = bias_act_grad(dy, ...), db = dx summed over all dims but `dim`
@@ -58,12 +58,12 @@ def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.sum(dim=[d for d in range(t.ndim) if d != dim])
 
 
-# ---- autograd, shared by the C++/CUDA and Triton op families ----
+# ---- autograd of the Triton ops (the C++ ops': csrc/bias_act_autograd.cpp, same logic) ----
 
 
 def _register_autograd(prefix: str) -> None:
     """Autograd of `prefix::bias_act` and `prefix::bias_act_grad` (see the module doc)
-    and a clear error for the third order; `prefix` is "fastgan" or "fastgan_triton"."""
+    and a clear error for the third order."""
     ops = getattr(torch.ops, prefix)
 
     def forward_setup(ctx, inputs, output):
@@ -196,7 +196,8 @@ def _(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
     return _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy)
 
 
-_register_autograd("fastgan")
+# The fastgan:: ops have the same autograd in C++ (csrc/bias_act_autograd.cpp: no
+# per-call Python overhead); the Triton ops get it here.
 _register_autograd("fastgan_triton")
 
 # ---- argument checks (once, here: every backend sees validated input) ----
