@@ -98,6 +98,10 @@ struct BiasActFunction : public torch::autograd::Function<BiasActFunction> {
       y = call_bias_act(x, b, act, alpha, gain, dim);
     }
     save_constants(ctx, act, alpha, gain, dim);
+    // An undefined incoming gradient stays undefined: in a penalty's double backward
+    // of relu/lrelu nothing flows back into y, and zeros would cost a backward pass
+    // through the whole forward graph.
+    ctx->set_materialize_grads(false);
     ctx->saved_data["has_bias"] = defined(b);
     if (act == kLinear) {
       ctx->saved_data["ref"] = static_cast<int64_t>(kSavedNone);
@@ -112,6 +116,7 @@ struct BiasActFunction : public torch::autograd::Function<BiasActFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(6);
     const Constants k = load_constants(ctx);
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const int64_t ref = ctx->saved_data["ref"].toInt();
@@ -139,6 +144,7 @@ struct BiasActGradFunction : public torch::autograd::Function<BiasActGradFunctio
       dx = call_grad(dy, x, b, y, act, alpha, gain, dim);
     }
     save_constants(ctx, act, alpha, gain, dim);
+    ctx->set_materialize_grads(false);
     // Edge indices of the tensor inputs that are present (absent optionals have none).
     int64_t edge = 1;
     ctx->saved_data["x_edge"] = defined(x) ? edge++ : int64_t(-1);
@@ -152,6 +158,7 @@ struct BiasActGradFunction : public torch::autograd::Function<BiasActGradFunctio
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(8);
     const Constants k = load_constants(ctx);
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& dy = saved[0];

@@ -227,6 +227,59 @@ def test_saved_tensors(act):
         assert ptrs == {x.data_ptr(), b.data_ptr()}
 
 
+def _op_counts(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key: e.count for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("act,fused_double", [("lrelu", False), ("relu", False), ("tanh", True), ("silu", True)])
+def test_double_backward_is_fused(act, fused_double):
+    # Forward, first-order grad with create_graph, and its gradient: relu/lrelu run the
+    # mask kernel for both orders (and send nothing back into y: no zeros, no bias sum);
+    # the others run one bias_act_grad2 for both second-order terms.
+    x = torch.randn(64, 32, requires_grad=True)
+    b = torch.randn(32, requires_grad=True)
+    dy = torch.randn(64, 32, requires_grad=True)
+    v = torch.randn(64, 32)
+
+    def run():
+        (dx,) = torch.autograd.grad(bias_act(x, b, act, backend="cpu"), x, dy, create_graph=True)
+        return torch.autograd.grad(dx, (dy, x, b), v, allow_unused=True)
+
+    counts = _op_counts(run)
+    assert counts["fastgan::bias_act"] == 1
+    if fused_double:
+        assert counts["fastgan::bias_act_grad2"] == 1
+        # the first-order kernel, then (ref = y: tanh) the d_y term carried to x through it once more
+        assert counts["fastgan::bias_act_grad"] == (2 if act == "tanh" else 1)
+    else:
+        assert counts["fastgan::bias_act_grad"] == 2 and "fastgan::bias_act_grad2" not in counts
+        assert not {"aten::zeros", "aten::zeros_like", "aten::sum"} & set(counts), counts
+
+
+def test_r1_penalty_skips_the_forward_graph_for_lrelu():
+    # eager LeakyReLU's double backward sends zeros through every layer below it;
+    # FusedLeakyReLU's sends nothing, so the penalty's backward runs fewer matmuls.
+    torch.manual_seed(0)
+    eager = _mlp(False)
+    fused = fuse_bias_act(eager, backend="cpu")
+    x = torch.randn(16, 6)
+
+    def r1(model):
+        def run():
+            xg = x.clone().requires_grad_()
+            (g,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=True)
+            return torch.autograd.grad(g.pow(2).sum(), list(model.parameters()), allow_unused=True)
+        return run
+
+    mm = lambda counts: sum(n for k, n in counts.items() if k in ("aten::mm", "aten::addmm"))  # noqa: E731
+    assert mm(_op_counts(r1(fused))) < mm(_op_counts(r1(eager)))
+
+
 def _opcheck_samples(dtype=torch.float32):
     g = torch.Generator().manual_seed(11)
     x = torch.randn(3, 5, 4, 2, generator=g).to(dtype)
@@ -458,6 +511,19 @@ def test_torch_compile_forward_and_backward(backend, act):
     torch.testing.assert_close(y, ye)
     torch.testing.assert_close(dx, ex)
     torch.testing.assert_close(db, eb)
+
+
+def test_benchmark_suite_runs(tmp_path):
+    import json
+
+    from benchmarks.run import main
+
+    assert main(["--suite", "bias_act", "--device", "cpu", "--quick", "--reps", "1", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bias_act-cpu.json").read_text())["results"]
+    cases = {r["case"].split()[0] for r in rows}
+    assert {"fwd", "fwd+bwd", "fwd+bwd+dbl", "r1"} <= cases
+    assert {r["variant"] for r in rows} >= {"eager", "fastgan-cpu"}
 
 
 # ---- argument errors, named ----

@@ -70,6 +70,9 @@ def _register_autograd(prefix: str) -> None:
         x, b, act, alpha, gain, dim = inputs
         ctx.constants = (act, alpha, gain, dim)
         ctx.has_bias = b is not None
+        # An undefined incoming gradient stays undefined (no zeros sent back through the
+        # forward graph in a relu/lrelu penalty's double backward).
+        ctx.set_materialize_grads(False)
         if act == _LINEAR:
             ctx.ref = None
         elif _ref_is_y(act, alpha, gain):
@@ -80,6 +83,8 @@ def _register_autograd(prefix: str) -> None:
             ctx.save_for_backward(x, b)
 
     def forward_backward(ctx, dy):
+        if dy is None:
+            return None, None, None, None, None, None
         x = b = y = None
         if ctx.ref == "y":
             (y,) = ctx.saved_tensors
@@ -95,10 +100,13 @@ def _register_autograd(prefix: str) -> None:
     def grad_setup(ctx, inputs, output):
         dy, x, b, y, act, alpha, gain, dim = inputs
         ctx.constants = (act, alpha, gain, dim)
+        ctx.set_materialize_grads(False)
         # dy is needed only by the second-order term (D2 * dy * ddx).
         ctx.save_for_backward(dy if act in _SECOND_ORDER else None, x, b, y)
 
     def grad_backward(ctx, ddx):
+        if ddx is None:
+            return None, None, None, None, None, None, None, None
         dy, x, b, y = ctx.saved_tensors
         act, alpha, gain, dim = ctx.constants
         need_dy, need_x, need_b, need_y = ctx.needs_input_grad[:4]
