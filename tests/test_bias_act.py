@@ -609,9 +609,10 @@ def test_cuda_launches_per_order(backend):
     dy = torch.randn_like(y).requires_grad_()
     # backward: the mask kernel and the bias reduction
     assert count(lambda: torch.autograd.grad(y, (x, b), dy, retain_graph=True)) <= 2
-    dx, = torch.autograd.grad(y, x, dy, create_graph=True)
+    (dx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    v = torch.ones_like(dx)
     # double backward of lrelu: one mask-kernel call
-    assert count(lambda: torch.autograd.grad(dx, dy, torch.ones_like(dx), retain_graph=True)) == 1
+    assert count(lambda: torch.autograd.grad(dx, dy, v, retain_graph=True)) == 1
 
 
 @requires_cuda
