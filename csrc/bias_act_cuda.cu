@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "bias_act_host.h"
+#include "cuda_utils.cuh"
 
 namespace fastgan {
 namespace bias_act {
@@ -22,11 +23,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 20;  // grid-stride beyond this
-
-template <typename scalar_t, int N>
-struct alignas(sizeof(scalar_t) * N) Pack {
-  scalar_t v[N];
-};
 
 // Pointers of one launch. A null output is not written (bias_act_grad2's d_dy when
 // not needed); a null bias means no bias.
@@ -62,7 +58,7 @@ __global__ void __launch_bounds__(kThreads)
     bias_act_kernel(const Args<scalar_t, NIN, NOUT> a, index_t n, index_t inner, index_t channels, const Op op) {
   using T = acc_t<scalar_t>;
   constexpr int VEC = 16 / sizeof(scalar_t);
-  using Vec = Pack<scalar_t, VEC>;
+  using Vec = AlignedVector<scalar_t, VEC>;
   const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
   const index_t first = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const index_t n_vec = a.aligned ? n / VEC : 0;
@@ -140,8 +136,8 @@ void launch(Args<scalar_t, NIN, NOUT> a, const FlatLayout& layout, const Op& op)
   constexpr int VEC = 16 / sizeof(scalar_t);
   const int64_t n = layout.n;
   bool aligned = true;
-  for (int l = 0; l < NIN; ++l) aligned = aligned && reinterpret_cast<uintptr_t>(a.in[l]) % 16 == 0;
-  for (int m = 0; m < NOUT; ++m) aligned = aligned && reinterpret_cast<uintptr_t>(a.out[m]) % 16 == 0;
+  for (int l = 0; l < NIN; ++l) aligned = aligned && aligned16(a.in[l]);
+  for (int m = 0; m < NOUT; ++m) aligned = aligned && aligned16(a.out[m]);
   a.aligned = aligned;
   const int64_t work = aligned ? std::max<int64_t>(n / VEC, n % VEC) : n;
   const int64_t blocks = std::min<int64_t>(std::max<int64_t>(1, (work + kThreads - 1) / kThreads), kMaxBlocks);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cuda_utils.cuh"
 #include "tensor_lists.h"
 
 namespace fastgan {
@@ -30,11 +31,6 @@ struct TensorListMeta {
   int64_t numel[kMaxTensors];
   int64_t chunk_start[kMaxTensors + 1];
   int n_tensors;
-};
-
-template <typename scalar_t, int VEC>
-struct alignas(sizeof(scalar_t) * VEC) AlignedVector {
-  scalar_t v[VEC];
 };
 
 // Applies op(T (&x)[DEPTH]) to every element of the chunk [begin, begin + n) of
@@ -98,15 +94,6 @@ __global__ void __launch_bounds__(kBlockThreads)
     const int n = static_cast<int>(std::min<int64_t>(kChunk, meta.numel[lo] - begin));
     apply_chunk<scalar_t, DEPTH, WRITE_MASK>(meta, lo, begin, n, op);
   }
-}
-
-inline int multiprocessor_count(int device) {
-  static int cached[64] = {0};
-  if (device < 0 || device >= 64) device = 0;
-  if (cached[device] == 0) {
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&cached[device], cudaDevAttrMultiProcessorCount, device));
-  }
-  return cached[device];
 }
 
 // Runs op over every element of the flat lists: one launch per kMaxTensors tensors.

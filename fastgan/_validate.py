@@ -2,15 +2,16 @@
 backend, so every backend sees validated input and errors name the argument."""
 import math
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, List, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
 TensorsLike = Union[torch.nn.Module, torch.Tensor, Iterable[torch.Tensor]]
 
 
-def check_positive_finite(name: str, value) -> float:
-    """`value` as a float, or ValueError/TypeError if it is not a finite number > 0."""
+def check_real(name: str, value, *, minimum: Optional[float] = None, positive: bool = False) -> float:
+    """`value` as a float: TypeError unless a real number (or a one-element real
+    tensor), ValueError unless finite, >= `minimum` and, with `positive`, > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if isinstance(value, torch.Tensor):
@@ -18,18 +19,28 @@ def check_positive_finite(name: str, value) -> float:
             raise TypeError(f"{name} must be a real number or a one-element real tensor, got {value!r}")
         value = value.item()
     value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    if not math.isfinite(value) or (positive and value <= 0) or (minimum is not None and value < minimum):
+        bound = " and > 0" if positive else ("" if minimum is None else f" and >= {minimum}")
+        raise ValueError(f"{name} must be finite{bound}, got {value}")
     return value
 
 
-def check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return value
+def check_positive_finite(name: str, value) -> float:
+    """`value` as a float, or ValueError/TypeError if it is not a finite number > 0."""
+    return check_real(name, value, positive=True)
+
+
+def check_batch(name: str, tensor) -> None:
+    """A dense floating-point tensor of shape (B, ...) with B >= 1 and elements per sample."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}")
+    check_floating(name, tensor)
+    if tensor.dim() < 1:
+        raise ValueError(f"{name} must have a batch dimension: expected shape (B, ...), got {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} has a batch of 0 samples: expected shape (B, ...) with B >= 1")
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} has no elements per sample: shape {tuple(tensor.shape)}")
 
 
 def flatten_tensors(tensors: TensorsLike, argname: str) -> Tuple[List[torch.Tensor], Callable[[int], str]]:

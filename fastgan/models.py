@@ -37,6 +37,49 @@ def dcgan_critic(channels: int = 3, width: int = 64, *, batch_norm: bool = True)
     )
 
 
+class _ResidualCriticBlock(nn.Module):
+    """WGAN-GP's critic block: [relu] conv3x3 relu conv3x3 [mean-pool], plus a 1x1
+    (and pooled) shortcut; the first block has no leading relu (its input is the image)."""
+
+    def __init__(self, cin: int, cout: int, down: bool, first: bool = False):
+        super().__init__()
+        self.first, self.down = first, down
+        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.shortcut = nn.Conv2d(cin, cout, 1) if (cin != cout or down) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else torch.relu(x)
+        h = self.conv2(torch.relu(self.conv1(h)))
+        skip = x
+        if self.down:
+            h = nn.functional.avg_pool2d(h, 2)
+            skip = nn.functional.avg_pool2d(skip, 2) if self.first else skip
+        skip = self.shortcut(skip)
+        if self.down and not self.first:
+            skip = nn.functional.avg_pool2d(skip, 2)
+        return h + skip
+
+
+class ResNetCritic32(nn.Module):
+    """The WGAN-GP CIFAR-10 ResNet critic (Gulrajani et al., 2017): input (B, 3, 32, 32),
+    four residual blocks of `width` channels (two down-sampling), relu, global mean,
+    linear; output (B, 1). No normalisation (a gradient penalty needs none)."""
+
+    def __init__(self, width: int = 128, channels: int = 3):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            _ResidualCriticBlock(channels, width, down=True, first=True),
+            _ResidualCriticBlock(width, width, down=True),
+            _ResidualCriticBlock(width, width, down=False),
+            _ResidualCriticBlock(width, width, down=False),
+        )
+        self.linear = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.relu(self.blocks(x)).mean(dim=(2, 3)))
+
+
 def wide_mlp_critic(in_features: int = 4096, hidden: int = 7500, depth: int = 4) -> nn.Sequential:
     """A large MLP critic for bandwidth-bound benchmarks: the default has
     about 200M parameters (4096·7500 + 3·7500² + biases ≈ 199.5M)."""

@@ -11,6 +11,8 @@ from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
 
+from .._layout import is_non_overlapping_and_dense
+
 
 class TensorTable(NamedTuple):
     addresses: torch.Tensor  # (depth, n_tensors) int64
@@ -54,17 +56,6 @@ def tensor_table(lists: Sequence[Sequence[torch.Tensor]], block: int) -> TensorT
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return table
-
-
-def is_non_overlapping_and_dense(tensor: torch.Tensor) -> bool:
-    """Whether the tensor's elements fill exactly numel() consecutive slots of memory
-    (contiguous up to a permutation of dimensions), as ATen's check of that name."""
-    expected = 1
-    for stride, size in sorted((st, s) for s, st in zip(tensor.shape, tensor.stride()) if s != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def _flat_layout(tensors: Sequence[torch.Tensor]) -> bool:

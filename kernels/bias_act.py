@@ -19,12 +19,13 @@ Only ``tl.exp`` is used for transcendentals (the interpreter has no libdevice):
 tanh(z) = sign(z) (1 - e) / (1 + e) with e = exp(-2|z|), sigmoid from e = exp(-|z|),
 expm1(z) = exp(z) - 1 on z <= 0; divisions round to nearest (``div_rn``).
 """
-import functools
 from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
+
+from ._common import TL_DTYPES, acc_dtype, device_constants, div_rn
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -32,46 +33,23 @@ NUM_WARPS = 4
 # Activation ids: keep in sync with csrc/bias_act_math.h and fastgan/ops/bias_act.py.
 LINEAR, RELU, LRELU, TANH, SIGMOID, SILU, ELU = range(7)
 
-_TL_DTYPES = {
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-    torch.float16: tl.float16,
-    torch.bfloat16: tl.bfloat16,
-}
-
-
-@functools.lru_cache(maxsize=64)
-def _device_constants(values: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Scalars a kernel loads in its compute precision (a Python float argument reaches
-    Triton as float32), kept on the device across calls."""
-    return torch.tensor(values, dtype=dtype).to(device)
-
 
 def _hyper(alpha: float, gain: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    return _device_constants((alpha, gain, 1.0 / gain if gain != 0 else 0.0), acc, device)
-
-
-@triton.jit
-def _div_rn(x, y):
-    # IEEE round-to-nearest division (compiled float32 `/` is approximate).
-    if x.dtype == tl.float64:
-        return x / y
-    else:
-        return tl.div_rn(x, y)
+    """(alpha, gain, 1 / gain) in the compute type, on the device (cached across calls)."""
+    return device_constants((alpha, gain, 1.0 / gain if gain != 0 else 0.0), acc_dtype(dtype), device)
 
 
 @triton.jit
 def _sigmoid(z):
     e = tl.exp(tl.where(z < 0, z, -z))  # exp(-|z|) <= 1: no overflow
-    inv = _div_rn(tl.full(z.shape, 1, z.dtype), 1 + e)
+    inv = div_rn(tl.full(z.shape, 1, z.dtype), 1 + e)
     return tl.where(z >= 0, inv, e * inv)
 
 
 @triton.jit
 def _tanh(z):
     e = tl.exp(-2 * tl.abs(z))
-    t = _div_rn(1 - e, 1 + e)
+    t = div_rn(1 - e, 1 + e)
     return tl.where(z < 0, -t, t)
 
 
@@ -332,7 +310,7 @@ def forward(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha: float, 
     grid = (triton.cdiv(n, BLOCK),)
     _bias_act_fwd_kernel[grid](
         x, b if b is not None else _dummy(x), y, _hyper(alpha, gain, x.dtype, x.device), n, inner, channels,
-        DTYPE=_TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None, **_launch_args((x, y), n),
+        DTYPE=TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None, **_launch_args((x, y), n),
     )
     return y
 
@@ -360,7 +338,7 @@ def backward(dy: torch.Tensor, x: Optional[torch.Tensor], b: Optional[torch.Tens
     _bias_act_bwd_kernel[grid](
         dy, ref if ref is not None else _dummy(dy), bias if bias is not None else _dummy(dy), dx,
         _hyper(alpha, gain, dy.dtype, dy.device), n, inner, channels,
-        DTYPE=_TL_DTYPES[dx.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None,
+        DTYPE=TL_DTYPES[dx.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None,
         **_launch_args((dy, ref, dx), n),
     )
     return dx
@@ -382,7 +360,7 @@ def backward2(ddx: torch.Tensor, dy: torch.Tensor, x: Optional[torch.Tensor], b:
     _bias_act_bwd2_kernel[grid](
         ddx, dy, ref, bias if bias is not None else _dummy(ddx), d_dy if need_ddy else _dummy(ddx), d_ref,
         _hyper(alpha, gain, ddx.dtype, ddx.device), n, inner, channels,
-        DTYPE=_TL_DTYPES[d_ref.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None, NEED_DDY=need_ddy,
+        DTYPE=TL_DTYPES[d_ref.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None, NEED_DDY=need_ddy,
         **_launch_args((ddx, dy, ref, d_dy if need_ddy else None, d_ref), n),
     )
     return d_dy, d_ref

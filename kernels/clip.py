@@ -13,56 +13,21 @@ Both are multi-tensor kernels (see ``_multi_tensor.py``): one launch per
               p -= lr * g / den                                  (otherwise)
               p = clamp(p, -c, c)
 """
-import functools
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 import triton
 import triton.language as tl
 
+from ._common import TL_DTYPES, acc_dtype, device_constants, div_rn, sqrt_rn
 from ._multi_tensor import finish, flatten_lists, tensor_table
 
 BLOCK = 2048
-
-_TL_DTYPES = {
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-    torch.float16: tl.float16,
-    torch.bfloat16: tl.bfloat16,
-}
-
-
-@functools.lru_cache(maxsize=64)
-def _device_constants(values: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Scalars a kernel loads in its own precision (a Python float argument would
-    reach Triton as float32), kept on the device across calls."""
-    return torch.tensor(values, dtype=dtype).to(device)
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @triton.jit
 def _clamp_keep_nan(x, lo, hi):
     return tl.where(x < lo, lo, tl.where(x > hi, hi, x))
-
-
-@triton.jit
-def _sqrt_rn(x):
-    # IEEE round-to-nearest like torch.sqrt: tl.sqrt may approximate float32; sqrt_rn is float32-only.
-    if x.dtype == tl.float64:
-        return tl.sqrt(x)
-    else:
-        return tl.sqrt_rn(x)
-
-
-@triton.jit
-def _div_rn(x, y):
-    if x.dtype == tl.float64:
-        return x / y
-    else:
-        return tl.div_rn(x, y)
 
 
 @triton.jit
@@ -108,11 +73,11 @@ def clip_(tensors: Sequence[torch.Tensor], clip_value: float) -> None:
         # Bounds rounded to the tensors' dtype, as Tensor.clamp_ rounds them, then held in
         # the float32/float64 compute type (the interpreter compares bfloat16 as raw bits).
         rounded = tuple(torch.tensor([-clip_value, clip_value], dtype=dtype).tolist())
-        bounds = _device_constants(rounded, _acc_dtype(dtype), flat[0].device)
+        bounds = device_constants(rounded, acc_dtype(dtype), flat[0].device)
         table = tensor_table([flat], BLOCK)
         _clip_kernel[(table.n_chunks,)](
             table.addresses, table.numels, table.chunk_tensor, table.chunk_begin, bounds,
-            DTYPE=_TL_DTYPES[dtype], ALIGNED=table.aligned, BLOCK=BLOCK,
+            DTYPE=TL_DTYPES[dtype], ALIGNED=table.aligned, BLOCK=BLOCK,
         )
     finish(write_back)
 
@@ -147,16 +112,16 @@ def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, hyper, DTYPE: tl
         else:
             m = g - (g - m) * (1 - one_minus_alpha)
         tl.store(m_ptr, m.to(DTYPE), mask=mask)
-        den = _sqrt_rn(v - m * m) + eps
+        den = sqrt_rn(v - m * m) + eps
     else:
-        den = _sqrt_rn(v) + eps
+        den = sqrt_rn(v) + eps
     if MOMENTUM:
         b_ptr = _base(addresses, (3 + CENTERED) * n_tensors + t, DTYPE, ALIGNED) + offsets
-        b = tl.load(b_ptr, mask=mask).to(acc) * momentum + _div_rn(g, den)
+        b = tl.load(b_ptr, mask=mask).to(acc) * momentum + div_rn(g, den)
         tl.store(b_ptr, b.to(DTYPE), mask=mask)
         p = p - lr * b
     else:
-        p = p - lr * _div_rn(g, den)
+        p = p - lr * div_rn(g, den)
     tl.store(p_ptr, _clamp_keep_nan(p, -clip, clip).to(DTYPE), mask=mask)
 
 
@@ -187,13 +152,13 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
     flat, write_back = flatten_lists(lists, [True, False] + [True] * (len(lists) - 2))
     if flat[0]:
         dtype = flat[0][0].dtype
-        acc = _acc_dtype(dtype)
+        acc = acc_dtype(dtype)
         values = (lr, alpha, 1.0 - alpha, eps, weight_decay, momentum, -1.0 if maximize else 1.0, clip_value)
-        hyper = _device_constants(values, acc, flat[0][0].device)
+        hyper = device_constants(values, acc, flat[0][0].device)
         table = tensor_table(flat, BLOCK)
         _rmsprop_clip_kernel[(table.n_chunks,)](
             table.addresses, table.n_tensors, table.numels, table.chunk_tensor, table.chunk_begin, hyper,
-            DTYPE=_TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0,
+            DTYPE=TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0,
             HAS_WEIGHT_DECAY=weight_decay != 0, ALIGNED=table.aligned, BLOCK=BLOCK,
         )
     finish(write_back)

@@ -25,6 +25,23 @@ for dtype, acc, name in [(tl.float32, "*fp32", "fp32"), (tl.bfloat16, "*fp32", "
                  "ALIGNED": True, "BLOCK": 2048},
             ))
 
+for dtype, acc, name in [("*fp32", "*fp32", "fp32"), ("*bf16", "*fp32", "bf16"), ("*fp64", "*fp64", "fp64")]:
+    ROW_ARGS = {"row_len": "i32", "tiles": "i32"}
+    SPECS += [
+        ("penalty", "_interpolate_kernel",
+         {"out": dtype, "real": dtype, "fake": dtype, "eps": acc, **ROW_ARGS}, {"BLOCK": 4096}),
+        ("penalty", "_interpolate_backward_kernel",
+         {"grad_real": dtype, "grad_fake": dtype, "grad": dtype, "eps": acc, **ROW_ARGS},
+         {"NEED_REAL": True, "NEED_FAKE": True, "BLOCK": 4096}),
+        ("penalty", "_sum_squares_kernel", {"partial": acc, "grads": dtype, **ROW_ARGS}, {"BLOCK": 4096}),
+        ("penalty", "_penalty_finish_kernel",
+         {"loss": dtype, "norms": acc, "partial": acc, "hyper": acc, "rows": "i32", "tiles": "i32"},
+         {"ONE_SIDED": True, "REDUCTION": 1, "ROWS": 32, "TILES": 128}),
+        ("penalty", "_penalty_backward_kernel",
+         {"out": dtype, "grads": dtype, "grad_loss": dtype, "norms": acc, "hyper": acc, "rows": "i32", **ROW_ARGS},
+         {"ONE_SIDED": False, "REDUCTION": 0, "BLOCK": 4096}),
+    ]
+
 # Fused bias + activation (kernels/bias_act.py). Activation ids: 0 linear, 1 relu, 2 lrelu,
 # 3 tanh, 4 sigmoid, 5 silu, 6 elu; the derivative from y (FROM_Y) for relu/lrelu/tanh/sigmoid.
 _FROM_Y = {1, 2, 3, 4}

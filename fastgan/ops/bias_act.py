@@ -20,14 +20,13 @@ cannot give f' (gain == 0, lrelu with alpha < 0), nothing for linear. With ref =
 d_ref is the gradient with respect to y, which autograd carries to x and b through
 the forward op's own backward.
 """
-import math
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from .._validate import check_floating
+from .._validate import check_floating, check_real
 
 # name -> (id, default alpha). Ids: csrc/bias_act_math.h (enum Act) and kernels/bias_act.py.
 _ACTS: Dict[str, Tuple[int, float]] = {
@@ -211,15 +210,6 @@ _register_autograd("fastgan_triton")
 # ---- argument checks (once, here: every backend sees validated input) ----
 
 
-def _check_real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
 def _check_args(x, bias, act, alpha, gain, dim) -> Tuple[Optional[torch.Tensor], int, float, float, int]:
     """(bias in x's dtype, act id, alpha, gain, dim >= 0), or an error naming the argument."""
     if not isinstance(x, torch.Tensor):
@@ -228,8 +218,8 @@ def _check_args(x, bias, act, alpha, gain, dim) -> Tuple[Optional[torch.Tensor],
     if not isinstance(act, str) or act not in _ACTS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
     act_id, default_alpha = _ACTS[act]
-    alpha = default_alpha if alpha is None else _check_real("alpha", alpha)
-    gain = _check_real("gain", gain)
+    alpha = default_alpha if alpha is None else check_real("alpha", alpha)
+    gain = check_real("gain", gain)
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"dim must be an int, got {type(dim).__name__}")
     if bias is None:

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 
 from .._backend import _check_name, resolve_backend
-from .._validate import check_floating, check_non_negative, check_positive_finite
+from .._validate import check_floating, check_positive_finite, check_real
 from ..ops.clip import clip_weights_, rmsprop_clip_
 
 
@@ -101,7 +101,7 @@ class ClippedRMSprop(torch.optim.RMSprop):
             buckets, steps, no_grad = self._group_buckets(group)
             lr = group["lr"]
             lr = float(lr) if isinstance(lr, torch.Tensor) else lr
-            check_non_negative("lr", lr)
+            check_real("lr", lr, minimum=0.0)
             # Every bucket's backend is resolved before any state changes.
             backends = [resolve_backend(self.backend, device, "ClippedRMSprop.step") for device, _ in buckets]
             if steps:

@@ -1,0 +1,194 @@
+// Gradient-penalty ops (THEORY.md §3): schemas and CPU kernels.
+//   interpolate:              x_hat = eps * real + (1 - eps) * fake, one eps per sample
+//   grad_norm_penalty:        per-sample L2 norm, penalty, reduction, in one pass
+//   grad_norm_penalty_backward: dP/dg = scale_b * coef(n_b) * g_b, one pass
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "cpu_multi_tensor.h"
+#include "penalty_math.h"
+#include "rows.h"
+
+namespace fastgan {
+namespace {
+
+// Pieces of kCpuChunk elements: a long row is cut into tiles, short rows are
+// grouped so a task holds about kCpuChunk elements. fn(row, begin, end).
+template <typename Fn>
+void cpu_for_each_row_piece(int64_t rows, int64_t row_len, const Fn& fn) {
+  if (rows == 0 || row_len == 0) return;
+  const int64_t tiles = (row_len + kCpuChunk - 1) / kCpuChunk;
+  if (tiles == 1) {
+    at::parallel_for(0, rows, std::max<int64_t>(1, kCpuChunk / row_len), [&](int64_t first, int64_t last) {
+      for (int64_t r = first; r < last; ++r) fn(r, 0, row_len);
+    });
+    return;
+  }
+  at::parallel_for(0, rows * tiles, 1, [&](int64_t first, int64_t last) {
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t r = item / tiles, begin = (item % tiles) * kCpuChunk;
+      fn(r, begin, std::min(begin + kCpuChunk, row_len));
+    }
+  });
+}
+
+int64_t row_tiles(int64_t row_len) { return std::max<int64_t>(1, (row_len + kCpuChunk - 1) / kCpuChunk); }
+
+template <typename scalar_t>
+FASTGAN_CPU_CLONES double sum_squares(const scalar_t* __restrict__ x, int64_t n) {
+  using T = acc_t<scalar_t>;
+  constexpr int kLanes = 16;  // independent partial sums: vectorised, and a fixed summation order
+  T lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const T v = static_cast<T>(x[j + k]);
+      lanes[k] += v * v;
+    }
+  double total = 0.0;
+  for (int k = 0; k < kLanes; ++k) total += static_cast<double>(lanes[k]);
+  for (; j < n; ++j) {
+    const double v = static_cast<double>(x[j]);
+    total += v * v;
+  }
+  return total;
+}
+
+template <typename scalar_t>
+FASTGAN_CPU_CLONES void scale_span(scalar_t* __restrict__ out, const scalar_t* __restrict__ x, int64_t n,
+                                   acc_t<scalar_t> coef) {
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(coef * static_cast<acc_t<scalar_t>>(x[j]));
+}
+
+template <typename scalar_t>
+FASTGAN_CPU_CLONES void interpolate_span(scalar_t* __restrict__ out, const scalar_t* __restrict__ real,
+                                         const scalar_t* __restrict__ fake, int64_t n, acc_t<scalar_t> eps) {
+  using T = acc_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = static_cast<scalar_t>(interpolate_element(static_cast<T>(real[j]), static_cast<T>(fake[j]), eps));
+}
+
+at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& eps) {
+  auto [r, f] = batch_major_pair(real, fake);
+  at::Tensor e = eps.contiguous();
+  at::Tensor out = at::empty_like(r);
+  const int64_t rows = r.size(0), n = row_length(r);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "interpolate_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const scalar_t* rp = r.data_ptr<scalar_t>();
+    const scalar_t* fp = f.data_ptr<scalar_t>();
+    const T* ep = e.data_ptr<T>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
+      const int64_t o = row * n + begin;
+      interpolate_span(op + o, rp + o, fp + o, end - begin, ep[row]);
+    });
+  });
+  return out;
+}
+
+// Returns (grad_real, grad_fake); an unneeded one is an empty tensor.
+std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& grad, const at::Tensor& eps,
+                                                            bool need_real, bool need_fake) {
+  at::Tensor g = batch_major(grad);
+  at::Tensor e = eps.contiguous();
+  at::Tensor grad_real = need_real ? at::empty_like(g) : at::empty({0}, g.options());
+  at::Tensor grad_fake = need_fake ? at::empty_like(g) : at::empty({0}, g.options());
+  const int64_t rows = g.size(0), n = row_length(g);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "interpolate_backward_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const T* ep = e.data_ptr<T>();
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
+      const int64_t o = row * n + begin;
+      if (need_real) scale_span(grad_real.data_ptr<scalar_t>() + o, gp + o, end - begin, ep[row]);
+      if (need_fake) scale_span(grad_fake.data_ptr<scalar_t>() + o, gp + o, end - begin, T(1) - ep[row]);
+    });
+  });
+  return {grad_real, grad_fake};
+}
+
+// Returns (loss, norms): loss is (B,) for reduction none, else a scalar, in the
+// input dtype; norms is (B,) in the accumulation dtype (saved for the backward).
+std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cpu(const at::Tensor& grads, double center, double weight,
+                                                         bool one_sided, int64_t reduction) {
+  at::Tensor g = batch_major(grads);
+  const int64_t rows = g.size(0), n = row_length(g), tiles = row_tiles(n);
+  const auto acc_type = g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor norms = at::empty({rows}, g.options().dtype(acc_type));
+  at::Tensor loss = reduction == kPenaltyNone ? at::empty({rows}, g.options()) : at::empty({}, g.options());
+  std::vector<double> partial(rows * tiles, 0.0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
+      partial[row * tiles + begin / kCpuChunk] = sum_squares(gp + row * n + begin, end - begin);
+    });
+    T* np = norms.data_ptr<T>();
+    scalar_t* lp = loss.data_ptr<scalar_t>();
+    const double row_weight = penalty_row_weight(weight, rows, reduction);
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; ++r) {
+      double squares = 0.0;
+      for (int64_t t = 0; t < tiles; ++t) squares += partial[r * tiles + t];
+      const double norm = std::sqrt(squares);
+      np[r] = static_cast<T>(norm);
+      const double term = penalty_term(norm, center, one_sided);
+      if (reduction == kPenaltyNone) lp[r] = static_cast<scalar_t>(weight * term);
+      else total += term;
+    }
+    if (reduction != kPenaltyNone) lp[0] = static_cast<scalar_t>(row_weight * total);
+  });
+  return {loss, norms};
+}
+
+at::Tensor grad_norm_penalty_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& grads,
+                                          const at::Tensor& norms, double center, double weight, bool one_sided,
+                                          int64_t reduction) {
+  at::Tensor g = batch_major(grads);
+  at::Tensor go = grad_loss.contiguous();
+  at::Tensor out = at::empty_like(g);
+  const int64_t rows = g.size(0), n = row_length(g);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_backward_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* gop = go.data_ptr<scalar_t>();
+    const T* np = norms.data_ptr<T>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const T row_weight = penalty_row_weight(static_cast<T>(weight), rows, reduction);
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
+      const T upstream = static_cast<T>(gop[reduction == kPenaltyNone ? row : 0]);
+      const T coef = upstream * row_weight * penalty_coef(np[row], static_cast<T>(center), one_sided);
+      scale_span(op + row * n + begin, gp + row * n + begin, end - begin, coef);
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  m.def("interpolate(Tensor real, Tensor fake, Tensor eps) -> Tensor");
+  m.def("interpolate_backward(Tensor grad, Tensor eps, bool need_real, bool need_fake) -> (Tensor, Tensor)");
+  m.def(
+      "grad_norm_penalty(Tensor grads, float center, float weight, bool one_sided, int reduction) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "grad_norm_penalty_backward(Tensor grad_loss, Tensor grads, Tensor norms, float center, float weight, "
+      "bool one_sided, int reduction) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("interpolate", &interpolate_cpu);
+  m.impl("interpolate_backward", &interpolate_backward_cpu);
+  m.impl("grad_norm_penalty", &grad_norm_penalty_cpu);
+  m.impl("grad_norm_penalty_backward", &grad_norm_penalty_backward_cpu);
+}
+
+}  // namespace fastgan

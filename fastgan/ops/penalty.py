@@ -1,0 +1,361 @@
+"""Gradient penalties (THEORY.md §3): WGAN-GP, one-sided WGAN-LP, R1 and R2.
+
+The fused pieces are the per-sample interpolation, the per-sample gradient norm
+and penalty with its reduction, and the penalty's backward ``dP/dg``; with
+:func:`fastgan.ops.bias_act` layers in the critic the double backward through
+the critic stays in fused kernels too. The penalty's own backward is
+differentiable (``gradgradcheck`` passes), and the whole path works under
+autocast, with a GradScaler and inside CUDA-graph capture (no host sync).
+"""
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from .. import reference
+from .._backend import resolve_backend
+from .._layout import acc_dtype, batch_major, batch_major_pair
+from .._validate import check_batch, check_real
+
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+# ---------------------------------------------------------------- registration
+
+def _interpolate_fake(real, fake, eps):
+    return torch.empty_like(batch_major_pair(real, fake)[0])
+
+
+def _interpolate_backward_fake(grad, eps, need_real, need_fake):
+    g = batch_major(grad)
+    empty = grad.new_empty(0)
+    return (torch.empty_like(g) if need_real else empty), (torch.empty_like(g) if need_fake else empty)
+
+
+def _penalty_fake(grads, center, weight, one_sided, reduction):
+    rows = grads.shape[0]
+    loss = grads.new_empty((rows,) if reduction == REDUCTIONS["none"] else ())
+    return loss, grads.new_empty((rows,), dtype=acc_dtype(grads.dtype))
+
+
+def _penalty_backward_fake(grad_loss, grads, norms, center, weight, one_sided, reduction):
+    return torch.empty_like(batch_major(grads))
+
+
+for _name, _fake in (("interpolate", _interpolate_fake), ("interpolate_backward", _interpolate_backward_fake),
+                     ("grad_norm_penalty", _penalty_fake), ("grad_norm_penalty_backward", _penalty_backward_fake)):
+    torch.library.register_fake(f"fastgan::{_name}")(_fake)
+
+
+@torch.library.custom_op("fastgan_triton::interpolate", mutates_args=())
+def _interpolate_triton(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    from ..kernels import penalty as kernels
+
+    return kernels.interpolate(real, fake, eps)
+
+
+@torch.library.custom_op("fastgan_triton::interpolate_backward", mutates_args=())
+def _interpolate_backward_triton(grad: torch.Tensor, eps: torch.Tensor, need_real: bool,
+                                 need_fake: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    from ..kernels import penalty as kernels
+
+    return kernels.interpolate_backward(grad, eps, need_real, need_fake)
+
+
+@torch.library.custom_op("fastgan_triton::grad_norm_penalty", mutates_args=())
+def _penalty_triton(grads: torch.Tensor, center: float, weight: float, one_sided: bool,
+                    reduction: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    from ..kernels import penalty as kernels
+
+    return kernels.grad_norm_penalty(grads, center, weight, one_sided, reduction)
+
+
+@torch.library.custom_op("fastgan_triton::grad_norm_penalty_backward", mutates_args=())
+def _penalty_backward_triton(grad_loss: torch.Tensor, grads: torch.Tensor, norms: torch.Tensor, center: float,
+                             weight: float, one_sided: bool, reduction: int) -> torch.Tensor:
+    from ..kernels import penalty as kernels
+
+    return kernels.grad_norm_penalty_backward(grad_loss, grads, norms, center, weight, one_sided, reduction)
+
+
+_interpolate_triton.register_fake(_interpolate_fake)
+_interpolate_backward_triton.register_fake(_interpolate_backward_fake)
+_penalty_triton.register_fake(_penalty_fake)
+_penalty_backward_triton.register_fake(_penalty_backward_fake)
+
+
+class _Ops:
+    """One backend's four penalty ops (``torch.ops.fastgan`` or ``torch.ops.fastgan_triton``)."""
+
+    def __init__(self, namespace):
+        self.interpolate = namespace.interpolate.default
+        self.interpolate_backward = namespace.interpolate_backward.default
+        self.penalty = namespace.grad_norm_penalty.default
+        self.penalty_backward = namespace.grad_norm_penalty_backward.default
+
+
+_NATIVE = _Ops(torch.ops.fastgan)
+_TRITON = _Ops(torch.ops.fastgan_triton)
+
+
+def _register_autograd(ops: _Ops) -> None:
+    # interpolate: d/dreal = eps * g, d/dfake = (1 - eps) * g, one fused kernel.
+    def interpolate_setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[2])
+
+    def interpolate_backward(ctx, grad):
+        (eps,) = ctx.saved_tensors
+        need_real, need_fake = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_real or need_fake):
+            return None, None, None
+        grad_real, grad_fake = ops.interpolate_backward(grad, eps, need_real, need_fake)
+        return (grad_real if need_real else None), (grad_fake if need_fake else None), None
+
+    # interpolate_backward is linear in grad, and its own backward is interpolate itself:
+    # d/dgrad <(eps g, (1 - eps) g), (u, v)> = eps u + (1 - eps) v.
+    def interpolate_backward_setup(ctx, inputs, output):
+        grad, eps, need_real, need_fake = inputs
+        ctx.save_for_backward(eps)
+        ctx.need = (need_real, need_fake)
+
+    def interpolate_backward_backward(ctx, grad_real_grad, grad_fake_grad):
+        (eps,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        like = grad_real_grad if ctx.need[0] else grad_fake_grad
+        u = grad_real_grad if ctx.need[0] else torch.zeros_like(like)
+        v = grad_fake_grad if ctx.need[1] else torch.zeros_like(like)
+        return ops.interpolate(u, v, eps), None, None, None
+
+    # grad_norm_penalty: dP/dg in one fused kernel; norms are saved, not differentiated.
+    def penalty_setup(ctx, inputs, output):
+        grads, center, weight, one_sided, reduction = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(grads, output[1])
+        ctx.hyper = (center, weight, one_sided, reduction)
+
+    def penalty_backward(ctx, grad_loss, _grad_norms):
+        grads, norms = ctx.saved_tensors
+        return ops.penalty_backward(grad_loss, grads, norms, *ctx.hyper), None, None, None, None
+
+    # grad_norm_penalty_backward's own backward (second order of P), in torch ops.
+    def penalty_backward_setup(ctx, inputs, output):
+        grad_loss, grads, norms, center, weight, one_sided, reduction = inputs
+        ctx.save_for_backward(grad_loss, grads, norms)
+        ctx.hyper = (center, weight, one_sided, reduction)
+
+    def penalty_backward_backward(ctx, v):
+        grad_loss, grads, norms = ctx.saved_tensors
+        d_loss, d_grads = _penalty_second_order(grad_loss, grads, norms, v, *ctx.hyper)
+        return (d_loss if ctx.needs_input_grad[0] else None), (d_grads if ctx.needs_input_grad[1] else None), \
+            None, None, None, None, None
+
+    torch.library.register_autograd(ops.interpolate, interpolate_backward, setup_context=interpolate_setup)
+    torch.library.register_autograd(ops.interpolate_backward, interpolate_backward_backward,
+                                    setup_context=interpolate_backward_setup)
+    torch.library.register_autograd(ops.penalty, penalty_backward, setup_context=penalty_setup)
+    torch.library.register_autograd(ops.penalty_backward, penalty_backward_backward,
+                                    setup_context=penalty_backward_setup)
+
+
+def _penalty_second_order(grad_loss, grads, norms, v, center, weight, one_sided, reduction):
+    """Derivatives of ``dg_b = u_b · s · coef(n_b) · g_b`` (u: upstream gradient, s: w or
+    w/B) along ``v``: w.r.t. u, ``s · coef(n_b) · <g_b, v_b>``; w.r.t. g,
+    ``u_b · s · (coef(n_b) v_b + coef'(n_b) <g_b, v_b> / n_b · g_b)``, with
+    ``coef(n) = 2 (n - c)/n`` and ``coef'(n) = 2c/n^2`` (both 0 where P is flat)."""
+    rows = grads.shape[0]
+    shape = (rows,) + (1,) * (grads.dim() - 1)
+    n = norms.to(grads.dtype)
+    safe_n = torch.where(n == 0, torch.ones_like(n), n)
+    active = n != 0 if center != 0 else torch.ones_like(n, dtype=torch.bool)
+    if one_sided and center != 0:
+        active = active & (n > center)
+    coef = torch.where(active, 2 * (n - center) / safe_n, torch.zeros_like(n)) if center != 0 else 2 + 0 * n
+    dcoef = torch.where(active, 2 * center / safe_n.square(), torch.zeros_like(n))
+    scale = weight / rows if reduction == REDUCTIONS["mean"] else weight
+    upstream = grad_loss if reduction == REDUCTIONS["none"] else grad_loss.expand(rows)
+    gv = (grads * v).reshape(rows, -1).sum(1)
+    d_loss = scale * coef * gv
+    if reduction != REDUCTIONS["none"]:
+        d_loss = d_loss.sum()
+    d_grads = (upstream * scale).reshape(shape) * (coef.reshape(shape) * v +
+                                                   (dcoef * gv / safe_n).reshape(shape) * grads)
+    return d_loss, d_grads
+
+
+_register_autograd(_NATIVE)
+_register_autograd(_TRITON)
+
+_BACKEND_OPS: Dict[str, _Ops] = {"cpu": _NATIVE, "cuda": _NATIVE, "triton": _TRITON}
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_pair(real, fake) -> None:
+    check_batch("real", real)
+    check_batch("fake", fake)
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    if real.dtype != fake.dtype:
+        raise TypeError(f"real and fake must have the same dtype, got {real.dtype} and {fake.dtype}")
+    if real.device != fake.device:
+        raise ValueError(f"real and fake must be on the same device, got {real.device} and {fake.device}")
+
+
+# ---------------------------------------------------------------- public ops
+
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: Optional[torch.Tensor] = None, *,
+                generator: Optional[torch.Generator] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """WGAN-GP's random interpolates ``x_hat_b = eps_b · real_b + (1 − eps_b) · fake_b``.
+
+    Args:
+        real, fake: (B, ...) floating tensors of one shape, dtype and device.
+        eps: (B,) mixing weights; drawn ``~ U[0, 1)`` (``torch.rand`` with `generator`,
+            on the tensors' device) when None. Treated as a constant (not differentiated).
+        generator: a ``torch.Generator`` on the tensors' device, for reproducible eps.
+        backend: see :func:`fastgan.set_backend`.
+
+    Returns (B, ...) in the inputs' dtype and (batch-major) layout, differentiable
+    w.r.t. real and fake; one kernel forward and one backward.
+    """
+    _check_pair(real, fake)
+    rows = real.shape[0]
+    acc = acc_dtype(real.dtype)
+    if eps is None:
+        if generator is not None and generator.device.type != real.device.type:
+            raise ValueError(f"generator is on {generator.device} but real/fake are on {real.device}: "
+                             "pass a generator on the tensors' device")
+        eps = torch.rand(rows, generator=generator, device=real.device, dtype=acc)
+    else:
+        if not isinstance(eps, torch.Tensor) or not eps.dtype.is_floating_point:
+            raise TypeError("eps must be a floating-point tensor of shape (B,)")
+        if eps.shape != (rows,):
+            raise ValueError(f"eps must have shape (B,) = ({rows},), got {tuple(eps.shape)}")
+        if eps.device != real.device:
+            raise ValueError(f"eps is on {eps.device} but real/fake are on {real.device}")
+        eps = eps.detach().to(acc)
+    name = resolve_backend(backend, real.device, "interpolate")
+    if name == "reference":
+        return reference.interpolate(real, fake, eps)
+    return _BACKEND_OPS[name].interpolate(real, fake, eps)
+
+
+def grad_norm_penalty(grads: torch.Tensor, *, center: float = 1.0, weight: float = 1.0, one_sided: bool = False,
+                      reduction: str = "mean", backend: Optional[str] = None) -> torch.Tensor:
+    """Penalty on per-sample gradient norms: with ``n_b = ||g_b||_2`` over all non-batch dims,
+
+        term_b = weight · (n_b − center)²            (one_sided: weight · max(0, n_b − center)²)
+
+    reduced by ``"mean"`` over the batch (WGAN-GP), ``"sum"``, or ``"none"`` (B,).
+
+    Args:
+        grads: (B, ...) floating tensor, typically ``∇_x f(x)`` built with ``create_graph=True``.
+        center: c >= 0 (1 for WGAN-GP/LP, 0 for R1/R2). weight: w >= 0.
+
+    Forward is one fused row reduction (norms, terms and the batch reduction; the
+    CUDA kernel is a single launch); the backward ``dP/dg_b = 2w'(n_b − c)/n_b · g_b``
+    (``w' = w/B`` for mean) is one fused kernel and is itself differentiable. A zero
+    gradient gives a finite result (its gradient is 0, or ``2w'·g`` when c = 0).
+    Returns the inputs' dtype.
+    """
+    check_batch("grads", grads)
+    center = check_real("center", center, minimum=0.0)
+    weight = check_real("weight", weight, minimum=0.0)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {tuple(REDUCTIONS)}, got {reduction!r}")
+    name = resolve_backend(backend, grads.device, "grad_norm_penalty")
+    if name == "reference":
+        return reference.grad_norm_penalty(grads, center, weight, bool(one_sided), reduction)
+    loss, _ = _BACKEND_OPS[name].penalty(grads, center, weight, bool(one_sided), REDUCTIONS[reduction])
+    return loss
+
+
+def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor, *, scaler=None) -> torch.Tensor:
+    """``∇_inputs sum(outputs)`` with a graph for the double backward, or a clear
+    error when the outputs do not depend on the inputs. With a ``GradScaler``,
+    the sum is scaled before differentiation (fp16 gradients do not underflow) and
+    the gradients unscaled after, without a host synchronisation."""
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"the critic must return a tensor, got {type(outputs).__name__}")
+    if not inputs.requires_grad:
+        raise ValueError("the critic's inputs must require grad: evaluate the critic on "
+                         "x.requires_grad_(True) (or let fastgan run the critic)")
+    if not outputs.requires_grad:
+        raise ValueError("the critic's output does not depend on its input (it does not require grad: "
+                         "was it computed under torch.no_grad() or from detached inputs?)")
+    total = outputs.sum()
+    scale = None
+    if scaler is not None:
+        scale = scaler.scale(torch.ones((), device=total.device, dtype=torch.float32))
+        total = total * scale
+    (grads,) = torch.autograd.grad(total, inputs, create_graph=True, allow_unused=True)
+    if grads is None:
+        raise ValueError("the critic's output does not depend on its input: the gradient of the "
+                         "output with respect to the input is not defined (is the input used?)")
+    return grads if scale is None else grads / scale.to(grads.dtype)
+
+
+def gradient_penalty(critic: Optional[Callable[[torch.Tensor], torch.Tensor]], real: Optional[torch.Tensor],
+                     fake: Optional[torch.Tensor], *, weight: float = 10.0, center: float = 1.0,
+                     one_sided: bool = False, eps: Optional[torch.Tensor] = None,
+                     generator: Optional[torch.Generator] = None, outputs: Optional[torch.Tensor] = None,
+                     inputs: Optional[torch.Tensor] = None, scaler=None,
+                     backend: Optional[str] = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al.): ``weight · mean_b (||∇_x f(x_hat_b)|| − center)²`` at
+    ``x_hat = interpolate(real, fake, eps)``; ``one_sided=True`` gives WGAN-LP.
+
+    Args:
+        critic: maps (B, ...) to any output shape (the sum is differentiated).
+        real, fake: (B, ...) samples; gradients reach them only if they require grad.
+        eps: (B,) interpolation weights, else drawn with `generator`.
+        outputs, inputs: precomputed ``outputs = critic(inputs)`` on interpolates
+            ``inputs`` that require grad (then critic, real and fake may be None).
+        scaler: a ``torch.amp.GradScaler`` (fp16 autocast): see :func:`input_gradients`.
+
+    Returns a scalar whose backward fills the critic's parameter gradients.
+    """
+    if outputs is None:
+        if critic is None:
+            raise ValueError("pass a critic, or precomputed outputs= and inputs=")
+        if inputs is not None:
+            raise ValueError("inputs= goes with outputs= (precomputed critic outputs); pass real and fake instead")
+        inputs = interpolate(real, fake, eps, generator=generator, backend=backend)
+        if not inputs.requires_grad:
+            inputs.requires_grad_(True)
+        outputs = critic(inputs)
+    elif inputs is None:
+        raise ValueError("outputs= needs inputs=: the interpolates the critic was evaluated on")
+    grads = input_gradients(outputs, inputs, scaler=scaler)
+    return grad_norm_penalty(grads, center=center, weight=weight, one_sided=one_sided, backend=backend)
+
+
+def _zero_centered(critic, samples, gamma, outputs, scaler, backend, name):
+    gamma = check_real("gamma", gamma, minimum=0.0)
+    check_batch(name, samples)
+    if outputs is None:
+        if critic is None:
+            raise ValueError(f"pass a critic, or precomputed outputs= computed on {name}")
+        x = samples if samples.requires_grad else samples.detach().requires_grad_(True)
+        outputs = critic(x)
+    else:
+        x = samples
+    grads = input_gradients(outputs, x, scaler=scaler)
+    return grad_norm_penalty(grads, center=0.0, weight=gamma / 2, backend=backend)
+
+
+def r1_penalty(critic: Optional[Callable[[torch.Tensor], torch.Tensor]], real: torch.Tensor, *,
+               gamma: float = 10.0, outputs: Optional[torch.Tensor] = None, scaler=None,
+               backend: Optional[str] = None) -> torch.Tensor:
+    """R1 (Mescheder et al.): ``γ/2 · mean_b ||∇_x D(real_b)||²``, zero-centred on reals.
+
+    Pass ``outputs=D(real)`` computed on ``real.requires_grad_(True)`` to reuse the
+    forward pass of the discriminator loss (StyleGAN's lazy R1); critic may then be None.
+    """
+    return _zero_centered(critic, real, gamma, outputs, scaler, backend, "real")
+
+
+def r2_penalty(critic: Optional[Callable[[torch.Tensor], torch.Tensor]], fake: torch.Tensor, *,
+               gamma: float = 10.0, outputs: Optional[torch.Tensor] = None, scaler=None,
+               backend: Optional[str] = None) -> torch.Tensor:
+    """R2: ``γ/2 · mean_b ||∇_x D(fake_b)||²``, zero-centred on fakes (see :func:`r1_penalty`)."""
+    return _zero_centered(critic, fake, gamma, outputs, scaler, backend, "fake")

@@ -1,0 +1,477 @@
+"""Gradient penalties: interpolate, grad_norm_penalty, WGAN-GP/LP, R1, R2 against
+the eager autograd formula, for every backend."""
+import itertools
+
+import pytest
+import torch
+from conftest import HAS_CUDA, device_backend_pairs, requires_cuda
+
+import fastgan
+from fastgan import reference
+from fastgan.models import mlp_critic
+from fastgan.ops import (grad_norm_penalty, gradient_penalty, input_gradients, interpolate, r1_penalty,
+                         r2_penalty)
+
+SHAPES = [(256, 2), (7, 3, 5, 5), (3, 1), (2, 5000), (1, 9000), (5,)]
+LOW = [torch.bfloat16, torch.float16]
+
+
+@pytest.fixture
+def poison_empty():
+    """Every torch.empty / at::empty is filled with NaN, so an output element a
+    kernel forgot to write shows up."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(previous)
+
+
+def _randn(shape, dtype, device, seed, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(device=device, dtype=dtype)
+
+
+def _max_err(x, ref):
+    return (x.double() - ref.double()).abs().max().item()
+
+
+def _conv_critic():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.LeakyReLU(0.2),
+        torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.LeakyReLU(0.2),
+        torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 1),
+    )
+
+
+# ------------------------------------------------------------------ interpolate
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_interpolate_matches_reference(device, backend, shape, dtype, poison_empty):
+    real, fake = _randn(shape, dtype, device, 1), _randn(shape, dtype, device, 2)
+    eps = torch.rand(shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(device)
+    real.requires_grad_(True)
+    fake.requires_grad_(True)
+    out = interpolate(real, fake, eps, backend=backend)
+    expected = reference.interpolate(real, fake, eps)
+    torch.testing.assert_close(out, expected, rtol=0, atol=4 * torch.finfo(dtype).eps)
+    upstream = _randn(shape, dtype, device, 4)
+    got = torch.autograd.grad(out, (real, fake), upstream)
+    want = torch.autograd.grad(expected, (real, fake), upstream)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=4 * torch.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", LOW)
+def test_interpolate_low_precision(device, backend, dtype):
+    real, fake = _randn((9, 3, 7), dtype, device, 5), _randn((9, 3, 7), dtype, device, 6)
+    eps = torch.rand(9, generator=torch.Generator().manual_seed(7)).to(device)
+    exact = reference.interpolate(real.double(), fake.double(), eps.double())
+    eager = reference.interpolate(real, fake, eps)
+    out = interpolate(real, fake, eps, backend=backend)
+    assert out.dtype == dtype
+    assert _max_err(out, exact) <= 2 * _max_err(eager, exact) + torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_interpolate_layouts(device, backend):
+    real = _randn((4, 3, 6, 6), torch.float32, device, 8).to(memory_format=torch.channels_last)
+    fake = _randn((4, 3, 6, 6), torch.float32, device, 9).to(memory_format=torch.channels_last)
+    eps = torch.rand(4, device=device)
+    out = interpolate(real, fake, eps, backend=backend)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, reference.interpolate(real, fake, eps))
+    # mixed layouts and strided views are made contiguous
+    strided = _randn((4, 3, 12, 6), torch.float32, device, 10)[:, :, ::2]
+    out = interpolate(real, strided, eps, backend=backend)
+    torch.testing.assert_close(out, reference.interpolate(real, strided, eps))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_interpolate_seeded_eps_is_reproducible_across_backends(device, backend):
+    real, fake = _randn((16, 5), torch.float32, device, 11), _randn((16, 5), torch.float32, device, 12)
+    a = interpolate(real, fake, generator=torch.Generator(device=device).manual_seed(0), backend=backend)
+    b = interpolate(real, fake, generator=torch.Generator(device=device).manual_seed(0), backend="reference")
+    c = interpolate(real, fake, generator=torch.Generator(device=device).manual_seed(1), backend=backend)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    eps = torch.rand(16, generator=torch.Generator(device=device).manual_seed(0), device=device)
+    torch.testing.assert_close(a, reference.interpolate(real, fake, eps))
+
+
+def test_interpolate_bad_inputs():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="same shape"):
+        interpolate(x, torch.randn(4, 2))
+    with pytest.raises(ValueError, match="batch of 0"):
+        interpolate(torch.randn(0, 3), torch.randn(0, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        interpolate(torch.ones(4, 3, dtype=torch.int64), torch.ones(4, 3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="same dtype"):
+        interpolate(x, x.double())
+    with pytest.raises(ValueError, match=r"eps must have shape \(B,\)"):
+        interpolate(x, x, torch.rand(4, 1))
+    with pytest.raises(ValueError, match="batch dimension"):
+        interpolate(torch.tensor(1.0), torch.tensor(2.0))
+    if HAS_CUDA:
+        with pytest.raises(ValueError, match="generator"):
+            interpolate(x, x, generator=torch.Generator(device="cuda"))
+
+
+# ------------------------------------------------------------ grad_norm_penalty
+
+PENALTY_CASES = [
+    dict(center=1.0, one_sided=False), dict(center=1.0, one_sided=True), dict(center=0.0, one_sided=False),
+    dict(center=2.5, one_sided=True),
+]
+
+
+def _case_id(case):
+    return f"c{case['center']}-{'one' if case['one_sided'] else 'two'}"
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", PENALTY_CASES, ids=_case_id)
+def test_penalty_matches_reference(device, backend, shape, reduction, case, poison_empty):
+    grads = _randn(shape, torch.float64, device, hash((shape, reduction)) % 1000, scale=0.6)
+    grads.requires_grad_(True)
+    out = grad_norm_penalty(grads, weight=3.0, reduction=reduction, backend=backend, **case)
+    expected = reference.grad_norm_penalty(grads, weight=3.0, reduction=reduction, **case)
+    assert out.shape == expected.shape and out.dtype == grads.dtype
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    upstream = _randn(out.shape, torch.float64, device, 13)
+    (got,) = torch.autograd.grad(out, grads, upstream)
+    (want,) = torch.autograd.grad(expected, grads, upstream)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW)
+def test_penalty_reduced_precision(device, backend, dtype):
+    grads = _randn((33, 3, 17), dtype, device, 14, scale=0.3).requires_grad_(True)
+    exact_in = grads.detach().double().requires_grad_(True)
+    out = grad_norm_penalty(grads, reduction="none", backend=backend)
+    eager = reference.grad_norm_penalty(grads, reduction="none")
+    exact = reference.grad_norm_penalty(exact_in, reduction="none")
+    assert out.dtype == dtype
+    floor = torch.finfo(dtype).eps * exact.abs().max().item()
+    assert _max_err(out, exact) <= 2 * _max_err(eager, exact) + floor
+    upstream = torch.ones_like(out)
+    (g_out,) = torch.autograd.grad(out, grads, upstream)
+    (g_eager,) = torch.autograd.grad(eager, grads, upstream)
+    (g_exact,) = torch.autograd.grad(exact, exact_in, upstream.double())
+    floor = torch.finfo(dtype).eps * g_exact.abs().max().item()
+    assert _max_err(g_out, g_exact) <= 2 * _max_err(g_eager, g_exact) + floor
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("case", PENALTY_CASES, ids=_case_id)
+def test_penalty_zero_gradient_rows_are_finite(device, backend, case):
+    grads = _randn((4, 6), torch.float32, device, 15)
+    grads[1] = 0
+    grads.requires_grad_(True)
+    out = grad_norm_penalty(grads, reduction="sum", backend=backend, **case)
+    (g,) = torch.autograd.grad(out, grads)
+    assert torch.isfinite(out) and torch.isfinite(g).all()
+    assert torch.equal(g[1], torch.zeros_like(g[1]))
+    torch.testing.assert_close(out, reference.grad_norm_penalty(grads, reduction="sum", **case))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_penalty_propagates_nan(device, backend):
+    grads = _randn((3, 4), torch.float32, device, 16)
+    grads[2, 1] = float("nan")
+    out = grad_norm_penalty(grads, reduction="none", backend=backend)
+    assert torch.isnan(out[2]) and torch.isfinite(out[:2]).all()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", PENALTY_CASES, ids=_case_id)
+def test_penalty_gradcheck_and_gradgradcheck(backend, reduction, case):
+    grads = _randn((3, 2, 3), torch.float64, "cpu", 17, scale=0.7).requires_grad_(True)
+    if case["one_sided"]:  # keep norms away from the kink at the center
+        with torch.no_grad():
+            grads[0] *= 5
+    fn = lambda g: grad_norm_penalty(g, weight=1.5, reduction=reduction, backend=backend, **case)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (grads,))
+    assert torch.autograd.gradgradcheck(fn, (grads,))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_interpolate_gradcheck_and_gradgradcheck(backend):
+    real = _randn((3, 4), torch.float64, "cpu", 18).requires_grad_(True)
+    fake = _randn((3, 4), torch.float64, "cpu", 19).requires_grad_(True)
+    eps = torch.rand(3, dtype=torch.float64)
+    fn = lambda r, f: interpolate(r, f, eps, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (real, fake))
+    assert torch.autograd.gradgradcheck(fn, (real, fake))
+
+
+def test_penalty_bad_inputs():
+    g = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="reduction"):
+        grad_norm_penalty(g, reduction="avg")
+    with pytest.raises(ValueError, match="center"):
+        grad_norm_penalty(g, center=-1.0)
+    with pytest.raises(ValueError, match="weight"):
+        grad_norm_penalty(g, weight=float("nan"))
+    with pytest.raises(TypeError, match="floating-point"):
+        grad_norm_penalty(torch.ones(4, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="batch of 0"):
+        grad_norm_penalty(torch.randn(0, 3))
+    with pytest.raises(ValueError, match="no elements per sample"):
+        grad_norm_penalty(torch.randn(4, 0))
+
+
+# ---------------------------------------------------- penalties through critics
+
+CRITICS = {
+    "mlp": (lambda: mlp_critic(2, 32, 3), (24, 2)),
+    "conv": (_conv_critic, (6, 3, 16, 16)),
+}
+
+
+def _param_grads(critic):
+    """Parameter gradients (None for parameters the penalty does not reach, such as
+    the last layer's bias, which does not change the input gradient)."""
+    return [None if p.grad is None else p.grad.clone() for p in critic.parameters()]
+
+
+def _assert_grads_close(got, want, **tol):
+    assert [g is None for g in got] == [w is None for w in want]
+    for g, w in zip(got, want):
+        if g is not None:
+            torch.testing.assert_close(g, w, **tol)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("critic_name", sorted(CRITICS))
+@pytest.mark.parametrize("one_sided", [False, True])
+def test_gradient_penalty_matches_autograd_formula(device, backend, critic_name, one_sided):
+    make, shape = CRITICS[critic_name]
+    torch.manual_seed(0)
+    critic = make().to(device=device, dtype=torch.float64)
+    real, fake = _randn(shape, torch.float64, device, 20), _randn(shape, torch.float64, device, 21)
+    eps = torch.rand(shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(22)).to(device)
+    penalty = gradient_penalty(critic, real, fake, eps=eps, one_sided=one_sided, backend=backend)
+    penalty.backward()
+    got = _param_grads(critic)
+    critic.zero_grad()
+    expected = reference.gradient_penalty(critic, real, fake, eps, one_sided=one_sided)
+    expected.backward()
+    torch.testing.assert_close(penalty, expected, rtol=1e-10, atol=1e-12)
+    _assert_grads_close(got, _param_grads(critic), rtol=1e-9, atol=1e-12)
+    assert real.grad is None and fake.grad is None
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("which", ["r1", "r2"])
+def test_r1_r2_match_autograd_formula(device, backend, which):
+    make, shape = CRITICS["conv"]
+    torch.manual_seed(1)
+    critic = make().to(device=device, dtype=torch.float64)
+    x = _randn(shape, torch.float64, device, 23)
+    fn = r1_penalty if which == "r1" else r2_penalty
+    penalty = fn(critic, x, gamma=4.0, backend=backend)
+    penalty.backward()
+    got = _param_grads(critic)
+    critic.zero_grad()
+    expected = reference.r1_penalty(critic, x, gamma=4.0)
+    expected.backward()
+    torch.testing.assert_close(penalty, expected, rtol=1e-10, atol=1e-12)
+    _assert_grads_close(got, _param_grads(critic), rtol=1e-9, atol=1e-12)
+    assert x.grad is None
+
+
+def test_precomputed_outputs_reuse_the_forward():
+    torch.manual_seed(2)
+    critic = mlp_critic(2, 16, 2).double()
+    real = torch.randn(10, 2, dtype=torch.float64)
+    x = real.detach().requires_grad_(True)
+    logits = critic(x)
+    r1 = r1_penalty(None, x, gamma=2.0, outputs=logits)
+    torch.testing.assert_close(r1, r1_penalty(critic, real, gamma=2.0))
+    fake = torch.randn(10, 2, dtype=torch.float64)
+    eps = torch.rand(10, dtype=torch.float64)
+    x_hat = interpolate(real, fake, eps).requires_grad_(True)
+    gp = gradient_penalty(None, None, None, outputs=critic(x_hat), inputs=x_hat)
+    torch.testing.assert_close(gp, gradient_penalty(critic, real, fake, eps=eps))
+
+
+def test_gradients_reach_real_and_fake_only_if_they_require_grad():
+    torch.manual_seed(3)
+    critic = mlp_critic(2, 16, 2).double()
+    real = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
+    fake = torch.randn(8, 2, dtype=torch.float64)
+    eps = torch.rand(8, dtype=torch.float64)
+    gradient_penalty(critic, real, fake, eps=eps).backward()
+    expected_real = torch.autograd.grad(reference.gradient_penalty(critic, real, fake, eps), real,
+                                        allow_unused=True)[0]
+    assert real.grad is not None and fake.grad is None
+    # the reference detaches; check against a non-detached autograd formula instead
+    x_hat = reference.interpolate(real, fake, eps)
+    (g,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    (want,) = torch.autograd.grad(reference.grad_norm_penalty(g, weight=10.0), real)
+    torch.testing.assert_close(real.grad, want)
+    assert expected_real is None
+
+
+def test_penalty_bad_critics_and_inputs():
+    x = torch.randn(4, 2)
+    constant = lambda inp: torch.ones(inp.shape[0], requires_grad=True)  # noqa: E731
+    with pytest.raises(ValueError, match="does not depend on its input"):
+        r1_penalty(constant, x)
+    with pytest.raises(ValueError, match="does not depend on its input"):
+        r1_penalty(lambda inp: torch.zeros(inp.shape[0]), x)
+    with pytest.raises(ValueError, match="must require grad"):
+        r1_penalty(None, x, outputs=torch.randn(4, requires_grad=True))
+    with pytest.raises(ValueError, match="same shape"):
+        gradient_penalty(mlp_critic(2, 4, 1), x, torch.randn(5, 2))
+    with pytest.raises(ValueError, match="batch of 0"):
+        r1_penalty(mlp_critic(2, 4, 1), torch.randn(0, 2))
+    with pytest.raises(TypeError, match="floating-point"):
+        r2_penalty(mlp_critic(2, 4, 1), torch.ones(4, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="inputs="):
+        gradient_penalty(None, None, None, outputs=torch.randn(4, requires_grad=True))
+    with pytest.raises(ValueError, match="gamma"):
+        r1_penalty(mlp_critic(2, 4, 1), x, gamma=-1.0)
+
+
+def test_autocast_bfloat16_penalty_is_close_to_float32():
+    torch.manual_seed(4)
+    critic = _conv_critic()
+    real, fake = torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16)
+    eps = torch.rand(6)
+    full = gradient_penalty(critic, real, fake, eps=eps)
+    full.backward()
+    full_grads = _param_grads(critic)
+    critic.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = gradient_penalty(critic, real, fake, eps=eps)
+    low.backward()
+    assert torch.isfinite(low)
+    torch.testing.assert_close(low.float(), full, rtol=0.1, atol=1e-2)
+    for g, w in zip(_param_grads(critic), full_grads):
+        assert (g is None) == (w is None)
+        if g is not None:
+            assert torch.isfinite(g).all()
+            assert (g - w).norm() <= 0.1 * w.norm() + 1e-3
+
+
+def test_grad_scaler_recipe_gives_the_unscaled_penalty():
+    """The documented recipe: pass the GradScaler so the inner gradients are taken
+    on the scaled output and unscaled before the penalty; then scale the total loss."""
+    torch.manual_seed(5)
+    critic = mlp_critic(2, 16, 2)
+    real, fake, eps = torch.randn(8, 2), torch.randn(8, 2), torch.rand(8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaled = gradient_penalty(critic, real, fake, eps=eps, scaler=scaler)
+    plain = gradient_penalty(critic, real, fake, eps=eps)
+    torch.testing.assert_close(scaled, plain, rtol=1e-5, atol=1e-6)
+    optimizer = torch.optim.SGD(critic.parameters(), lr=0.1)
+    scaler.scale(scaled).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert all(torch.isfinite(p).all() for p in critic.parameters())
+
+
+def test_input_gradients_direct():
+    x = torch.randn(3, 2, requires_grad=True)
+    g = input_gradients((x ** 2).sum(1), x)
+    torch.testing.assert_close(g, 2 * x)
+    assert g.requires_grad
+
+
+def test_opcheck_penalty_ops():
+    grads = torch.randn(5, 3, 4)
+    eps = torch.rand(5)
+    for ns in (torch.ops.fastgan, torch.ops.fastgan_triton):
+        torch.library.opcheck(ns.interpolate.default, (torch.randn(5, 3, 4, requires_grad=True),
+                                                       torch.randn(5, 3, 4, requires_grad=True), eps))
+        torch.library.opcheck(ns.interpolate_backward.default, (torch.randn(5, 3, 4, requires_grad=True), eps,
+                                                                True, False))
+        for reduction, one_sided in itertools.product((0, 1, 2), (False, True)):
+            torch.library.opcheck(ns.grad_norm_penalty.default,
+                                  (grads.clone().requires_grad_(True), 1.0, 2.0, one_sided, reduction))
+        loss, norms = ns.grad_norm_penalty(grads, 1.0, 2.0, False, 1)
+        torch.library.opcheck(ns.grad_norm_penalty_backward.default,
+                              (torch.ones(()).requires_grad_(True), grads.clone().requires_grad_(True), norms,
+                               1.0, 2.0, False, 1))
+
+
+def test_first_order_pieces_compile():
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def step(real, fake, eps, grads):
+        return interpolate(real, fake, eps).sum() + grad_norm_penalty(grads)
+
+    real, fake, eps = torch.randn(4, 3), torch.randn(4, 3), torch.rand(4)
+    grads = torch.randn(4, 3, requires_grad=True)
+    out = step(real, fake, eps, grads)
+    out.backward()
+    (expected_grad,) = torch.autograd.grad(reference.grad_norm_penalty(grads), grads)
+    torch.testing.assert_close(out, reference.interpolate(real, fake, eps).sum() + reference.grad_norm_penalty(grads))
+    torch.testing.assert_close(grads.grad, expected_grad)
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gradient_penalty_step_in_cuda_graph(backend):
+    torch.manual_seed(6)
+    critic = mlp_critic(2, 64, 3).cuda()
+    real, fake = torch.randn(64, 2, device="cuda"), torch.randn(64, 2, device="cuda")
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-4, capturable=True)
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        penalty = gradient_penalty(critic, real, fake, backend=backend)
+        penalty.backward()
+        optimizer.step()
+        return penalty
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert torch.isfinite(captured)
+
+
+@requires_cuda
+def test_cuda_penalty_is_one_launch_forward_and_backward():
+    from torch.profiler import ProfilerActivity, profile
+
+    grads = torch.randn(16, 3, 64, 64, device="cuda", requires_grad=True)
+    grad_norm_penalty(grads, backend="cuda").backward()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        loss = grad_norm_penalty(grads, backend="cuda")
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 1, kernels
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        torch.autograd.grad(loss, grads)
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and "penalty" in e.name]
+    assert len(kernels) == 1, kernels
+
+
+def test_backend_default_applies(monkeypatch):
+    monkeypatch.setenv("FASTGAN_BACKEND", "reference")
+    grads = torch.randn(3, 4, requires_grad=True)
+    assert grad_norm_penalty(grads).grad_fn is not None
+    assert fastgan.get_backend() == "reference"
