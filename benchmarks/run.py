@@ -13,13 +13,14 @@ from typing import Dict, Iterator
 
 import torch
 
-from . import cases_clip, cases_losses, cases_penalty
+from . import cases_bias_act, cases_clip, cases_losses, cases_penalty
 from .harness import Case, Timer, environment, evaluate, markdown_table, measure_machine, write_report
 
 SUITES: Dict[str, object] = {
     "clip": lambda device, args: cases_clip.clip_cases(device, args.compile, args.sizes),
     "penalty": lambda device, args: cases_penalty.penalty_cases(device, args.compile, args.sizes),
     "losses": lambda device, args: cases_losses.loss_cases(device, args.compile, args.sizes),
+    "bias_act": lambda device, args: cases_bias_act.bias_act_cases(device, args.compile, args.sizes),
 }
 
 

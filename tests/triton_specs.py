@@ -75,3 +75,34 @@ for dtype, acc, acc_ptr, name in [(tl.float32, tl.float32, "*fp32", "fp32"), (tl
             {"TERM": term, "ORDER": order, "HAS_GRAD": order > 0, "ACC": acc, "DTYPE": dtype, "ALIGNED": True,
              **LOSS_BLOCK},
         ))
+
+# Fused bias + activation (kernels/bias_act.py). Activation ids: 0 linear, 1 relu, 2 lrelu,
+# 3 tanh, 4 sigmoid, 5 silu, 6 elu; the derivative from y (FROM_Y) for relu/lrelu/tanh/sigmoid.
+_FROM_Y = {1, 2, 3, 4}
+_SECOND_ORDER = (3, 4, 5, 6)
+for dtype, ptr, acc, acts in [
+    (tl.float32, "*fp32", "*fp32", range(7)),
+    (tl.bfloat16, "*bf16", "*fp32", (2, 3, 5)),
+    (tl.float64, "*fp64", "*fp64", (2, 3, 5)),
+]:
+    shape = {"hyper": acc, "n": "i32", "inner": "i32", "channels": "i32"}
+    launch = {"ALIGNED": True, "INDEX64": False, "BLOCK": 1024}
+    for act in acts:
+        SPECS.append((
+            "bias_act", "_bias_act_fwd_kernel",
+            {"x_ptr": ptr, "b_ptr": ptr, "y_ptr": ptr, **shape},
+            {"DTYPE": dtype, "ACT": act, "HAS_BIAS": True, **launch},
+        ))
+        SPECS.append((
+            "bias_act", "_bias_act_bwd_kernel",
+            {"dy_ptr": ptr, "ref_ptr": ptr, "b_ptr": ptr, "dx_ptr": ptr, **shape},
+            {"DTYPE": dtype, "ACT": act, "FROM_Y": act in _FROM_Y, "HAS_BIAS": act not in _FROM_Y, **launch},
+        ))
+        if act in _SECOND_ORDER:
+            SPECS.append((
+                "bias_act", "_bias_act_bwd2_kernel",
+                {"ddx_ptr": ptr, "dy_ptr": ptr, "ref_ptr": ptr, "b_ptr": ptr, "d_dy_ptr": ptr, "d_ref_ptr": ptr,
+                 **shape},
+                {"DTYPE": dtype, "ACT": act, "FROM_Y": act in _FROM_Y, "HAS_BIAS": act not in _FROM_Y,
+                 "NEED_DDY": True, **launch},
+            ))

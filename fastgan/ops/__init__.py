@@ -1,10 +1,12 @@
 """fastgan's fused training primitives. Each op takes ``backend=`` (see
 :func:`fastgan.set_backend`) and is tested against its eager reference in
 :mod:`fastgan.reference`."""
+from .bias_act import bias_act
 from .clip import clip_weights_, rmsprop_clip_
 from .losses import discriminator_loss, gan_value, generator_loss
 from .penalty import (grad_norm_penalty, gradient_penalty, input_gradients, interpolate, r1_penalty,
                       r2_penalty)
 
-__all__ = ["clip_weights_", "discriminator_loss", "gan_value", "generator_loss", "grad_norm_penalty",
-           "gradient_penalty", "input_gradients", "interpolate", "r1_penalty", "r2_penalty", "rmsprop_clip_"]
+__all__ = ["bias_act", "clip_weights_", "discriminator_loss", "gan_value", "generator_loss",
+           "grad_norm_penalty", "gradient_penalty", "input_gradients", "interpolate", "r1_penalty", "r2_penalty",
+           "rmsprop_clip_"]

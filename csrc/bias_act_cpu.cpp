@@ -1,0 +1,210 @@
+// Fused bias + activation: schemas and CPU kernels.
+//   bias_act:        y = gain * f(x + b)
+//   bias_act_grad:   dx = gain * f'(z) * dy, f' taken from y or from z = x + b
+//   bias_act_grad2:  (gain * f'(z) * ddx, D2(ref) * dy * ddx): both second-order terms in one pass
+// Math in bias_act_math.h; layouts and checks in bias_act_host.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "bias_act_host.h"
+#include "cpu_multi_tensor.h"
+
+namespace fastgan {
+namespace bias_act {
+namespace {
+
+// How an element span finds its bias: none, one value for the whole span, or one per
+// element (consecutive channels: inner == 1, e.g. (B, C) or channels-last).
+enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2 };
+
+template <int BIAS, typename scalar_t>
+FASTGAN_BA_HD acc_t<scalar_t> bias_at(const scalar_t* __restrict__ b, acc_t<scalar_t> span_bias, int64_t j) {
+  if (BIAS == kElementBias) return static_cast<acc_t<scalar_t>>(b[j]);
+  return span_bias;
+}
+
+template <int ACT, int BIAS, typename scalar_t>
+FASTGAN_CPU_CLONES void forward_span(scalar_t* __restrict__ y, const scalar_t* __restrict__ x,
+                                     const scalar_t* __restrict__ b, int64_t n, const Params<acc_t<scalar_t>> p) {
+  using T = acc_t<scalar_t>;
+  const T span_bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
+  for (int64_t j = 0; j < n; ++j)
+    y[j] = static_cast<scalar_t>(forward_element<ACT>(static_cast<T>(x[j]), bias_at<BIAS>(b, span_bias, j), p));
+}
+
+template <int ACT, bool FROM_Y, int BIAS, typename scalar_t>
+FASTGAN_CPU_CLONES void grad_span(scalar_t* __restrict__ dx, const scalar_t* __restrict__ dy,
+                                  const scalar_t* __restrict__ ref, const scalar_t* __restrict__ b, int64_t n,
+                                  const Params<acc_t<scalar_t>> p) {
+  using T = acc_t<scalar_t>;
+  const T span_bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
+  for (int64_t j = 0; j < n; ++j) {
+    const T r = ACT == kLinear ? T(0) : static_cast<T>(ref[j]);
+    dx[j] = static_cast<scalar_t>(grad_element<ACT, FROM_Y>(static_cast<T>(dy[j]), r, bias_at<BIAS>(b, span_bias, j), p));
+  }
+}
+
+template <int ACT, bool FROM_Y, int BIAS, bool NEED_DDY, typename scalar_t>
+FASTGAN_CPU_CLONES void grad2_span(scalar_t* __restrict__ d_dy, scalar_t* __restrict__ d_ref,
+                                   const scalar_t* __restrict__ ddx, const scalar_t* __restrict__ dy,
+                                   const scalar_t* __restrict__ ref, const scalar_t* __restrict__ b, int64_t n,
+                                   const Params<acc_t<scalar_t>> p) {
+  using T = acc_t<scalar_t>;
+  const T span_bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
+  for (int64_t j = 0; j < n; ++j) {
+    T a, r;
+    grad2_element<ACT, FROM_Y>(static_cast<T>(ddx[j]), static_cast<T>(dy[j]), static_cast<T>(ref[j]),
+                               bias_at<BIAS>(b, span_bias, j), p, a, r);
+    if (NEED_DDY) d_dy[j] = static_cast<scalar_t>(a);
+    d_ref[j] = static_cast<scalar_t>(r);
+  }
+}
+
+// Runs span(offset, length, bias pointer, BiasMode) over all n elements in parallel
+// pieces; each call covers elements of one channel (kSpanBias) or of consecutive
+// channels (kElementBias), so the bias is never looked up per element by division.
+template <typename scalar_t, typename Span>
+void for_each_span(const FlatLayout& layout, const at::Tensor& bias, const Span& span) {
+  const int64_t n = layout.n, inner = layout.inner, channels = layout.channels;
+  const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+  at::parallel_for(0, n, kCpuChunk, [&](int64_t begin, int64_t end) {
+    if (b == nullptr) {
+      span(begin, end - begin, b, std::integral_constant<int, kNoBias>{});
+    } else if (inner == 1) {
+      for (int64_t o = begin; o < end;) {
+        const int64_t c = o % channels, len = std::min(channels - c, end - o);
+        span(o, len, b + c, std::integral_constant<int, kElementBias>{});
+        o += len;
+      }
+    } else {
+      for (int64_t o = begin; o < end;) {
+        const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
+        span(o, len, b + q % channels, std::integral_constant<int, kSpanBias>{});
+        o += len;
+      }
+    }
+  });
+}
+
+at::Tensor bias_act_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t act, double alpha,
+                        double gain, int64_t dim) {
+  Launch l = prepare_forward(x, b, act, dim);
+  if (l.layout.n == 0) return l.out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_act_cpu", [&] {
+    const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
+    scalar_t* y = l.out.data_ptr<scalar_t>();
+    const scalar_t* xp = l.in0.data_ptr<scalar_t>();
+    dispatch_act(static_cast<int>(act), [&](auto a) {
+      for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t* bp, auto mode) {
+        forward_span<decltype(a)::value, decltype(mode)::value>(y + o, xp + o, bp, len, p);
+      });
+    });
+  });
+  return l.out;
+}
+
+at::Tensor bias_act_grad_cpu(const at::Tensor& dy, const c10::optional<at::Tensor>& x,
+                             const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& y, int64_t act,
+                             double alpha, double gain, int64_t dim) {
+  Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim);
+  if (l.layout.n == 0) return l.out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "bias_act_grad_cpu", [&] {
+    const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
+    scalar_t* dx = l.out.data_ptr<scalar_t>();
+    const scalar_t* dyp = l.in0.data_ptr<scalar_t>();
+    const scalar_t* ref = l.in1.defined() ? l.in1.data_ptr<scalar_t>() : nullptr;
+    dispatch_act(static_cast<int>(act), [&](auto a) {
+      constexpr int ACT = decltype(a)::value;
+      if constexpr (ACT == kLinear) {
+        for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t*, auto) {
+          grad_span<ACT, false, kNoBias>(dx + o, dyp + o, ref, static_cast<const scalar_t*>(nullptr), len, p);
+        });
+      } else if constexpr (ACT == kRelu || ACT == kLrelu || ACT == kTanh || ACT == kSigmoid) {
+        if (l.ref == Ref::kY) {
+          for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t*, auto) {
+            grad_span<ACT, true, kNoBias>(dx + o, dyp + o, ref + o, static_cast<const scalar_t*>(nullptr), len, p);
+          });
+          return;
+        }
+      }
+      if constexpr (ACT != kLinear) {
+        if (l.ref == Ref::kZ) {
+          for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t* bp, auto mode) {
+            grad_span<ACT, false, decltype(mode)::value>(dx + o, dyp + o, ref + o, bp, len, p);
+          });
+        }
+      }
+    });
+  });
+  return l.out;
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, const at::Tensor& dy,
+                                                      const c10::optional<at::Tensor>& x,
+                                                      const c10::optional<at::Tensor>& b,
+                                                      const c10::optional<at::Tensor>& y, int64_t act, double alpha,
+                                                      double gain, int64_t dim, bool need_ddy) {
+  Launch l = prepare_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy);
+  if (l.layout.n == 0) return {l.out, l.out2};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ddx.scalar_type(), "bias_act_grad2_cpu", [&] {
+    const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
+    scalar_t* d_dy = need_ddy ? l.out.data_ptr<scalar_t>() : nullptr;
+    scalar_t* d_ref = l.out2.data_ptr<scalar_t>();
+    const scalar_t* ddxp = l.in0.data_ptr<scalar_t>();
+    const scalar_t* dyp = l.in1.data_ptr<scalar_t>();
+    const scalar_t* ref = l.in2.data_ptr<scalar_t>();
+    dispatch_act(static_cast<int>(act), [&](auto a) {
+      constexpr int ACT = decltype(a)::value;
+      if constexpr (has_second_order(ACT)) {
+        auto run = [&](auto need) {
+          constexpr bool NEED = decltype(need)::value;
+          if (l.ref == Ref::kY) {
+            if constexpr (ACT == kTanh || ACT == kSigmoid) {
+              for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t*, auto) {
+                grad2_span<ACT, true, kNoBias, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o, dyp + o,
+                                                     ref + o, static_cast<const scalar_t*>(nullptr), len, p);
+              });
+            }
+          } else {
+            for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t* bp, auto mode) {
+              grad2_span<ACT, false, decltype(mode)::value, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o,
+                                                                   dyp + o, ref + o, bp, len, p);
+            });
+          }
+        };
+        if (need_ddy) run(std::true_type{});
+        else run(std::false_type{});
+      }
+    });
+  });
+  return {l.out, l.out2};
+}
+
+}  // namespace
+}  // namespace bias_act
+
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  // act ids: 0 linear, 1 relu, 2 lrelu, 3 tanh, 4 sigmoid, 5 silu, 6 elu (bias_act_math.h).
+  // y = gain * act(x + b), b (optional) indexed along `dim`.
+  m.def("bias_act(Tensor x, Tensor? b, int act, float alpha, float gain, int dim) -> Tensor");
+  // dx = gain * act'(z) * dy, the derivative taken from y when given, else from z = x + b.
+  m.def(
+      "bias_act_grad(Tensor dy, Tensor? x, Tensor? b, Tensor? y, int act, float alpha, float gain, int dim) "
+      "-> Tensor");
+  // (gain * act'(z) * ddx, d(gain * act')/d(ref) * dy * ddx), ref = y when given, else z = x + b;
+  // the first output is empty unless need_ddy.
+  m.def(
+      "bias_act_grad2(Tensor ddx, Tensor dy, Tensor? x, Tensor? b, Tensor? y, int act, float alpha, float gain, "
+      "int dim, bool need_ddy) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("bias_act", &bias_act::bias_act_cpu);
+  m.impl("bias_act_grad", &bias_act::bias_act_grad_cpu);
+  m.impl("bias_act_grad2", &bias_act::bias_act_grad2_cpu);
+}
+
+}  // namespace fastgan

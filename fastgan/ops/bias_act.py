@@ -1,0 +1,289 @@
+"""Fused bias + activation (StyleGAN's ``bias_act``): ``y = gain * act(x + b)`` in one
+kernel, whose backward and double backward are fused kernels too, so that a
+critic's R1 / WGAN-GP double backward (THEORY.md §3) stays in fused kernels.
+
+Three registered ops per kernel family (``fastgan::`` for the C++/CUDA kernels, with
+autograd in C++; ``fastgan_triton::`` for the Triton kernels, autograd here):
+
+    bias_act(x, b, act, alpha, gain, dim) -> y
+        backward: dx = bias_act_grad(dy, ...), db = dx summed over all dims but `dim`
+    bias_act_grad(dy, x, b, y, act, alpha, gain, dim) -> dx = gain * f'(ref) * dy
+        backward: d_dy = bias_act_grad(ddx, ...)              (linear in dy)
+                  d_ref = D2(ref) * dy * ddx                   (tanh, sigmoid, silu, elu)
+                  both from one bias_act_grad2 kernel when d_ref is needed
+    bias_act_grad2(ddx, dy, x, b, y, ..., need_ddy) -> (d_dy, d_ref)
+        (third-order derivatives are not implemented)
+
+``ref`` is what the forward saves (csrc/bias_act_math.h has the table): y for
+relu/lrelu/tanh/sigmoid, z = x + b (x and b saved) for silu/elu and whenever y
+cannot give f' (gain == 0, lrelu with alpha < 0), nothing for linear. With ref = y,
+d_ref is the gradient with respect to y, which autograd carries to x and b through
+the forward op's own backward.
+"""
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from .. import reference
+from .._backend import resolve_backend
+from .._validate import check_floating, check_real
+
+# name -> (id, default alpha). Ids: csrc/bias_act_math.h (enum Act) and kernels/bias_act.py.
+_ACTS: Dict[str, Tuple[int, float]] = {
+    "linear": (0, 0.0),
+    "relu": (1, 0.0),
+    "lrelu": (2, 0.2),
+    "tanh": (3, 0.0),
+    "sigmoid": (4, 0.0),
+    "silu": (5, 0.0),
+    "elu": (6, 1.0),
+}
+ACTIVATIONS = tuple(_ACTS)
+_LINEAR, _RELU, _LRELU, _TANH, _SIGMOID, _SILU, _ELU = range(7)
+_SECOND_ORDER = (_TANH, _SIGMOID, _SILU, _ELU)
+
+
+def _ref_is_y(act: int, alpha: float, gain: float) -> bool:
+    """Whether f' can be taken from y (mirrors can_ref_y in csrc/bias_act_math.h)."""
+    if gain == 0:
+        return False
+    return act in (_RELU, _TANH, _SIGMOID) or (act == _LRELU and alpha >= 0)
+
+
+def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """The bias gradient: `t` summed over every dimension but `dim`."""
+    if t.ndim == 1:
+        return t.clone()
+    return t.sum(dim=[d for d in range(t.ndim) if d != dim])
+
+
+# ---- autograd of the Triton ops (the C++ ops': csrc/bias_act_autograd.cpp, same logic) ----
+
+
+def _register_autograd(prefix: str) -> None:
+    """Autograd of `prefix::bias_act` and `prefix::bias_act_grad` (see the module doc)
+    and a clear error for the third order."""
+    ops = getattr(torch.ops, prefix)
+
+    def forward_setup(ctx, inputs, output):
+        x, b, act, alpha, gain, dim = inputs
+        ctx.constants = (act, alpha, gain, dim)
+        ctx.has_bias = b is not None
+        # An undefined incoming gradient stays undefined (no zeros sent back through the
+        # forward graph in a relu/lrelu penalty's double backward).
+        ctx.set_materialize_grads(False)
+        if act == _LINEAR:
+            ctx.ref = None
+        elif _ref_is_y(act, alpha, gain):
+            ctx.ref = "y"
+            ctx.save_for_backward(output)
+        else:
+            ctx.ref = "z"
+            ctx.save_for_backward(x, b)
+
+    def forward_backward(ctx, dy):
+        if dy is None:
+            return None, None, None, None, None, None
+        x = b = y = None
+        if ctx.ref == "y":
+            (y,) = ctx.saved_tensors
+        elif ctx.ref == "z":
+            x, b = ctx.saved_tensors
+        act, alpha, gain, dim = ctx.constants
+        dx = ops.bias_act_grad(dy, x, b, y, act, alpha, gain, dim)
+        db = _sum_to_bias(dx, dim) if ctx.has_bias and ctx.needs_input_grad[1] else None
+        return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None
+
+    torch.library.register_autograd(f"{prefix}::bias_act", forward_backward, setup_context=forward_setup)
+
+    def grad_setup(ctx, inputs, output):
+        dy, x, b, y, act, alpha, gain, dim = inputs
+        ctx.constants = (act, alpha, gain, dim)
+        ctx.set_materialize_grads(False)
+        # dy is needed only by the second-order term (D2 * dy * ddx).
+        ctx.save_for_backward(dy if act in _SECOND_ORDER else None, x, b, y)
+
+    def grad_backward(ctx, ddx):
+        if ddx is None:
+            return None, None, None, None, None, None, None, None
+        dy, x, b, y = ctx.saved_tensors
+        act, alpha, gain, dim = ctx.constants
+        need_dy, need_x, need_b, need_y = ctx.needs_input_grad[:4]
+        d_dy = d_x = d_b = d_y = None
+        if act in _SECOND_ORDER:
+            need_ref = need_y if y is not None else (need_x or (need_b and b is not None))
+        else:
+            need_ref = False  # f'' = 0: dx depends on x, b, y only through a constant mask
+        if need_ref:
+            d_dy, d_ref = ops.bias_act_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_dy)
+            if not need_dy:
+                d_dy = None
+            if y is not None:
+                d_y = d_ref
+            else:
+                d_x = d_ref if need_x else None
+                d_b = _sum_to_bias(d_ref, dim) if need_b and b is not None else None
+        elif need_dy:
+            d_dy = ops.bias_act_grad(ddx, x, b, y, act, alpha, gain, dim)
+        return d_dy, d_x, d_b, d_y, None, None, None, None
+
+    torch.library.register_autograd(f"{prefix}::bias_act_grad", grad_backward, setup_context=grad_setup)
+
+    def grad2_setup(ctx, inputs, output):
+        pass
+
+    def grad2_backward(ctx, *grads):
+        raise NotImplementedError(
+            "fastgan bias_act: third-order derivatives are not implemented (first and second order are; "
+            "use backend='reference' for higher orders)"
+        )
+
+    torch.library.register_autograd(f"{prefix}::bias_act_grad2", grad2_backward, setup_context=grad2_setup)
+
+
+# ---- fake (meta) kernels of the C++ ops: the layout rules of csrc/bias_act_host.h ----
+
+
+@torch.library.register_fake("fastgan::bias_act")
+def _bias_act_fake(x, b, act, alpha, gain, dim):
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("fastgan::bias_act_grad")
+def _bias_act_grad_fake(dy, x, b, y, act, alpha, gain, dim):
+    return torch.empty_like(dy)
+
+
+@torch.library.register_fake("fastgan::bias_act_grad2")
+def _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
+    d_ref = torch.empty_like(ddx)
+    return (torch.empty_like(d_ref) if need_ddy else ddx.new_empty(0)), d_ref
+
+
+# ---- the Triton kernels as custom ops ----
+
+
+@torch.library.custom_op("fastgan_triton::bias_act", mutates_args=())
+def _bias_act_triton(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha: float, gain: float,
+                     dim: int) -> torch.Tensor:
+    from ..kernels import bias_act as kernels
+
+    return kernels.forward(x, b, act, alpha, gain, dim)
+
+
+@_bias_act_triton.register_fake
+def _(x, b, act, alpha, gain, dim):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("fastgan_triton::bias_act_grad", mutates_args=())
+def _bias_act_grad_triton(dy: torch.Tensor, x: Optional[torch.Tensor], b: Optional[torch.Tensor],
+                          y: Optional[torch.Tensor], act: int, alpha: float, gain: float, dim: int) -> torch.Tensor:
+    from ..kernels import bias_act as kernels
+
+    return kernels.backward(dy, x, b, y, act, alpha, gain, dim)
+
+
+@_bias_act_grad_triton.register_fake
+def _(dy, x, b, y, act, alpha, gain, dim):
+    return torch.empty_like(dy)
+
+
+@torch.library.custom_op("fastgan_triton::bias_act_grad2", mutates_args=())
+def _bias_act_grad2_triton(ddx: torch.Tensor, dy: torch.Tensor, x: Optional[torch.Tensor],
+                           b: Optional[torch.Tensor], y: Optional[torch.Tensor], act: int, alpha: float, gain: float,
+                           dim: int, need_ddy: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    from ..kernels import bias_act as kernels
+
+    return kernels.backward2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy)
+
+
+@_bias_act_grad2_triton.register_fake
+def _(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
+    return _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy)
+
+
+# The fastgan:: ops have the same autograd in C++ (csrc/bias_act_autograd.cpp: no
+# per-call Python overhead); the Triton ops get it here.
+_register_autograd("fastgan_triton")
+
+# ---- argument checks (once, here: every backend sees validated input) ----
+
+
+def _check_args(x, bias, act, alpha, gain, dim) -> Tuple[Optional[torch.Tensor], int, float, float, int]:
+    """(bias in x's dtype, act id, alpha, gain, dim >= 0), or an error naming the argument."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    check_floating("x", x)
+    if not isinstance(act, str) or act not in _ACTS:
+        raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+    act_id, default_alpha = _ACTS[act]
+    alpha = default_alpha if alpha is None else check_real("alpha", alpha)
+    gain = check_real("gain", gain)
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    if bias is None:
+        return None, act_id, alpha, gain, dim
+    if not -x.ndim <= dim < x.ndim:
+        raise IndexError(f"dim {dim} is out of range for x of shape {tuple(x.shape)} (bias is indexed along dim)")
+    dim = dim % x.ndim
+    if not isinstance(bias, torch.Tensor):
+        raise TypeError(f"bias must be a tensor or None, got {type(bias).__name__}")
+    check_floating("bias", bias)
+    if bias.ndim != 1 or bias.shape[0] != x.shape[dim]:
+        raise ValueError(f"bias must be 1-D of size x.shape[{dim}] = {x.shape[dim]}, got shape {tuple(bias.shape)}")
+    if bias.device != x.device:
+        raise ValueError(f"bias is on {bias.device} but x is on {x.device}")
+    if bias.dtype != x.dtype:
+        if not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"bias has dtype {bias.dtype} but x has {x.dtype} (they may differ only under autocast)")
+        bias = bias.to(x.dtype)  # autocast: the output follows x; the cast is differentiable
+    return bias, act_id, alpha, gain, dim
+
+
+# ---- public API ----
+
+
+def _native(x, b, act, alpha, gain, dim):
+    return torch.ops.fastgan.bias_act(x, b, act, alpha, gain, dim)
+
+
+def _triton(x, b, act, alpha, gain, dim):
+    return torch.ops.fastgan_triton.bias_act(x, b, act, alpha, gain, dim)
+
+
+def _reference(x, b, act, alpha, gain, dim):
+    return reference.bias_act(x, b, ACTIVATIONS[act], alpha, gain, dim)
+
+
+_BIAS_ACT: Dict[str, Callable] = {"cpu": _native, "cuda": _native, "triton": _triton, "reference": _reference}
+
+
+def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "lrelu", alpha: Optional[float] = None,
+             gain: float = 1.0, dim: int = 1, *, backend: Optional[str] = None) -> torch.Tensor:
+    """Fused ``y = gain * act(x + bias)``, bias broadcast along ``dim``, in one kernel.
+
+    Args:
+        x: a floating tensor of any shape and layout, e.g. ``(B, C)`` from a Linear
+            or ``(B, C, H, W)`` (NCHW or channels-last) from a conv.
+        bias: ``None`` or a 1-D tensor of size ``x.shape[dim]``, on x's device, of
+            x's dtype (under ``torch.autocast`` it is cast to x's dtype: the output
+            follows x, and the bias gradient reaches a float32 parameter).
+        act: ``"linear"``, ``"relu"``, ``"lrelu"``, ``"tanh"``, ``"sigmoid"``,
+            ``"silu"`` or ``"elu"``.
+        alpha: lrelu's negative slope (default 0.2) or elu's alpha (default 1.0);
+            ignored by the other activations. Finite.
+        gain: a finite scale applied after the activation.
+        dim: the dimension the bias runs along (ignored without a bias).
+        backend: ``None`` (the default from :func:`fastgan.set_backend`), ``"auto"``,
+            ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"``.
+
+    Returns ``y`` of x's shape, dtype and (dense) layout. Differentiable twice with
+    fused kernels: the backward is one kernel (plus the bias reduction), the double
+    backward of relu/lrelu is one call of the same mask kernel, that of
+    tanh/sigmoid/silu/elu one fused kernel. relu, lrelu, tanh and sigmoid save only
+    ``y`` for the backward. No host synchronisation: usable in CUDA-graph capture.
+    """
+    b, act_id, alpha, gain, dim = _check_args(x, bias, act, alpha, gain, dim)
+    impl = _BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
+    return impl(x, b, act_id, alpha, gain, dim)

@@ -1,0 +1,663 @@
+"""bias_act: every backend against the eager reference, to the second order.
+
+Low-precision tolerances follow flash-attention's rule: a kernel may be at most
+twice as wrong (max abs error against a float64 reference) as eager PyTorch in the
+same dtype, plus a small floor.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import device_backend_pairs, requires_cuda
+
+import fastgan
+from fastgan import reference
+from fastgan.nn import FusedBiasAct, FusedLeakyReLU, fuse_bias_act
+from fastgan.ops import bias_act
+from fastgan.ops.bias_act import ACTIVATIONS
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+# Floor of the tolerance rule, relative to the largest reference value (at least 1): four
+# units in the last place (float64: its reference is eager float64 itself).
+FLOOR = {torch.float64: 1e-12, **{d: 4 * torch.finfo(d).eps for d in (torch.float32, torch.bfloat16, torch.float16)}}
+PIECEWISE = ("relu", "lrelu")
+
+
+def _scale(t):
+    return max(1.0, t.abs().max().item()) if t.numel() else 1.0
+
+
+def assert_flash_close(out, eager, ref64, what=""):
+    """|out - ref64|max <= 2 |eager - ref64|max + floor, eager in out's dtype."""
+    if ref64 is None:
+        assert out is None or out.abs().max() == 0, what
+        return
+    assert out.shape == ref64.shape, what
+    if out.numel() == 0:
+        return
+    err = (out.double() - ref64).abs().max().item()
+    eager_err = (eager.double() - ref64).abs().max().item()
+    bound = 2 * eager_err + FLOOR[out.dtype] * _scale(ref64)
+    assert err <= bound, f"{what}: error {err:.3g} > bound {bound:.3g} (eager error {eager_err:.3g})"
+
+
+def make_inputs(shape, dim, act, dtype, device, seed=0, bias=True):
+    """x, b with z = x + b away from 0 for relu/lrelu (their derivative jumps there)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(shape, generator=g, dtype=torch.float64) * 1.5
+    if act in PIECEWISE:
+        z = torch.where(z < 0, z - 0.25, z + 0.25)
+    b = None
+    if bias:
+        nd = len(shape)
+        b = torch.randn(shape[dim % nd], generator=g, dtype=torch.float64) * 0.5
+        view = [1] * nd
+        view[dim % nd] = -1
+        z = z - b.reshape(view)
+        b = b.to(device=device, dtype=dtype)
+    return z.to(device=device, dtype=dtype), b
+
+
+def all_orders(fn, x, b, dy, vx, vb):
+    """y, (dx, db) and the grads of <dx, vx> + <db, vb> w.r.t. x, b and dy."""
+    x = x.detach().requires_grad_()
+    b = b.detach().requires_grad_() if b is not None else None
+    dy = dy.detach().requires_grad_()
+    y = fn(x, b)
+    inputs = (x, b) if b is not None else (x,)
+    first = torch.autograd.grad(y, inputs, dy, create_graph=True)
+    dx = first[0]
+    db = first[1] if b is not None else None
+    s = (dx * vx).sum() + ((db * vb).sum() if b is not None else 0)
+    second = torch.autograd.grad(s, inputs + (dy,), allow_unused=True)
+    gx, gdy = second[0], second[-1]
+    gb = second[1] if b is not None else None
+    zero = lambda g, like: torch.zeros_like(like) if g is None else g  # noqa: E731
+    return {"y": y, "dx": dx, "db": db, "d2x": zero(gx, x), "d2b": None if b is None else zero(gb, b),
+            "d2dy": zero(gdy, dy)}
+
+
+def check_against_reference(shape, dim, act, dtype, device, backend, alpha=None, gain=1.3, bias=True,
+                            layout=None, seed=0):
+    x, b = make_inputs(shape, dim, act, dtype, device, seed=seed, bias=bias)
+    g = torch.Generator().manual_seed(seed + 1)
+    dy = torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    vx = torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    vb = torch.randn(b.shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype) if bias else None
+    if layout is not None:
+        x, dy, vx = layout(x), layout(dy), layout(vx)
+
+    def fused(x_, b_):
+        return bias_act(x_, b_, act, alpha, gain, dim, backend=backend)
+
+    def eager(x_, b_):
+        return reference.bias_act(x_, b_, act, alpha, gain, dim)
+
+    up = lambda t: None if t is None else t.double()  # noqa: E731
+    got = all_orders(fused, x, b, dy, vx, vb)
+    same = all_orders(eager, x, b, dy, vx, vb)
+    ref = all_orders(eager, up(x), up(b), up(dy), up(vx), up(vb))
+    for key in got:
+        if got[key] is None:
+            assert ref[key] is None, key
+            continue
+        assert got[key].dtype == dtype, key
+        assert_flash_close(got[key].detach(), same[key].detach(), ref[key].detach(), f"{act} {dtype} {key}")
+    return got
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_matches_reference_all_orders(device, backend, dtype, act):
+    # 8192 elements: the max error over them is a stable statistic for the 2x rule.
+    check_against_reference((8, 16, 8, 8), 1, act, dtype, device, backend)
+
+
+LAYOUTS = {
+    "linear-2d": dict(shape=(9, 17), dim=1),
+    "nchw": dict(shape=(3, 7, 5, 4), dim=1),
+    "channels-last": dict(shape=(3, 7, 5, 4), dim=1, layout=lambda t: t.contiguous(memory_format=torch.channels_last)),
+    "dim-2": dict(shape=(3, 4, 6, 5), dim=2),
+    "dim-minus-1": dict(shape=(5, 3, 11), dim=-1),
+    "1-d": dict(shape=(13,), dim=0),
+    "sliced": dict(shape=(6, 5, 4), dim=1, layout=lambda t: torch.cat([t, t], 0)[::2]),
+    "transposed": dict(shape=(7, 6), dim=1, layout=lambda t: t.t().contiguous().t()),
+    "no-bias": dict(shape=(3, 7, 5), dim=1, bias=False),
+    "one-channel": dict(shape=(4, 1, 3, 3), dim=1),
+    "empty": dict(shape=(0, 5), dim=1),
+    "several-chunks": dict(shape=(2, 5, 70, 70), dim=1),  # > one CPU chunk, many Triton blocks
+}
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("act", ["lrelu", "tanh", "silu"])
+@pytest.mark.parametrize("case", list(LAYOUTS))
+def test_layouts(device, backend, act, case):
+    spec = dict(LAYOUTS[case])
+    got = check_against_reference(spec.pop("shape"), spec.pop("dim"), act, torch.float32, device, backend, **spec)
+    if case == "channels-last":
+        assert got["y"].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_channels_last_bfloat16_and_mismatched_grad_layout(device, backend):
+    check_against_reference((2, 8, 3, 3), 1, "lrelu", torch.bfloat16, device, backend,
+                            layout=lambda t: t.contiguous(memory_format=torch.channels_last))
+    # y channels-last, the incoming gradient contiguous: staged into y's layout.
+    x, b = make_inputs((2, 8, 3, 3), 1, "silu", torch.float32, device)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    b.requires_grad_()
+    dy = torch.randn(2, 8, 3, 3, device=device)
+    y = bias_act(x, b, "silu", backend=backend)
+    dx, db = torch.autograd.grad(y, (x, b), dy)
+    x2, b2 = x.detach().requires_grad_(), b.detach().requires_grad_()
+    ex, eb = torch.autograd.grad(reference.bias_act(x2, b2, "silu"), (x2, b2), dy)
+    torch.testing.assert_close(dx, ex)
+    torch.testing.assert_close(db, eb)
+
+
+# (act, alpha, gain): defaults, a negative gain, gain 0 and a negative lrelu slope (both take
+# the derivative from x + b: y's sign no longer tells z's).
+GRADCHECK_CASES = [(act, None, 1.3) for act in ACTIVATIONS] + [
+    ("lrelu", 0.1, -0.7), ("relu", None, -2.0), ("tanh", None, -0.5), ("sigmoid", None, 0.0),
+    ("lrelu", -0.3, 1.0), ("elu", 0.5, 2.0), ("relu", None, 0.0),
+]
+
+
+@pytest.mark.parametrize("backend", [b for b in fastgan.available_backends(torch.device("cpu")) if b != "reference"])
+@pytest.mark.parametrize("act,alpha,gain", GRADCHECK_CASES)
+def test_gradcheck_and_gradgradcheck(backend, act, alpha, gain):
+    x, b = make_inputs((2, 3, 2, 2), 1, act, torch.float64, "cpu", seed=3)
+    x.requires_grad_()
+    b.requires_grad_()
+
+    def fn(x_, b_):
+        return bias_act(x_, b_, act, alpha, gain, backend=backend)
+
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_triton"])
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "silu", "elu"])
+def test_grad_op_is_differentiable_on_its_own(namespace, act):
+    # bias_act_grad as a function of its own inputs (dy and its ref) has the
+    # derivatives its autograd claims, not only along y = bias_act(x, b).
+    ops = getattr(torch.ops, namespace)
+    from fastgan.ops.bias_act import _ACTS
+
+    act_id, alpha = _ACTS[act]
+    g = torch.Generator().manual_seed(5)
+    dy = torch.randn(3, 4, dtype=torch.float64, generator=g).requires_grad_()
+    if act in ("tanh", "sigmoid"):  # ref = y
+        y = (torch.rand(3, 4, dtype=torch.float64, generator=g) * 0.8 + 0.1).requires_grad_()
+        assert torch.autograd.gradcheck(lambda d, y_: ops.bias_act_grad(d, None, None, y_, act_id, alpha, 1.5, 1),
+                                        (dy, y))
+    else:  # ref = z = x + b
+        x = torch.randn(3, 4, dtype=torch.float64, generator=g).requires_grad_()
+        b = torch.randn(4, dtype=torch.float64, generator=g).requires_grad_()
+        assert torch.autograd.gradcheck(lambda d, x_, b_: ops.bias_act_grad(d, x_, b_, None, act_id, alpha, 1.5, 1),
+                                        (dy, x, b))
+
+
+@pytest.mark.parametrize("act,alpha,gain", GRADCHECK_CASES)
+def test_python_and_cpp_agree_on_the_saved_tensor(act, alpha, gain):
+    # _ref_is_y (Python: the Triton autograd) mirrors can_ref_y (C++): the C++ op takes
+    # the derivative from y exactly when Python would save y.
+    from fastgan.ops.bias_act import _ACTS, _ref_is_y
+
+    act_id, default_alpha = _ACTS[act]
+    alpha = default_alpha if alpha is None else alpha
+    y = torch.randn(3, 4)
+    if act_id == 0:
+        return
+    if _ref_is_y(act_id, alpha, gain):
+        torch.ops.fastgan.bias_act_grad(y, None, None, y, act_id, alpha, gain, 1)
+    else:
+        with pytest.raises(RuntimeError, match="cannot be taken from y"):
+            torch.ops.fastgan.bias_act_grad(y, None, None, y, act_id, alpha, gain, 1)
+
+
+@pytest.mark.parametrize("backend", [b for b in fastgan.available_backends(torch.device("cpu")) if b != "reference"])
+def test_third_order_is_a_clear_error(backend):
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    y = bias_act(x, None, "tanh", backend=backend)
+    (dx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (d2x,) = torch.autograd.grad(dx.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="third-order"):
+        torch.autograd.grad(d2x.sum(), x)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_saved_tensors(act):
+    # relu/lrelu/tanh/sigmoid keep only y for the backward; silu/elu x (and b); linear nothing.
+    x = torch.randn(4, 5, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = bias_act(x, b, act, backend="cpu")
+    ptrs = {t.data_ptr() for t in saved}
+    if act == "linear":
+        assert not saved
+    elif act in ("relu", "lrelu", "tanh", "sigmoid"):
+        assert ptrs == {y.data_ptr()}
+    else:
+        assert ptrs == {x.data_ptr(), b.data_ptr()}
+
+
+def _op_counts(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key: e.count for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("act,fused_double", [("lrelu", False), ("relu", False), ("tanh", True), ("silu", True)])
+def test_double_backward_is_fused(act, fused_double):
+    # Forward, first-order grad with create_graph, and its gradient: relu/lrelu run the
+    # mask kernel for both orders (and send nothing back into y: no zeros, no bias sum);
+    # the others run one bias_act_grad2 for both second-order terms.
+    x = torch.randn(64, 32, requires_grad=True)
+    b = torch.randn(32, requires_grad=True)
+    dy = torch.randn(64, 32, requires_grad=True)
+    v = torch.randn(64, 32)
+
+    def run():
+        (dx,) = torch.autograd.grad(bias_act(x, b, act, backend="cpu"), x, dy, create_graph=True)
+        return torch.autograd.grad(dx, (dy, x, b), v, allow_unused=True)
+
+    counts = _op_counts(run)
+    assert counts["fastgan::bias_act"] == 1
+    if fused_double:
+        assert counts["fastgan::bias_act_grad2"] == 1
+        # the first-order kernel, then (ref = y: tanh) the d_y term carried to x through it once more
+        assert counts["fastgan::bias_act_grad"] == (2 if act == "tanh" else 1)
+    else:
+        assert counts["fastgan::bias_act_grad"] == 2 and "fastgan::bias_act_grad2" not in counts
+        assert not {"aten::zeros", "aten::zeros_like", "aten::sum"} & set(counts), counts
+
+
+def test_r1_penalty_skips_the_forward_graph_for_lrelu():
+    # eager LeakyReLU's double backward sends zeros through every layer below it;
+    # FusedLeakyReLU's sends nothing, so the penalty's backward runs fewer matmuls.
+    torch.manual_seed(0)
+    eager = _mlp(False)
+    fused = fuse_bias_act(eager, backend="cpu")
+    x = torch.randn(16, 6)
+
+    def r1(model):
+        def run():
+            xg = x.clone().requires_grad_()
+            (g,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=True)
+            return torch.autograd.grad(g.pow(2).sum(), list(model.parameters()), allow_unused=True)
+        return run
+
+    mm = lambda counts: sum(n for k, n in counts.items() if k in ("aten::mm", "aten::addmm"))  # noqa: E731
+    assert mm(_op_counts(r1(fused))) < mm(_op_counts(r1(eager)))
+
+
+def _opcheck_samples(dtype=torch.float32):
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 5, 4, 2, generator=g).to(dtype)
+    b = torch.randn(5, generator=g).to(dtype)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    x2 = torch.randn(6, 7, generator=g).to(dtype)
+    b2 = torch.randn(7, generator=g).to(dtype)
+    return [(x, b, 1), (cl, b, 1), (x2, b2, 1), (x2, None, 1), (x2, b2[:6], 0)]
+
+
+@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_triton"])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_opcheck(namespace, act):
+    ops = getattr(torch.ops, namespace)
+    from fastgan.ops.bias_act import _ACTS, _SECOND_ORDER, _ref_is_y
+
+    act_id, alpha = _ACTS[act]
+    gain = 1.25
+    for x, b, dim in _opcheck_samples():
+        for requires_grad in (False, True):
+            xg = x.clone().requires_grad_(requires_grad)
+            bg = None if b is None else b.clone().requires_grad_(requires_grad)
+            torch.library.opcheck(ops.bias_act.default, (xg, bg, act_id, alpha, gain, dim))
+            y = ops.bias_act(x, b, act_id, alpha, gain, dim)
+            dy = torch.randn_like(x).requires_grad_(requires_grad)
+            if act_id == 0:
+                ref = (None, None, None)
+            elif _ref_is_y(act_id, alpha, gain):
+                ref = (None, None, y.clone().requires_grad_(requires_grad))
+            else:
+                ref = (xg, bg, None)
+            torch.library.opcheck(ops.bias_act_grad.default, (dy, *ref, act_id, alpha, gain, dim))
+            if act_id in _SECOND_ORDER and not requires_grad:  # (no third order to check)
+                ddx = torch.randn_like(x)
+                for need_ddy in (False, True):
+                    torch.library.opcheck(ops.bias_act_grad2.default,
+                                          (ddx, dy, *ref, act_id, alpha, gain, dim, need_ddy))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_autocast(device, backend, dtype):
+    # float32 parameters, low-precision activations: the output follows x, the bias
+    # gradient reaches the float32 parameter.
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(12, 16, bias=False).to(device)
+    fused = FusedLeakyReLU(16, backend=backend).to(device)
+    with torch.no_grad():
+        fused.bias.normal_()
+    eager_linear = torch.nn.Linear(12, 16).to(device)
+    with torch.no_grad():
+        eager_linear.weight.copy_(linear.weight)
+        eager_linear.bias.copy_(fused.bias)
+    x = torch.randn(8, 12, device=device)
+    with torch.autocast(device, dtype=dtype):
+        y = fused(linear(x))
+        y_eager = F.leaky_relu(eager_linear(x), 0.2)
+    assert y.dtype == dtype and y_eager.dtype == dtype
+    # eager adds the bias inside the matmul (one rounding), fastgan after it (two)
+    torch.testing.assert_close(y, y_eager, rtol=2e-2, atol=1e-2)
+    y.float().pow(2).sum().backward()
+    y_eager.float().pow(2).sum().backward()
+    assert fused.bias.grad.dtype == torch.float32
+    torch.testing.assert_close(fused.bias.grad, eager_linear.bias.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(linear.weight.grad, eager_linear.weight.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_autocast_conv_channels_last_bfloat16():
+    conv = torch.nn.Conv2d(3, 8, 3, bias=False).to(memory_format=torch.channels_last)
+    act = FusedBiasAct(8, "silu", bias_init=0.1)
+    x = torch.randn(2, 3, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        y = act(h)
+        expected = F.silu(h + act.bias.to(h.dtype).view(1, -1, 1, 1))
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, expected)
+
+
+def _mlp(fused, backend=None):
+    layers = []
+    for i, o in [(6, 32), (32, 32)]:
+        if fused:
+            layers += [torch.nn.Linear(i, o, bias=False), FusedLeakyReLU(o, backend=backend)]
+        else:
+            layers += [torch.nn.Linear(i, o), torch.nn.LeakyReLU(0.2)]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(32, 1))
+
+
+def _convnet(fused, backend=None):
+    layers = []
+    for i, o in [(3, 8), (8, 16)]:
+        if fused:
+            layers += [torch.nn.Conv2d(i, o, 3, stride=2, padding=1, bias=False), FusedLeakyReLU(o, backend=backend)]
+        else:
+            layers += [torch.nn.Conv2d(i, o, 3, stride=2, padding=1), torch.nn.LeakyReLU(0.2)]
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(16 * 2 * 2, 1))
+
+
+def _copy_params(fused, eager):
+    """Copy eager's parameters into fused (biases move to the FusedLeakyReLU after each layer)."""
+    eager_mods = list(eager)
+    with torch.no_grad():
+        for k, mod in enumerate(fused):
+            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                mod.weight.copy_(eager_mods[k].weight)
+                if mod.bias is not None:
+                    mod.bias.copy_(eager_mods[k].bias)
+            elif isinstance(mod, FusedBiasAct):
+                mod.bias.copy_(eager_mods[k - 1].bias)
+
+
+def _r1_grads(critic, x):
+    x = x.detach().requires_grad_()
+    (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    critic.zero_grad(set_to_none=True)
+    g.pow(2).sum().backward()
+    # None: the parameter does not reach the penalty (a bias before lrelu: the mask is
+    # piecewise constant in it), the same as a zero gradient.
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in critic.parameters()]
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("net", ["mlp", "conv"])
+def test_r1_penalty_matches_leaky_relu_critic(device, backend, net):
+    torch.manual_seed(0)
+    build = _mlp if net == "mlp" else _convnet
+    eager = build(False).to(device=device, dtype=torch.float64)
+    fused = build(True, backend).to(device=device, dtype=torch.float64)
+    _copy_params(fused, eager)
+    x = torch.randn(5, 6, device=device, dtype=torch.float64) if net == "mlp" else torch.randn(
+        4, 3, 8, 8, device=device, dtype=torch.float64)
+    got = _r1_grads(fused, x)
+    expected = dict(zip([n for n, _ in eager.named_parameters()], _r1_grads(eager, x)))
+    names = [n for n, _ in fused.named_parameters()]
+    # map fused names (k.bias on the FusedLeakyReLU) to the eager layer before it
+    for name, grad in zip(names, got):
+        k, kind = name.split(".")
+        eager_name = f"{int(k) - 1}.bias" if isinstance(fused[int(k)], FusedBiasAct) else name
+        torch.testing.assert_close(grad, expected[eager_name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_fuse_bias_act_rewrites_sequential(device, backend):
+    torch.manual_seed(1)
+    eager = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.1),
+        torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ELU(0.7)),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 16, 10), torch.nn.Tanh(), torch.nn.Linear(10, 5), torch.nn.SiLU(),
+        torch.nn.Linear(5, 1), torch.nn.Sigmoid(),
+    ).to(device=device, dtype=torch.float64)
+    fused = fuse_bias_act(eager, backend=backend)
+    assert eager[0].bias is not None  # not in place: the original is untouched
+    kinds = [type(m).__name__ for m in fused.modules()]
+    assert kinds.count("FusedLeakyReLU") == 1 and kinds.count("FusedBiasAct") == 4
+    assert fused[0].bias is None and fused[1].bias.shape == (8,) and fused[1].negative_slope == 0.1
+    x = torch.randn(3, 3, 4, 4, device=device, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), eager(x))
+    ge = dict(zip([n for n, _ in eager.named_parameters()], _r1_grads(eager, x)))
+    gf = dict(zip([n for n, _ in fused.named_parameters()], _r1_grads(fused, x)))
+    for name, grad in ge.items():
+        if name not in gf:  # a moved bias: "<path>.<k>.bias" now lives in "<path>.<k + 1>.bias"
+            *path, k, leaf = name.split(".")
+            name = ".".join(path + [str(int(k) + 1), leaf])
+        torch.testing.assert_close(gf.pop(name), grad, rtol=1e-10, atol=1e-12, msg=name)
+    assert not gf
+
+
+def test_fuse_bias_act_inplace_keeps_parameter_objects():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.LeakyReLU(), torch.nn.Linear(6, 2, bias=False),
+                                torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.Softplus())
+    bias = model[0].bias
+    same = fuse_bias_act(model, inplace=True)
+    assert same is model and model[1].bias is bias and model[0].bias is None
+    assert isinstance(model[3], torch.nn.ReLU)  # no bias to fuse
+    assert isinstance(model[5], torch.nn.Softplus)  # not a fused activation
+
+
+def test_modules_repr_and_defaults():
+    m = FusedLeakyReLU(16)
+    assert repr(m) == "FusedLeakyReLU(16, negative_slope=0.2, gain=1.0)"
+    assert torch.equal(m.bias, torch.zeros(16))
+    m = FusedBiasAct(8, "elu", gain=2.0, bias_init=0.5)
+    assert repr(m) == "FusedBiasAct(8, act='elu', alpha=1.0, gain=2.0, dim=1)"
+    assert torch.equal(m.bias, torch.full((8,), 0.5))
+    assert repr(FusedBiasAct(3, "tanh", bias=False, dim=-1)) == "FusedBiasAct(3, act='tanh', gain=1.0, dim=-1, bias=False)"
+    assert FusedBiasAct(4, dtype=torch.float64).bias.dtype == torch.float64
+    with pytest.raises(ValueError, match="act"):
+        FusedBiasAct(4, "gelu")
+    with pytest.raises(ValueError, match="channels"):
+        FusedBiasAct(0)
+    with pytest.raises(ValueError, match="gain"):
+        FusedLeakyReLU(4, gain=float("nan"))
+
+
+def test_gain_and_alpha_defaults():
+    x = torch.randn(4, 5)
+    b = torch.randn(5)
+    torch.testing.assert_close(bias_act(x, b), F.leaky_relu(x + b, 0.2))
+    torch.testing.assert_close(bias_act(x, b, "elu"), F.elu(x + b, 1.0))
+    torch.testing.assert_close(bias_act(x, b, "lrelu", 0.05, 2 ** 0.5), F.leaky_relu(x + b, 0.05) * 2 ** 0.5)
+    torch.testing.assert_close(bias_act(x, None, "relu"), F.relu(x))
+
+
+def test_nan_and_inf_propagate_like_eager():
+    x = torch.tensor([[float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 3.0, -3.0, 1e30, -1e30]])
+    for act in ACTIVATIONS:
+        for backend in fastgan.available_backends(torch.device("cpu")):
+            got = bias_act(x, None, act, backend=backend)
+            torch.testing.assert_close(got, reference.bias_act(x, None, act), equal_nan=True, msg=f"{act} {backend}")
+
+
+@pytest.mark.parametrize("backend", [b for b in fastgan.available_backends(torch.device("cpu")) if b != "reference"])
+@pytest.mark.parametrize("act", ["lrelu", "tanh", "silu"])
+def test_torch_compile_forward_and_backward(backend, act):
+    x, b = make_inputs((4, 6, 3, 3), 1, act, torch.float32, "cpu")
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def fn(x_, b_):
+        return bias_act(x_, b_, act, gain=1.5, backend=backend) * 2
+
+    xg, bg = x.clone().requires_grad_(), b.clone().requires_grad_()
+    y = fn(xg, bg)
+    dy = torch.randn_like(y)
+    dx, db = torch.autograd.grad(y, (xg, bg), dy)
+    xe, be = x.clone().requires_grad_(), b.clone().requires_grad_()
+    ye = reference.bias_act(xe, be, act, None, 1.5) * 2
+    ex, eb = torch.autograd.grad(ye, (xe, be), dy)
+    torch.testing.assert_close(y, ye)
+    torch.testing.assert_close(dx, ex)
+    torch.testing.assert_close(db, eb)
+
+
+def test_benchmark_suite_runs(tmp_path):
+    import json
+
+    from benchmarks.run import main
+
+    assert main(["--suite", "bias_act", "--device", "cpu", "--quick", "--reps", "1", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bias_act-cpu.json").read_text())["results"]
+    cases = {r["case"].split()[0] for r in rows}
+    assert {"fwd", "fwd+bwd", "fwd+bwd+dbl", "r1"} <= cases
+    assert {r["variant"] for r in rows} >= {"eager", "fastgan-cpu"}
+
+
+# ---- argument errors, named ----
+
+
+def test_errors_name_the_argument():
+    x = torch.randn(4, 5, 3)
+    b = torch.randn(5)
+    with pytest.raises(ValueError, match="act must be one of"):
+        bias_act(x, b, "gelu")
+    with pytest.raises(ValueError, match="bias must be 1-D of size"):
+        bias_act(x, torch.randn(4))
+    with pytest.raises(ValueError, match="bias must be 1-D"):
+        bias_act(x, torch.randn(5, 1))
+    with pytest.raises(TypeError, match="bias has dtype torch.float64"):
+        bias_act(x, b.double())
+    with pytest.raises(TypeError, match="bias has dtype torch.int64"):
+        bias_act(x, torch.arange(5))
+    with pytest.raises(ValueError, match="bias is on meta"):
+        bias_act(x, torch.randn(5, device="meta"))
+    with pytest.raises(IndexError, match="dim 3 is out of range"):
+        bias_act(x, b, dim=3)
+    with pytest.raises(IndexError, match="dim -4 is out of range"):
+        bias_act(x, b, dim=-4)
+    with pytest.raises(TypeError, match="dim must be an int"):
+        bias_act(x, b, dim=1.0)
+    with pytest.raises(TypeError, match="x has dtype torch.int64"):
+        bias_act(torch.arange(6).view(2, 3), torch.randn(3))
+    with pytest.raises(TypeError, match="x has dtype torch.complex64"):
+        bias_act(torch.randn(2, 3, dtype=torch.complex64), None)
+    with pytest.raises(TypeError, match="x has dtype torch.bool"):
+        bias_act(torch.ones(2, 3, dtype=torch.bool), None)
+    with pytest.raises(TypeError, match="x must be a tensor"):
+        bias_act([1.0, 2.0], None)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="alpha must be finite"):
+            bias_act(x, b, "lrelu", alpha=bad)
+        with pytest.raises(ValueError, match="gain must be finite"):
+            bias_act(x, b, gain=bad)
+    with pytest.raises(TypeError, match="gain must be a real number"):
+        bias_act(x, b, gain="2")
+    with pytest.raises(fastgan.BackendError, match="cuda"):
+        bias_act(x, b, backend="cuda")
+
+
+def test_cpp_ops_check_their_inputs():
+    # Direct op calls (bypassing the front-end) fail cleanly instead of reading out of bounds.
+    x = torch.randn(4, 5)
+    with pytest.raises(RuntimeError, match="bias must be 1-D of size 5"):
+        torch.ops.fastgan.bias_act(x, torch.randn(4), 2, 0.2, 1.0, 1)
+    with pytest.raises(RuntimeError, match="unknown activation"):
+        torch.ops.fastgan.bias_act(x, None, 9, 0.2, 1.0, 1)
+    with pytest.raises(RuntimeError, match="cannot be taken from y"):
+        torch.ops.fastgan.bias_act_grad(x, None, None, x, 2, -0.2, 1.0, 1)
+    with pytest.raises(RuntimeError, match="y has shape"):
+        torch.ops.fastgan.bias_act_grad(x, None, None, torch.randn(5, 4), 2, 0.2, 1.0, 1)
+    with pytest.raises(RuntimeError, match="second derivative"):
+        torch.ops.fastgan.bias_act_grad2(x, x, None, None, x, 2, 0.2, 1.0, 1, True)
+
+
+# ---- GPU only ----
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_cuda_launches_per_order(backend):
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(64, 256, 8, 8, device="cuda", requires_grad=True)
+    b = torch.randn(256, device="cuda", requires_grad=True)
+
+    def count(fn):
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+    with torch.no_grad():
+        assert count(lambda: bias_act(x, b, backend=backend)) == 1
+    y = bias_act(x, b, backend=backend)
+    dy = torch.randn_like(y).requires_grad_()
+    # backward: the mask kernel and the bias reduction
+    assert count(lambda: torch.autograd.grad(y, (x, b), dy, retain_graph=True)) <= 2
+    (dx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    v = torch.ones_like(dx)
+    # double backward of lrelu: one mask-kernel call
+    assert count(lambda: torch.autograd.grad(dx, dy, v, retain_graph=True)) == 1
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("act", ["lrelu", "tanh", "silu"])
+def test_cuda_graph_capture(backend, act):
+    critic = torch.nn.Sequential(torch.nn.Linear(16, 32, bias=False), FusedBiasAct(32, act, backend=backend),
+                                 torch.nn.Linear(32, 1)).cuda()
+    x = torch.randn(8, 16, device="cuda", requires_grad=True)
+
+    def step():
+        (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+        # (allow_unused: lrelu's bias does not reach an R1 penalty)
+        return torch.autograd.grad(g.pow(2).sum(), list(critic.parameters()), allow_unused=True)
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            expected = step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    for o, e in zip(out, expected):
+        assert (o is None) == (e is None)
+        if o is not None:
+            torch.testing.assert_close(o, e)
