@@ -377,13 +377,16 @@ def test_digits_run_writes_a_sample_grid(tmp_path):
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("recipe", ["wgan-gp", "wgan"])
-def test_resume_is_bit_for_bit(tmp_path, recipe):
-    straight = _config(tmp_path / "a", recipe, steps=6, interval=2, plots=False)
+@pytest.mark.parametrize("recipe,decay", [("wgan-gp", "linear"), ("wgan", "none")])
+def test_resume_is_bit_for_bit(tmp_path, recipe, decay):
+    straight = _config(tmp_path / "a", recipe, steps=6, interval=2, plots=False, lr_decay=decay)
     train(straight, progress=False, log=None)
-    half = _config(tmp_path / "b", recipe, steps=3, interval=2, plots=False)
+    half = _config(tmp_path / "b", recipe, steps=3, interval=2, plots=False, lr_decay=decay)
+    with pytest.raises(ValueError, match="lr_decay must be one of"):
+        train(_config(tmp_path / "c", recipe, lr_decay="cosine"), progress=False, log=None)
     train(half, progress=False, log=None)
-    train(_config(tmp_path / "b", recipe, steps=6, interval=2, plots=False), resume=True, progress=False, log=None)
+    train(_config(tmp_path / "b", recipe, steps=6, interval=2, plots=False, lr_decay=decay), resume=True,
+          progress=False, log=None)
     a = ckpt.load_checkpoint(os.path.join(straight.out, "checkpoint.pt"))
     b = ckpt.load_checkpoint(os.path.join(half.out, "checkpoint.pt"))
     assert a["step"] == b["step"] == 6
@@ -399,6 +402,10 @@ def test_resume_is_bit_for_bit(tmp_path, recipe):
     records_a, records_b = json.loads(a["records"]), json.loads(b["records"])
     assert [r["step"] for r in records_b] == [2, 3, 4, 6]
     assert records_a[-1]["modes"] == records_b[-1]["modes"] and records_a[-1]["w1"] == records_b[-1]["w1"]
+    lr = recipes.get_recipe(recipe).lr
+    expected_lr = lr * (1 - 5 / 6) if decay == "linear" else lr  # the last step's rate
+    for opt in ("opt_g", "opt_d"):
+        assert a[opt]["param_groups"][0]["lr"] == pytest.approx(expected_lr, rel=1e-12)
 
 
 def test_resume_refuses_another_run(tmp_path):
@@ -430,6 +437,7 @@ def _exit_code(argv, capsys):
     (["train", "--recipe", "wgan", "--r1-gamma", "1"], "--r1-gamma applies to --recipe gan"),
     (["train", "--recipe", "gan", "--gp-weight", "1"], "--gp-weight applies to --recipe wgan-gp"),
     (["train", "--resume", "--overwrite"], "exclude each other"),
+    (["train", "--lr-decay", "cosine"], "invalid choice: 'cosine'"),
     (["theory", "--bogus"], "unrecognized arguments"),
     ([], "required"),
 ])

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="critic steps per generator step (recipe default: 1 gan, 5 wgan/wgan-gp)")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate of both networks (recipe default: 2e-4, 5e-5, 1e-4)")
+    train.add_argument("--lr-decay", choices=("none", "linear"), default=None,
+                       help="none (default) or linear: both learning rates fall linearly to 0 at --steps")
     train.add_argument("--gp-weight", type=_non_negative_float, default=None,
                        help="wgan-gp: penalty weight λ (default 0.1 on toy data, 10 on digits)")
     train.add_argument("--r1-gamma", type=_non_negative_float, default=None,
@@ -175,6 +177,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     recipe = values["recipe"]
     if values.get("r1_gamma") and recipe != "gan":
         parser.error(f"--r1-gamma applies to --recipe gan, not {recipe}")
+    if values.get("lr_decay", "none") != "none" and values["capture"]:
+        parser.error("--lr-decay linear cannot be combined with --capture: the captured critic step keeps the "
+                     "learning rate it was recorded with")
     if values.get("gp_weight") is not None and recipe != "wgan-gp":
         parser.error(f"--gp-weight applies to --recipe wgan-gp, not {recipe}")
     _check_dependencies(parser, args, values["data"])

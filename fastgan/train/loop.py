@@ -20,6 +20,7 @@ from .recipes import generator_step, get_recipe, make_critic_step, make_optimize
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.json"
 SUMMARY = "summary.json"
+LR_DECAYS = ("none", "linear")
 W1_SAMPLES = 2500  # samples per side of the exact W1 logged every interval (an O(n²) transport problem)
 
 
@@ -38,6 +39,7 @@ class TrainConfig:
     batch_size: Optional[int] = None
     n_critic: Optional[int] = None
     lr: Optional[float] = None
+    lr_decay: str = "none"
     gp_weight: Optional[float] = None
     r1_gamma: Optional[float] = None
     latent_dim: Optional[int] = None
@@ -122,7 +124,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
           log: Optional[callable] = print) -> Dict[str, Any]:
     """Run (or, with ``resume``, continue) a training job; returns the summary.
 
-    Each step is ``n_critic`` critic steps and one generator step. Every ``interval``
+    Each step is ``n_critic`` critic steps and one generator step (``lr_decay="linear"``:
+    both learning rates fall linearly to 0 at ``config.steps``, as in WGAN-GP's image
+    experiments; the default keeps them constant). Every ``interval``
     steps and at the end: metrics on fixed evaluation samples, a record in
     ``out/log.json`` (mean losses over the interval, metrics, wall time), and an atomic
     checkpoint ``out/checkpoint.pt`` (models, optimizers, step, RNG and data-sampler
@@ -131,6 +135,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     on the CPU the result is bit for bit that of an uninterrupted run.
     """
     config = config.resolved()
+    if config.lr_decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}; got {config.lr_decay!r}")
+    if config.lr_decay != "none" and config.capture:
+        raise ValueError("lr_decay needs capture=False: a captured critic step keeps the learning rate it was "
+                         "recorded with")
     recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
                         gp_weight=config.gp_weight, r1_gamma=config.r1_gamma)
     device = torch.device(config.device)
@@ -188,6 +197,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
                    dynamic_ncols=True)
     t0 = time.perf_counter()
     for step in range(start + 1, config.steps + 1):
+        if config.lr_decay == "linear":  # stateless: lr·(1 − (step − 1)/steps), so resuming needs nothing
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr * (1 - (step - 1) / config.steps)
         for _ in range(recipe.n_critic):
             real = sampler.sample(config.batch_size)
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
@@ -232,7 +245,7 @@ def summarize(config: TrainConfig, recipe, records: List[Dict[str, Any]]) -> Dic
             "device_name": torch.cuda.get_device_name(config.device) if config.device.startswith("cuda") else "cpu",
             "steps": last.get("step", 0), "time_s": last.get("time_s", 0.0),
             "steps_per_s": (last["step"] / last["time_s"]) if last.get("time_s") else None,
-            "n_critic": recipe.n_critic, "lr": recipe.lr, "gp_weight": recipe.gp_weight,
+            "n_critic": recipe.n_critic, "lr": recipe.lr, "lr_decay": config.lr_decay, "gp_weight": recipe.gp_weight,
             "r1_gamma": recipe.r1_gamma, "batch_size": config.batch_size, "seed": config.seed,
             "final": last, "out": config.out}
 

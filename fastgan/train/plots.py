@@ -41,7 +41,7 @@ def plot_toy(path: str, real: torch.Tensor, fake: torch.Tensor, critic: nn.Modul
     ax.set_xlim(float(lo[0]), float(hi[0]))
     ax.set_ylim(float(lo[1]), float(hi[1]))
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", markerscale=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2, markerscale=4, frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
