@@ -99,5 +99,8 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy"],
-    extras_require={"triton": ["triton"], "bench": ["matplotlib"], "test": ["pytest"]},
+    extras_require={"triton": ["triton"], "bench": ["matplotlib"], "test": ["pytest"],
+                    # the training job: progress bar, plots, digits data, exact 2-D W1
+                    "train": ["tqdm", "matplotlib", "scikit-learn", "pot"]},
+    entry_points={"console_scripts": ["fastgan = fastgan.train.cli:main"]},
 )

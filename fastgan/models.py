@@ -86,5 +86,41 @@ def wide_mlp_critic(in_features: int = 4096, hidden: int = 7500, depth: int = 4)
     return mlp_critic(in_features, hidden, depth)
 
 
+def mlp_generator(latent_dim: int = 2, out_features: int = 2, hidden: int = 512, depth: int = 3) -> nn.Sequential:
+    """MLP generator ``latent → hidden ×depth → out`` with ReLU and a linear output:
+    input z (B, latent_dim), output (B, out_features). WGAN-GP's toy generator is
+    ``mlp_generator(2, 2, 512, 3)``."""
+    layers = []
+    width = latent_dim
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def digits_critic(width: int = 64, *, slope: float = 0.2) -> nn.Sequential:
+    """Small convolutional critic for 8×8 one-channel images (scikit-learn's digits):
+    conv 4×4/2 → (width, 4, 4) → conv 4×4/2 → (2·width, 2, 2) → linear; LeakyReLU, no
+    normalisation (safe with gradient penalties). Input (B, 1, 8, 8), output (B, 1)."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(slope),
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(slope),
+        nn.Flatten(), nn.Linear(2 * width * 4, 1),
+    )
+
+
+def digits_generator(latent_dim: int = 32, width: int = 64) -> nn.Sequential:
+    """Small DCGAN-style generator for 8×8 one-channel images in [-1, 1]: z (B, latent_dim)
+    → linear → (2·width, 2, 2) → transposed conv 4×4/2 → (width, 4, 4) → transposed conv
+    4×4/2 → tanh; output (B, 1, 8, 8). Batch norm after the hidden layers."""
+    return nn.Sequential(
+        nn.Linear(latent_dim, 2 * width * 4), nn.Unflatten(1, (2 * width, 2, 2)),
+        nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh(),
+    )
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,269 @@
+"""The main job: train a GAN recipe on a dataset, log losses and metrics per interval,
+checkpoint atomically, resume bit for bit, and plot the result."""
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from .. import models
+from . import checkpoint as ckpt
+from .data import MIXTURES, DataSampler, mixture_centers, mixture_std, sample_shape
+from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
+from .recipes import generator_step, get_recipe, make_critic_step, make_optimizers
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.json"
+SUMMARY = "summary.json"
+LR_DECAYS = ("none", "linear")
+W1_SAMPLES = 2500  # samples per side of the exact W1 logged every interval (an O(n²) transport problem)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved in its checkpoint and log). None means the
+    recipe's or the data's default: batch 256 (toy) / 64 (digits), latent 2 / 32,
+    interval ``max(1, min(500, steps // 10))``."""
+
+    recipe: str = "wgan-gp"
+    data: str = "8gaussians"
+    steps: int = 1000
+    out: str = "runs/wgan-gp-8gaussians"
+    device: str = "auto"
+    seed: int = 0
+    batch_size: Optional[int] = None
+    n_critic: Optional[int] = None
+    lr: Optional[float] = None
+    lr_decay: str = "none"
+    gp_weight: Optional[float] = None
+    r1_gamma: Optional[float] = None
+    latent_dim: Optional[int] = None
+    hidden: int = 512
+    interval: Optional[int] = None
+    backend: Optional[str] = None
+    capture: bool = False
+    eval_samples: int = MODE_SAMPLES
+    plots: bool = True
+    stop_after: Optional[int] = None  # checkpoint and return after this step (a preemptible slice of the run)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every default filled in and the device picked."""
+        toy = self.data != "digits"
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return dataclasses.replace(
+            self, device=device,
+            batch_size=self.batch_size or (256 if toy else 64),
+            latent_dim=self.latent_dim or (2 if toy else 32),
+            interval=self.interval or max(1, min(500, self.steps // 10)),
+        )
+
+
+def build_models(config: TrainConfig) -> Dict[str, nn.Module]:
+    """Generator and critic for the data: 2-D toy data → WGAN-GP's toy MLPs
+    (``hidden`` wide, 3 hidden layers); digits → the small conv nets of fastgan.models."""
+    if config.data == "digits":
+        return {"generator": models.digits_generator(config.latent_dim), "critic": models.digits_critic()}
+    return {"generator": models.mlp_generator(config.latent_dim, 2, config.hidden, 3),
+            "critic": models.mlp_critic(2, config.hidden, 3)}
+
+
+def _json_default(value):
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _write_json(path: str, payload: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class Evaluator:
+    """Metrics of the current generator and critic on fixed evaluation samples: a
+    fixed real set and fixed noise (their own seeds), so they consume no training
+    randomness and the same z is tracked over training."""
+
+    def __init__(self, config: TrainConfig):
+        device = torch.device(config.device)
+        self.config = config
+        self.real = DataSampler(config.data, seed=config.seed + 1_000_003, device=device).sample(config.eval_samples)
+        noise = torch.Generator().manual_seed(config.seed + 2_000_003)
+        self.z = torch.randn(config.eval_samples, config.latent_dim, generator=noise).to(device)
+
+    @torch.no_grad()
+    def samples(self, generator: nn.Module) -> torch.Tensor:
+        was_training = generator.training
+        generator.eval()
+        try:
+            return torch.cat([generator(z) for z in self.z.split(1024)])
+        finally:
+            generator.train(was_training)
+
+    def __call__(self, generator: nn.Module, critic: nn.Module) -> Dict[str, float]:
+        fake = self.samples(generator)
+        out: Dict[str, float] = {}
+        if self.config.data in MIXTURES:
+            out.update(mode_metrics(fake, mixture_centers(self.config.data), mixture_std(self.config.data)))
+        n = min(W1_SAMPLES, len(fake))
+        flat = (lambda x: x[:n].reshape(n, -1).cpu())
+        out["w1"] = wasserstein1(flat(self.real), flat(fake)) if bool(torch.isfinite(fake).all()) else math.nan
+        out["dual_estimate"] = dual_estimate(critic, self.real, fake)
+        return out
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
+          log: Optional[callable] = print) -> Dict[str, Any]:
+    """Run (or, with ``resume``, continue) a training job; returns the summary.
+
+    Each step is ``n_critic`` critic steps and one generator step (``lr_decay="linear"``:
+    both learning rates fall linearly to 0 at ``config.steps``, as in WGAN-GP's image
+    experiments; the default keeps them constant). Every ``interval``
+    steps and at the end: metrics on fixed evaluation samples, a record in
+    ``out/log.json`` (mean losses over the interval, metrics, wall time), and an atomic
+    checkpoint ``out/checkpoint.pt`` (models, optimizers, step, RNG and data-sampler
+    states, the log). At the end: ``out/summary.json`` and plots (``samples.png``,
+    ``curves.png``). Resuming restores everything and continues to ``config.steps``;
+    on the CPU the result is bit for bit that of an uninterrupted run (``stop_after``
+    ends this call early, after a checkpoint; the learning-rate schedule still ends at
+    ``steps``, so a run resumed with the same ``steps`` is the uninterrupted run).
+    """
+    config = config.resolved()
+    if config.stop_after is not None and config.stop_after < 1:
+        raise ValueError(f"stop_after must be a positive step, got {config.stop_after}")
+    if config.lr_decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}; got {config.lr_decay!r}")
+    if config.lr_decay != "none" and config.capture:
+        raise ValueError("lr_decay needs capture=False: a captured critic step keeps the learning rate it was "
+                         "recorded with")
+    recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
+                        gp_weight=config.gp_weight, r1_gamma=config.r1_gamma)
+    device = torch.device(config.device)
+    os.makedirs(config.out, exist_ok=True)
+    path = os.path.join(config.out, CHECKPOINT)
+
+    ckpt.seed_everything(config.seed)
+    nets = build_models(config)
+    generator, critic = nets["generator"].to(device), nets["critic"].to(device)
+    opt_g, opt_d = make_optimizers(recipe, generator, critic, capturable=config.capture, backend=config.backend)
+    sampler = DataSampler(config.data, seed=config.seed, device=device)
+    records: List[Dict[str, Any]] = []
+    start, elapsed = 0, 0.0
+    if resume:
+        state = ckpt.load_checkpoint(path, map_location=device)
+        saved = state["config"]
+        for key in ("recipe", "data", "seed", "batch_size", "latent_dim", "hidden"):
+            if saved[key] != getattr(config, key):
+                raise ValueError(f"--resume: the checkpoint in {config.out} was made with {key}={saved[key]!r}, "
+                                 f"not {getattr(config, key)!r}")
+        generator.load_state_dict(state["generator"])
+        critic.load_state_dict(state["critic"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sampler.load_state_dict(state["sampler"])
+        ckpt.set_rng_state(state["rng"])
+        start, elapsed = int(state["step"]), float(state["elapsed"])
+        records = json.loads(state["records"])
+
+    step_d = make_critic_step(recipe, critic, generator, opt_d, capture=config.capture, backend=config.backend)
+    evaluate = Evaluator(config)
+    sums: Dict[str, torch.Tensor] = {}
+    counts: Dict[str, int] = {}
+
+    def accumulate(stats: Dict[str, torch.Tensor]) -> None:
+        for key, value in stats.items():
+            sums[key] = sums[key] + value if key in sums else value.clone()
+            counts[key] = counts.get(key, 0) + 1
+
+    def checkpoint(step: int) -> None:
+        ckpt.save_checkpoint(path, {
+            "config": dataclasses.asdict(config), "step": step, "elapsed": elapsed,
+            "generator": generator.state_dict(), "critic": critic.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "sampler": sampler.state_dict(), "rng": ckpt.rng_state(), "records": json.dumps(records),
+        })
+        _write_json(os.path.join(config.out, LOG), {"config": dataclasses.asdict(config), "recipe":
+                                                   dataclasses.asdict(recipe), "records": records})
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=start, desc=f"{config.recipe} {config.data}", unit="step",
+                   dynamic_ncols=True)
+    t0 = time.perf_counter()
+    last = config.steps if config.stop_after is None else min(config.steps, config.stop_after)
+    for step in range(start + 1, last + 1):
+        if config.lr_decay == "linear":  # stateless: lr·(1 − (step − 1)/steps), so resuming needs nothing
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr * (1 - (step - 1) / config.steps)
+        for _ in range(recipe.n_critic):
+            real = sampler.sample(config.batch_size)
+            z = torch.randn(config.batch_size, config.latent_dim, device=device)
+            accumulate(step_d(real, z))
+        z = torch.randn(config.batch_size, config.latent_dim, device=device)
+        accumulate(generator_step(generator, critic, opt_g, z, loss=recipe.g_loss, backend=config.backend))
+        if bar is not None:
+            bar.update(1)
+        if step % config.interval == 0 or step == last:
+            now = time.perf_counter()
+            elapsed += now - t0
+            record: Dict[str, Any] = {"step": step, "time_s": round(elapsed, 3)}
+            record.update({k: float(v) / counts[k] for k, v in sums.items()})
+            record.update(evaluate(generator, critic))
+            record["eval_s"] = round(time.perf_counter() - now, 3)
+            records.append(record)
+            sums.clear()
+            counts.clear()
+            checkpoint(step)
+            t0 = time.perf_counter()
+            if bar is not None:
+                bar.set_postfix({k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "modes", "high_quality", "w1")
+                                 if k in record})
+    if bar is not None:
+        bar.close()
+
+    summary = summarize(config, recipe, records)
+    _write_json(os.path.join(config.out, SUMMARY), summary)
+    if config.plots and records:
+        from . import plots
+
+        plots.plot_run(config.out, config.data, evaluate.real, evaluate.samples(generator), critic, records)
+    if log is not None:
+        log(format_summary(summary))
+    return summary
+
+
+def summarize(config: TrainConfig, recipe, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The final record with the run's settings and speed."""
+    last = records[-1] if records else {}
+    return {"recipe": config.recipe, "data": config.data, "device": config.device,
+            "device_name": torch.cuda.get_device_name(config.device) if config.device.startswith("cuda") else "cpu",
+            "steps": last.get("step", 0), "time_s": last.get("time_s", 0.0),
+            "steps_per_s": (last["step"] / last["time_s"]) if last.get("time_s") else None,
+            "n_critic": recipe.n_critic, "lr": recipe.lr, "lr_decay": config.lr_decay, "gp_weight": recipe.gp_weight,
+            "r1_gamma": recipe.r1_gamma, "batch_size": config.batch_size, "seed": config.seed,
+            "final": last, "out": config.out}
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    final = summary["final"]
+    parts = [f"{summary['recipe']} on {summary['data']}: {summary['steps']} steps in {summary['time_s']:.1f} s "
+             f"({summary['device_name']})"]
+    if "modes" in final:
+        parts.append(f"modes {final['modes']:.0f}/{final['num_modes']:.0f}, "
+                     f"high-quality {100 * final['high_quality']:.1f}%")
+    for key in ("w1", "dual_estimate", "d_loss", "g_loss"):
+        if key in final:
+            parts.append(f"{key} {final[key]:.4g}")
+    return "; ".join(parts) + f"\nwritten to {summary['out']}"

@@ -1,0 +1,259 @@
+"""GAN, WGAN and WGAN-GP training steps built only from fastgan's public ops
+(THEORY.md §2–3).
+
+A training iteration is ``n_critic`` calls of :func:`critic_step` (alias
+:func:`discriminator_step`) followed by one :func:`generator_step`. Steps return
+a dict of detached 0-dim tensors (no ``.item()``: no host synchronisation, so
+:class:`CriticStep` can record the critic step as a CUDA graph).
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..optim import ClippedRMSprop
+
+Batch = torch.Tensor
+Stats = Dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters of a training recipe.
+
+    d_loss / g_loss: ``kind`` of :func:`fastgan.ops.discriminator_loss` /
+    :func:`fastgan.ops.generator_loss`. optimizer: ``"adam"`` for both networks, or
+    ``"rmsprop"`` (the critic's is :class:`fastgan.optim.ClippedRMSprop` when
+    ``clip_value`` is set). gp_weight: λ of the WGAN-GP penalty (0: none; None: the
+    data's default, 0.1 on 2-D toy data and 10 on images). r1_gamma: γ of R1 (0: none).
+    """
+
+    name: str
+    d_loss: str
+    g_loss: str
+    n_critic: int
+    optimizer: str
+    lr: float
+    betas: Tuple[float, float] = (0.5, 0.999)
+    clip_value: Optional[float] = None
+    gp_weight: Optional[float] = 0.0
+    r1_gamma: float = 0.0
+
+
+RECIPES: Dict[str, Recipe] = {
+    # Goodfellow et al.: minimax D loss, non-saturating G loss; DCGAN's Adam.
+    "gan": Recipe("gan", "minimax", "non_saturating", n_critic=1, optimizer="adam", lr=2e-4, betas=(0.5, 0.999)),
+    # Arjovsky et al.: RMSprop(5e-5), clip c = 0.01, 5 critic steps per generator step.
+    "wgan": Recipe("wgan", "wasserstein", "wasserstein", n_critic=5, optimizer="rmsprop", lr=5e-5,
+                   clip_value=0.01),
+    # Gulrajani et al.: Adam(1e-4, (0.5, 0.9)), 5 critic steps, λ = 0.1 on toy data, 10 on images.
+    "wgan-gp": Recipe("wgan-gp", "wasserstein", "wasserstein", n_critic=5, optimizer="adam", lr=1e-4,
+                      betas=(0.5, 0.9), gp_weight=None),
+}
+
+
+def default_gp_weight(data: str) -> float:
+    """WGAN-GP's λ: 0.1 for the 2-D toy data (the paper's toy code), 10 for images."""
+    return 10.0 if data == "digits" else 0.1
+
+
+def get_recipe(name: str, *, data: Optional[str] = None, **overrides) -> Recipe:
+    """The recipe `name` ("gan", "wgan", "wgan-gp") with `overrides` (fields of
+    :class:`Recipe`; None values are ignored) and WGAN-GP's λ resolved for `data`."""
+    if name not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}; got {name!r}")
+    recipe = dataclasses.replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
+    if recipe.gp_weight is None:
+        recipe = dataclasses.replace(recipe, gp_weight=default_gp_weight(data or "8gaussians"))
+    if recipe.n_critic < 1:
+        raise ValueError(f"n_critic must be >= 1, got {recipe.n_critic}")
+    if not recipe.lr > 0:
+        raise ValueError(f"lr must be > 0, got {recipe.lr}")
+    if recipe.gp_weight < 0 or recipe.r1_gamma < 0:
+        raise ValueError(f"gp_weight and r1_gamma must be >= 0, got {recipe.gp_weight} and {recipe.r1_gamma}")
+    return recipe
+
+
+def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, capturable: bool = False,
+                    backend: Optional[str] = None) -> Tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """(generator optimizer, critic optimizer) for `recipe`. ``capturable=True`` builds a
+    critic optimizer whose step can be recorded in a CUDA graph (state on the device)."""
+    if recipe.optimizer == "adam":
+        opt_g = torch.optim.Adam(generator.parameters(), lr=recipe.lr, betas=recipe.betas)
+        opt_d = torch.optim.Adam(critic.parameters(), lr=recipe.lr, betas=recipe.betas, capturable=capturable)
+    elif recipe.optimizer == "rmsprop":
+        opt_g = torch.optim.RMSprop(generator.parameters(), lr=recipe.lr)
+        if recipe.clip_value is not None:
+            opt_d = ClippedRMSprop(critic.parameters(), lr=recipe.lr, clip_value=recipe.clip_value,
+                                   capturable=capturable, backend=backend)
+        else:
+            opt_d = torch.optim.RMSprop(critic.parameters(), lr=recipe.lr, capturable=capturable)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {recipe.optimizer!r}")
+    return opt_g, opt_d
+
+
+def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, real: Batch,
+                z: Batch, *, loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
+                clip_value: Optional[float] = None, backend: Optional[str] = None) -> Stats:
+    """One update of the critic (discriminator) f on a real batch and generated ``G(z)``.
+
+    Minimises ``L = discriminator_loss(f(real), f(G(z)), loss)`` (``"minimax"``: BCE =
+    −V(D, G); ``"wasserstein"``: ``E_q f − E_p f``) plus, if ``gp_weight`` λ > 0, the
+    WGAN-GP penalty ``λ E (‖∇f(x̂)‖ − 1)²`` (:func:`fastgan.ops.gradient_penalty`) and,
+    if ``r1_gamma`` γ > 0, R1 ``γ/2 E ‖∇f(real)‖²`` (:func:`fastgan.ops.r1_penalty`,
+    reusing the real forward pass). Then ``optimizer.step()`` and, if ``clip_value``
+    is set, :func:`fastgan.ops.clip_weights_` (not needed with ClippedRMSprop).
+
+    Args:
+        real: (B, ...) data batch. z: (B', latent) noise; G runs under no_grad.
+    Returns detached 0-dim tensors: ``d_loss`` (L), ``adv`` (the loss term), ``gp``,
+    ``r1``, ``real_score`` / ``fake_score`` (mean critic output) and ``w_estimate``
+    (``real_score − fake_score``, the batch's dual W1 estimate).
+    """
+    with torch.no_grad():
+        fake = generator(z)
+    optimizer.zero_grad(set_to_none=True)
+    x_real = real.detach().requires_grad_(True) if r1_gamma > 0 else real
+    real_logits = critic(x_real)
+    fake_logits = critic(fake)
+    adv = ops.discriminator_loss(real_logits, fake_logits, loss, backend=backend)
+    total = adv
+    zero = adv.detach() * 0
+    gp = r1 = zero
+    if gp_weight > 0:
+        gp = ops.gradient_penalty(critic, real, fake, weight=gp_weight, backend=backend)
+        total = total + gp
+    if r1_gamma > 0:
+        r1 = ops.r1_penalty(None, x_real, gamma=r1_gamma, outputs=real_logits, backend=backend)
+        total = total + r1
+    total.backward()
+    optimizer.step()
+    if clip_value is not None:
+        ops.clip_weights_(critic, clip_value, backend=backend)
+    real_score, fake_score = real_logits.detach().mean(), fake_logits.detach().mean()
+    return {"d_loss": total.detach(), "adv": adv.detach(), "gp": gp.detach(), "r1": r1.detach(),
+            "real_score": real_score, "fake_score": fake_score, "w_estimate": real_score - fake_score}
+
+
+discriminator_step = critic_step
+
+
+def generator_step(generator: nn.Module, critic: nn.Module, optimizer: torch.optim.Optimizer, z: Batch, *,
+                   loss: str = "wasserstein", backend: Optional[str] = None) -> Stats:
+    """One update of the generator G: minimise ``generator_loss(f(G(z)), loss)``
+    (``"non_saturating"``: ``−E ln D(G(z))``; ``"wasserstein"``: ``−E f(G(z))``). The
+    critic's parameters are frozen for the backward pass (no critic gradients are
+    computed) and restored after. z: (B, latent). Returns ``{"g_loss": 0-dim tensor}``."""
+    frozen = [p for p in critic.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        optimizer.zero_grad(set_to_none=True)
+        g_loss = ops.generator_loss(critic(generator(z)), loss, backend=backend)
+        g_loss.backward()
+        optimizer.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return {"g_loss": g_loss.detach()}
+
+
+class CriticStep:
+    """:func:`critic_step` with fixed models, optimizer and hyper-parameters, called as
+    ``step(real, z)``; ``capture=True`` records it as a CUDA graph and replays it.
+
+    Capture: the first ``warmup`` calls run eagerly on a side stream (lazy
+    initialisation: cuBLAS handles, optimizer state); the next call copies its batch
+    into static input buffers, records one step with ``torch.cuda.graph`` and replays
+    it; every later call ``copy_``\\ s the batch into the buffers and replays. Each call
+    is exactly one training step on its own batch. The returned tensors are the graph's
+    static outputs, overwritten by the next call (clone them to keep them). Batches
+    must keep the first captured shape, dtype and device. The optimizer must be built
+    with ``capturable=True`` (see :func:`make_optimizers`); random numbers (WGAN-GP's ε)
+    come from the CUDA generator, which graphs replay safely. CPU tensors cannot be
+    captured: ``capture=True`` raises ``ValueError`` there.
+    """
+
+    def __init__(self, critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
+                 clip_value: Optional[float] = None, backend: Optional[str] = None, capture: bool = False,
+                 warmup: int = 3):
+        self.critic, self.generator, self.optimizer = critic, generator, optimizer
+        self.kwargs = dict(loss=loss, gp_weight=gp_weight, r1_gamma=r1_gamma, clip_value=clip_value,
+                           backend=backend)
+        self.capture = bool(capture)
+        self.warmup = int(warmup)
+        self.calls = 0
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self._static: Dict[str, torch.Tensor] = {}
+        self._out: Stats = {}
+        if self.capture:
+            _check_capturable(critic, generator, optimizer)
+
+    def __call__(self, real: Batch, z: Batch) -> Stats:
+        self.calls += 1
+        if not self.capture:
+            return critic_step(self.critic, self.generator, self.optimizer, real, z, **self.kwargs)
+        if self.graph is None and self.calls <= self.warmup:
+            side = torch.cuda.Stream(device=real.device)
+            side.wait_stream(torch.cuda.current_stream(real.device))
+            with torch.cuda.stream(side):
+                out = critic_step(self.critic, self.generator, self.optimizer, real, z, **self.kwargs)
+            torch.cuda.current_stream(real.device).wait_stream(side)
+            return out
+        if self.graph is None:
+            self._record(real, z)
+        else:
+            self._copy_in("real", real)
+            self._copy_in("z", z)
+        self.graph.replay()
+        return self._out
+
+    def _copy_in(self, name: str, value: torch.Tensor) -> None:
+        static = self._static[name]
+        if value.shape != static.shape or value.dtype != static.dtype or value.device != static.device:
+            raise ValueError(f"CriticStep(capture=True): {name} must keep the captured shape, dtype and device "
+                             f"{tuple(static.shape)} {static.dtype} {static.device}; got {tuple(value.shape)} "
+                             f"{value.dtype} {value.device}")
+        static.copy_(value)
+
+    def _record(self, real: Batch, z: Batch) -> None:
+        if real.device.type != "cuda" or z.device.type != "cuda":
+            raise ValueError(f"CriticStep(capture=True) needs CUDA batches; got real on {real.device} and z on "
+                             f"{z.device}")
+        self._static = {"real": real.detach().clone(), "z": z.detach().clone()}
+        self.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._out = critic_step(self.critic, self.generator, self.optimizer, self._static["real"],
+                                    self._static["z"], **self.kwargs)
+        self.graph = graph
+
+
+def _check_capturable(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """ValueError unless the critic step can be recorded as a CUDA graph."""
+    for index, group in enumerate(optimizer.param_groups):
+        if "capturable" in group and not group["capturable"]:
+            raise ValueError(f"capture=True needs an optimizer built with capturable=True (param group {index} "
+                             f"of {type(optimizer).__name__} is not); see make_optimizers(..., capturable=True)")
+    devices = {p.device for p in list(critic.parameters()) + list(generator.parameters())}
+    if not torch.cuda.is_available() or any(d.type != "cuda" for d in devices):
+        found = ", ".join(sorted(str(d) for d in devices)) or "no parameters"
+        raise ValueError("capture=True records the critic step as a CUDA graph and needs CUDA: the models' "
+                         f"parameters are on {found}" +
+                         ("" if torch.cuda.is_available() else " and torch sees no CUDA device") +
+                         "; use capture=False on the CPU")
+
+
+def make_critic_step(recipe: Recipe, critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer,
+                     *, capture: bool = False, backend: Optional[str] = None) -> CriticStep:
+    """A :class:`CriticStep` configured by `recipe` (clipping is in ClippedRMSprop's step)."""
+    clip = recipe.clip_value if (recipe.clip_value is not None and not isinstance(optimizer, ClippedRMSprop)) \
+        else None
+    return CriticStep(critic, generator, optimizer, loss=recipe.d_loss, gp_weight=float(recipe.gp_weight),
+                      r1_gamma=float(recipe.r1_gamma), clip_value=clip, backend=backend, capture=capture)
+
