@@ -4,7 +4,8 @@ Pieces: interpolate (forward) and grad_norm_penalty (forward + backward) over
 shapes from toy 2-D batches to (16, 3, 1024, 1024) images, against the eager
 formulas and the bandwidth floor. Whole WGAN-GP critic step (critic loss +
 penalty, backward, Adam) on the toy MLP, the DCGAN-64 critic (no batch norm)
-and the WGAN-GP CIFAR ResNet critic, against eager autograd, eager under
+and the WGAN-GP CIFAR ResNet critic, with the nn critic and with its bias +
+activation pairs rewritten as FusedBiasAct layers, against eager autograd, eager under
 CUDA-graph capture (CUDA) and ``torch.compile`` with
 ``torch._dynamo.config.trace_autograd_ops`` (``--compile``).
 """
@@ -16,6 +17,7 @@ import torch
 import fastgan
 from fastgan import reference
 from fastgan.models import ResNetCritic32, dcgan_critic, mlp_critic
+from fastgan.nn import FusedBiasAct, fuse_bias_act
 from fastgan.ops import grad_norm_penalty, gradient_penalty, interpolate
 
 from .cases_clip import _fastgan_backends
@@ -109,6 +111,15 @@ def step_cases(device: torch.device, with_compile: bool, sizes: str) -> Iterator
 
             step, _ = _critic_step(copy.deepcopy(base), real, fake, eps, fused_penalty)
             variants.append(Variant(f"fastgan-{backend}", step))
+            # the same critic with its bias + activation pairs as FusedBiasAct layers
+            fused_critic = fuse_bias_act(base, backend=backend)
+            if any(isinstance(m, FusedBiasAct) for m in fused_critic.modules()):
+                step, _ = _critic_step(fused_critic, real, fake, eps, fused_penalty)
+                variants.append(Variant(f"fastgan-{backend}+fused-critic", step))
+                if device.type == "cuda" and backend == "cuda":
+                    step, _ = _critic_step(fuse_bias_act(base, backend=backend), real, fake, eps, fused_penalty,
+                                           capturable=True)
+                    variants.append(Variant("fastgan-cuda+fused-critic+cuda-graph", _graph_replay(step)))
         if device.type == "cuda":
             step, _ = _critic_step(copy.deepcopy(base), real, fake, eps, _eager_penalty, capturable=True)
             variants.append(Variant("eager+cuda-graph", _graph_replay(step)))

@@ -472,8 +472,26 @@ def test_fuse_bias_act_inplace_keeps_parameter_objects():
     bias = model[0].bias
     same = fuse_bias_act(model, inplace=True)
     assert same is model and model[1].bias is bias and model[0].bias is None
-    assert isinstance(model[3], torch.nn.ReLU)  # no bias to fuse
+    assert isinstance(model[3], FusedBiasAct) and model[3].bias is None  # a bias-less layer: the activation alone
     assert isinstance(model[5], torch.nn.Softplus)  # not a fused activation
+    assert sum(p.numel() for p in model.parameters()) == 4 * 6 + 6 + 6 * 2 + 2 * 2 + 2
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_fuse_bias_act_bias_free_dcgan_critic(device, backend):
+    """DCGAN's conv layers have no bias: each LeakyReLU becomes a bias-free FusedLeakyReLU,
+    the parameters are unchanged and the R1 gradients equal eager's."""
+    from fastgan.models import dcgan_critic
+
+    torch.manual_seed(0)
+    eager = dcgan_critic(batch_norm=False).to(device=device, dtype=torch.float64)
+    fused = fuse_bias_act(eager, backend=backend)
+    assert [type(m).__name__ for m in fused].count("FusedLeakyReLU") == 4
+    assert [n for n, _ in fused.named_parameters()] == [n for n, _ in eager.named_parameters()]
+    x = torch.randn(2, 3, 64, 64, device=device, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), eager(x))
+    for got, want in zip(_r1_grads(fused, x), _r1_grads(eager, x)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_modules_repr_and_defaults():

@@ -9,6 +9,7 @@ from conftest import HAS_CUDA, device_backend_pairs, requires_cuda
 import fastgan
 from fastgan import reference
 from fastgan.models import mlp_critic
+from fastgan.nn import FusedBiasAct, fuse_bias_act
 from fastgan.ops import (grad_norm_penalty, gradient_penalty, input_gradients, interpolate, r1_penalty,
                          r2_penalty)
 
@@ -269,6 +270,47 @@ def test_gradient_penalty_matches_autograd_formula(device, backend, critic_name,
     torch.testing.assert_close(penalty, expected, rtol=1e-10, atol=1e-12)
     _assert_grads_close(got, _param_grads(critic), rtol=1e-9, atol=1e-12)
     assert real.grad is None and fake.grad is None
+
+
+def _mlp_critic_with(act):
+    return torch.nn.Sequential(torch.nn.Linear(2, 32), act(), torch.nn.Linear(32, 32), act(),
+                               torch.nn.Linear(32, 1))
+
+
+FUSED_CRITICS = {
+    "mlp-lrelu": (lambda: mlp_critic(2, 32, 3), (24, 2)),
+    "mlp-tanh": (lambda: _mlp_critic_with(torch.nn.Tanh), (24, 2)),
+    "mlp-silu": (lambda: _mlp_critic_with(torch.nn.SiLU), (24, 2)),
+    "conv-lrelu": (_conv_critic, (6, 3, 16, 16)),
+}
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("critic_name", sorted(FUSED_CRITICS))
+def test_gradient_penalty_through_fused_bias_act_critic(device, backend, critic_name):
+    """fastgan's penalty through a critic whose bias + activation pairs are FusedBiasAct
+    layers (its double backward fused) equals the eager formula through the original
+    nn critic: the value and every parameter gradient (fuse_bias_act keeps the
+    parameter order; a bias before lrelu gets no gradient from the penalty, which eager
+    reports as zeros)."""
+    make, shape = FUSED_CRITICS[critic_name]
+    torch.manual_seed(0)
+    eager = make().to(device=device, dtype=torch.float64)
+    fused = fuse_bias_act(eager, backend=backend)
+    assert any(isinstance(m, FusedBiasAct) for m in fused.modules())
+    real, fake = _randn(shape, torch.float64, device, 30), _randn(shape, torch.float64, device, 31)
+    eps = torch.rand(shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(32)).to(device)
+    penalty = gradient_penalty(fused, real, fake, eps=eps, backend=backend)
+    penalty.backward()
+    expected = reference.gradient_penalty(eager, real, fake, eps)
+    expected.backward()
+    torch.testing.assert_close(penalty, expected, rtol=1e-10, atol=1e-12)
+    got, want = list(fused.parameters()), list(eager.parameters())
+    assert [p.shape for p in got] == [p.shape for p in want]
+    for p, q in zip(got, want):
+        g = torch.zeros_like(p) if p.grad is None else p.grad
+        w = torch.zeros_like(q) if q.grad is None else q.grad
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs())

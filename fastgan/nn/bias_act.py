@@ -120,7 +120,7 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def _fused_for(layer: nn.Module, activation: nn.Module, backend: Optional[str]) -> Optional[FusedBiasAct]:
     """The fused module replacing `activation` after `layer`, or None when the pair does not fuse."""
-    if not isinstance(layer, _LAYERS) or getattr(layer, "bias", None) is None:
+    if not isinstance(layer, _LAYERS):
         return None
     channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
     dim = -1 if isinstance(layer, nn.Linear) else 1
@@ -133,17 +133,19 @@ def _fused_for(layer: nn.Module, activation: nn.Module, backend: Optional[str]) 
         if act is None:
             return None
         fused = FusedBiasAct(channels, act, dim=dim, bias=False, backend=backend)
-    fused.bias = layer.bias  # the same Parameter: optimizers holding it keep working
-    layer.bias = None
+    if layer.bias is not None:  # a bias-less layer gets the activation alone (its fused derivatives)
+        fused.bias = layer.bias  # the same Parameter: optimizers holding it keep working
+        layer.bias = None
     return fused
 
 
 def fuse_bias_act(module: nn.Module, inplace: bool = False, backend: Optional[str] = None) -> nn.Module:
-    """Rewrite every ``Linear/Conv{1,2,3}d(bias=True)`` followed by ``LeakyReLU``,
-    ``ReLU``, ``Tanh``, ``Sigmoid``, ``SiLU`` or ``ELU`` inside ``nn.Sequential``
-    containers (at any depth) into the layer without bias followed by a
-    :class:`FusedBiasAct` / :class:`FusedLeakyReLU` that holds the same bias
-    parameter. The result computes the same function (and gradients).
+    """Rewrite every ``Linear/Conv{1,2,3}d`` followed by ``LeakyReLU``, ``ReLU``,
+    ``Tanh``, ``Sigmoid``, ``SiLU`` or ``ELU`` inside ``nn.Sequential`` containers (at
+    any depth) into the layer without bias followed by a :class:`FusedBiasAct` /
+    :class:`FusedLeakyReLU` that holds the same bias parameter (none when the layer
+    had ``bias=False``, as in DCGAN: the activation alone, with its fused first and
+    second derivatives). The result computes the same function (and gradients).
 
     Returns the rewritten module: a deep copy unless ``inplace`` (then the bias
     Parameter objects are moved, not copied, so an optimizer built on the module
