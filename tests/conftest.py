@@ -46,3 +46,13 @@ def _reset_backend():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: tiny nets run faster so, and much faster when
+    the CI machine's cores are busy (thread synchronisation)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

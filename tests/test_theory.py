@@ -8,14 +8,7 @@ import torch
 from fastgan.train import cli, theory
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The nets here are tiny: one intra-op thread is faster, and much faster when the
-    CI machine's cores are busy (thread synchronisation)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: see conftest.one_thread
 
 
 def _all_pass(rows):

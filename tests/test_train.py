@@ -20,14 +20,7 @@ from fastgan.train.loop import TrainConfig, train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The nets here are tiny: one intra-op thread is faster, and much faster when the
-    CI machine's cores are busy (thread synchronisation)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: see conftest.one_thread
 
 
 # ---------------------------------------------------------------- data

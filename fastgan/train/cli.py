@@ -16,34 +16,28 @@ from .data import DATASETS
 from .recipes import RECIPES
 
 
-def _positive_int(text: str) -> int:
+def _number(text: str, cast, accept, requirement: str):
+    """argparse type: `text` as `cast`, refused unless accept(value) (message: requirement)."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        kind = "a positive integer" if cast is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not accept(value) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v > 0, "> 0")
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text}")
-    return value
+    return _number(text, float, lambda v: v > 0, "finite and > 0")
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text}")
-    return value
+    return _number(text, float, lambda v: v >= 0, "finite and >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
