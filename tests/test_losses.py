@@ -567,7 +567,7 @@ def test_works_under_compile_fullgraph(backend):
 
     def step(r, f):
         d = discriminator_loss(r, f, "minimax", backend=backend) + gan_value(r, f, backend=backend)
-        g = generator_loss(f, "non_saturating", backend=backend)
+        g = generator_loss(f, "non_saturating", backend=backend) + generator_loss(f, "wasserstein", backend=backend)
         h_real, h_fake = discriminator_loss(r, f, "hinge", reduction="none", backend=backend)
         return d + g + h_real.mean() + h_fake.sum()
 

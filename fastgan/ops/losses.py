@@ -1,5 +1,6 @@
 """GAN losses (THEORY.md §2–3) as fused reductions: the loss and its logits-gradient
-in one pass, the backward a single scaling of the saved gradient.
+in one pass, the backward a single scaling of the saved gradient (for the linear
+terms, whose gradient is constant, nothing is saved and the backward writes it).
 
 Every loss is ``s_r * sum t_r(real) + s_f * sum t_f(fake)`` with per-element terms
 ``t`` (table in :mod:`fastgan.reference.losses`) and ``s = 1/numel`` ("mean") or 1
