@@ -10,6 +10,8 @@
 //                       + s_x t_x''(x) * grad_x_grad          (double backward only: a gradient
 //                                                              that reached the saved x_grad)
 //   gan_loss_backward:  (g * a, g * b) -> d/dg = sum(ga * a) + sum(gb * b), d/da = g * ga, d/db = g * gb
+//                       where a linear side has a = s t' (a constant, not saved) and no d/da;
+//                       its t'' is 0, so gan_loss's double backward adds nothing for it
 //   gan_loss_pointwise: grad * t^(k)(l) -> d/dl = g * grad * t^(k+1)(l), d/dgrad = g * t^(k)(l)
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/zeros.h>
@@ -40,8 +42,14 @@ const auto& loss_op() {
 const auto& backward_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("fastgan::gan_loss_backward", "")
-                             .typed<PairResult(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+                             .typed<PairResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                               const at::Tensor&, const std::optional<at::Tensor>&, int64_t,
+                                               int64_t, int64_t)>();
   return op;
+}
+
+std::optional<at::Tensor> optional_of(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
 const auto& pointwise_op() {
@@ -63,7 +71,7 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     ctx->set_materialize_grads(false);  // first-order backward gets no gradient for x_grad, y_grad
     ctx->saved_data["x_term"] = x_term;
     ctx->saved_data["y_term"] = y_term;
-    ctx->saved_data["mean"] = reduction == kReductionMean;
+    ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["has_y"] = y.has_value();
     ctx->save_for_backward({x, y.has_value() ? *y : at::Tensor(), x_grad, y_grad});
     return {loss, x_grad, y_grad};
@@ -72,48 +80,66 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
-    const bool mean = ctx->saved_data["mean"].toBool(), has_y = ctx->saved_data["has_y"].toBool();
+    const int64_t x_term = ctx->saved_data["x_term"].toInt(), y_term = ctx->saved_data["y_term"].toInt();
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const bool mean = reduction == kReductionMean, has_y = ctx->saved_data["has_y"].toBool();
     at::Tensor dx, dy;
-    if (grads[0].defined()) std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad);
-    // Double backward: d(x_grad)/dx = s_x t_x''(x), elementwise.
+    if (grads[0].defined())
+      std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction);
+    // Double backward: d(x_grad)/dx = s_x t_x''(x), elementwise (0 for a linear term).
     auto add_second = [&](at::Tensor& d, const at::Tensor& logits, const at::Tensor& g, int64_t term) {
+      if (gan_term_is_linear(static_cast<int>(term))) return;
       at::Tensor second = pointwise_op().call(logits, g, term, 2);
       if (mean) second = second.div(c10::Scalar(logits.sym_numel()));  // symbolic under tracing
       d = d.defined() ? d.add(second) : second;
     };
-    if (grads[1].defined()) add_second(dx, x, grads[1], ctx->saved_data["x_term"].toInt());
-    if (has_y && grads[2].defined()) add_second(dy, y, grads[2], ctx->saved_data["y_term"].toInt());
+    if (grads[1].defined()) add_second(dx, x, grads[1], x_term);
+    if (has_y && grads[2].defined()) add_second(dy, y, grads[2], y_term);
     return {dx, has_y ? dy : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 struct GanLossBackwardFunction : public torch::autograd::Function<GanLossBackwardFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& x_grad,
-                               const at::Tensor& y_grad) {
+                               const at::Tensor& y_grad, const at::Tensor& x, const std::optional<at::Tensor>& y,
+                               int64_t x_term, int64_t y_term, int64_t reduction) {
     at::Tensor x_out, y_out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(x_out, y_out) = backward_op().call(grad, x_grad, y_grad);
+      std::tie(x_out, y_out) = backward_op().call(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
     }
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward({grad, x_grad, y_grad});
+    ctx->saved_data["x_term"] = x_term;
+    ctx->saved_data["y_term"] = y_term;
+    ctx->saved_data["mean"] = reduction == kReductionMean;
+    ctx->save_for_backward({grad, x_grad, y_grad, x, y.has_value() ? *y : at::Tensor()});
     return {x_out, y_out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &grad = saved[0], &x_grad = saved[1], &y_grad = saved[2];
+    const at::Tensor &grad = saved[0], &x_grad = saved[1], &y_grad = saved[2], &x = saved[3], &y = saved[4];
+    const int x_term = static_cast<int>(ctx->saved_data["x_term"].toInt());
+    const int y_term = static_cast<int>(ctx->saved_data["y_term"].toInt());
+    const bool x_linear = gan_term_is_linear(x_term), y_linear = gan_term_is_linear(y_term);
+    const bool mean = ctx->saved_data["mean"].toBool();
     at::Tensor d_grad, d_x_grad, d_y_grad;
     if (ctx->needs_input_grad(0)) {
       const auto acc = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+      // sum(g * a) for a side's a = saved gradient, or the constant s * t' of a linear term.
+      auto dot = [&](const at::Tensor& g, const at::Tensor& a, const at::Tensor& logits, int term) {
+        if (!gan_term_is_linear(term)) return g.mul(a).sum(acc);
+        at::Tensor sum = gan_term_slope(term) < 0 ? g.sum(acc).neg() : g.sum(acc);
+        return mean ? sum.div(c10::Scalar(logits.sym_numel())) : sum;  // symbolic under tracing
+      };
       d_grad = at::zeros({}, grad.options().dtype(acc));
-      if (grads[0].defined()) d_grad = d_grad.add(grads[0].mul(x_grad).sum(acc));
-      if (grads[1].defined()) d_grad = d_grad.add(grads[1].mul(y_grad).sum(acc));
+      if (grads[0].defined()) d_grad = d_grad.add(dot(grads[0], x_grad, x, x_term));
+      if (grads[1].defined()) d_grad = d_grad.add(dot(grads[1], y_grad, y, y_term));
       d_grad = d_grad.to(grad.scalar_type()).reshape(grad.sizes());
     }
-    if (grads[0].defined() && ctx->needs_input_grad(1)) d_x_grad = grads[0].mul(grad);
-    if (grads[1].defined() && ctx->needs_input_grad(2)) d_y_grad = grads[1].mul(grad);
-    return {d_grad, d_x_grad, d_y_grad};
+    if (grads[0].defined() && ctx->needs_input_grad(1) && !x_linear) d_x_grad = grads[0].mul(grad);
+    if (grads[1].defined() && ctx->needs_input_grad(2) && !y_linear) d_y_grad = grads[1].mul(grad);
+    return {d_grad, d_x_grad, d_y_grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -152,8 +178,10 @@ LossResult gan_loss_autograd(const at::Tensor& x, const std::optional<at::Tensor
   return {out[0], out[1], out[2]};
 }
 
-PairResult gan_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& x_grad, const at::Tensor& y_grad) {
-  variable_list out = GanLossBackwardFunction::apply(grad, x_grad, y_grad);
+PairResult gan_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& x_grad, const at::Tensor& y_grad,
+                                      const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
+                                      int64_t y_term, int64_t reduction) {
+  variable_list out = GanLossBackwardFunction::apply(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
   return {out[0], out[1]};
 }
 

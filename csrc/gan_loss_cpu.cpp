@@ -3,8 +3,10 @@
 // gan_loss reads the logits of one or two sides once and writes the reduced
 // loss and the logits-gradient scaled for the reduction; its backward,
 // gan_loss_backward, only multiplies the saved gradients by the loss's
-// gradient. reduction="none" uses gan_loss_pointwise (t, t' or t'' times a
-// gradient), which also serves every double backward.
+// gradient. A linear term (+-l) saves nothing: its forward only reads, and its
+// backward writes the constant grad * scale * (+-1). reduction="none" uses
+// gan_loss_pointwise (t, t' or t'' times a gradient), which also serves every
+// double backward.
 //
 // Sums are deterministic whatever the thread count: each side is cut into fixed
 // chunks of kLossChunk elements, each chunk summed in 16 lanes, and the chunk
@@ -22,6 +24,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu_multi_tensor.h"
@@ -35,11 +38,12 @@ constexpr int64_t kLossChunk = 2048;
 constexpr int kLanes = 16;
 constexpr int64_t kGrainChunks = 16;  // below 16 chunks (32K elements) one thread does it all
 
-// Sum of t(x[j]) over [0, n), writing g[j] = scale * t'(x[j]).
+// Sum of t(x[j]) over [0, n), writing g[j] = scale * t'(x[j]) unless TERM is linear.
 template <int TERM, typename scalar_t>
 FASTGAN_CPU_CLONES acc_t<scalar_t> term_sum_span(const scalar_t* __restrict__ x, scalar_t* __restrict__ g,
                                                  int64_t n, acc_t<scalar_t> scale) {
   using T = acc_t<scalar_t>;
+  constexpr bool kSave = !gan_term_is_linear(TERM);
   T lanes[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
@@ -47,14 +51,14 @@ FASTGAN_CPU_CLONES acc_t<scalar_t> term_sum_span(const scalar_t* __restrict__ x,
       T t, dt;
       gan_term_and_derivative<TERM>(static_cast<T>(x[j + k]), t, dt);
       lanes[k] += t;
-      g[j + k] = static_cast<scalar_t>(scale * dt);
+      if constexpr (kSave) g[j + k] = static_cast<scalar_t>(scale * dt);
     }
   }
   for (int k = 0; j < n; ++j, ++k) {
     T t, dt;
     gan_term_and_derivative<TERM>(static_cast<T>(x[j]), t, dt);
     lanes[k] += t;
-    g[j] = static_cast<scalar_t>(scale * dt);
+    if constexpr (kSave) g[j] = static_cast<scalar_t>(scale * dt);
   }
   for (int width = kLanes / 2; width > 0; width /= 2)
     for (int k = 0; k < width; ++k) lanes[k] += lanes[k + width];
@@ -119,14 +123,21 @@ FASTGAN_CPU_CLONES void scale_span(const scalar_t* __restrict__ in, scalar_t* __
 }
 
 std::tuple<at::Tensor, at::Tensor> gan_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& x_grad,
-                                                         const at::Tensor& y_grad) {
-  GanLossBackwardProblem p = prepare_gan_loss_backward(grad, x_grad, y_grad);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x_grad.scalar_type(), "gan_loss_backward_cpu", [&] {
-    const auto g = static_cast<acc_t<scalar_t>>(*p.grad.data_ptr<scalar_t>());
+                                                         const at::Tensor& y_grad, const at::Tensor& x,
+                                                         const std::optional<at::Tensor>& y, int64_t x_term,
+                                                         int64_t y_term, int64_t reduction) {
+  GanLossBackwardProblem p = prepare_gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x_out.scalar_type(), "gan_loss_backward_cpu", [&] {
+    using T = acc_t<scalar_t>;
+    const auto g = static_cast<T>(*p.grad.data_ptr<scalar_t>());
     const scalar_t* in[2] = {p.x_grad.data_ptr<scalar_t>(), p.y_grad.data_ptr<scalar_t>()};
     scalar_t* out[2] = {p.x_out.data_ptr<scalar_t>(), p.y_out.data_ptr<scalar_t>()};
-    cpu_for_each_chunk({p.x_grad.numel(), p.y_grad.numel()}, [&](int64_t t, int64_t begin, int64_t end) {
-      scale_span(in[t] + begin, out[t] + begin, end - begin, g);
+    const bool linear[2] = {p.x_linear, p.y_linear};
+    const scalar_t constant[2] = {static_cast<scalar_t>(g * static_cast<T>(p.x_const)),
+                                  static_cast<scalar_t>(g * static_cast<T>(p.y_const))};
+    cpu_for_each_chunk({p.x_out.numel(), p.y_out.numel()}, [&](int64_t t, int64_t begin, int64_t end) {
+      if (linear[t]) std::fill(out[t] + begin, out[t] + end, constant[t]);
+      else scale_span(in[t] + begin, out[t] + begin, end - begin, g);
     });
   });
   return {p.x_out, p.y_out};
@@ -177,14 +188,20 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
   // The fused loss of THEORY.md sections 2-3 over one or two sides of logits:
   //   loss   = s_x * sum_i t_x(x_i) + s_y * sum_j t_y(y_j),  s = 1/numel (reduction 1, mean) or 1 (2, sum)
   //   x_grad = s_x * t_x'(x),  y_grad = s_y * t_y'(y)      (empty when y is absent)
-  // Terms are the GanTerm codes of csrc/gan_loss_math.h. Autograd (fastgan/ops/losses.py):
-  // d loss / dx = grad * x_grad, via gan_loss_backward; gradients reaching x_grad or
-  // y_grad (double backward) go through gan_loss_pointwise with order 2.
+  // except that a linear term (+-l: t' = +-1) saves nothing: its x_grad (y_grad) has
+  // shape (0,). Terms are the GanTerm codes of csrc/gan_loss_math.h. Autograd
+  // (csrc/gan_loss_autograd.cpp): d loss / dx = grad * x_grad, via gan_loss_backward;
+  // gradients reaching x_grad or y_grad (double backward) go through
+  // gan_loss_pointwise with order 2.
   m.def(
       "gan_loss(Tensor x, Tensor? y, int x_term, int y_term, int reduction) -> "
       "(Tensor loss, Tensor x_grad, Tensor y_grad)");
-  // (grad * x_grad, grad * y_grad), grad a one-element tensor: the whole backward of gan_loss.
-  m.def("gan_loss_backward(Tensor grad, Tensor x_grad, Tensor y_grad) -> (Tensor, Tensor)");
+  // The whole backward of gan_loss, grad a one-element tensor, from gan_loss's inputs
+  // and saved gradients: grad * x_grad, or grad * s_x * t_x' shaped like x for a
+  // linear term (x's values are not read); likewise for y (empty when y is absent).
+  m.def(
+      "gan_loss_backward(Tensor grad, Tensor x_grad, Tensor y_grad, Tensor x, Tensor? y, int x_term, "
+      "int y_term, int reduction) -> (Tensor, Tensor)");
   // grad * t^(order)(logits) elementwise, order 0 (the term), 1 or 2; grad = 1 when absent.
   m.def("gan_loss_pointwise(Tensor logits, Tensor? grad, int term, int order) -> Tensor");
 }

@@ -1,8 +1,9 @@
 // CUDA kernels of the GAN-loss family: each op is one launch.
 //
 // gan_loss: block b reads the b-th strip of x and of y (16-byte vector loads and
-// stores when aligned), writes x_grad = s_x t_x'(x) and y_grad, and reduces its
-// two sums in a fixed order (warp shuffles, then one warp). With one block that
+// stores when aligned), writes x_grad = s_x t_x'(x) and y_grad (not for a linear
+// term, whose t' is constant: gan_loss_backward writes it), and reduces its two
+// sums in a fixed order (warp shuffles, then one warp). With one block that
 // block writes the loss. Otherwise each block stores its partials and takes a
 // ticket (threadfence + atomicAdd on a counter); the last block sums the
 // partials in a fixed order, writes the loss and resets the counter to zero.
@@ -91,12 +92,14 @@ __device__ __forceinline__ T block_sum(T v, T* shared) {
   return v;
 }
 
-// This thread's share of sum t(x[i]) over [begin, end), writing g[i] = scale * t'(x[i]).
+// This thread's share of sum t(x[i]) over [begin, end), writing g[i] = scale * t'(x[i])
+// unless TERM is linear.
 template <int TERM, typename scalar_t>
 __device__ __forceinline__ acc_t<scalar_t> term_sum_range(const scalar_t* __restrict__ x, scalar_t* __restrict__ g,
                                                           int64_t begin, int64_t end, acc_t<scalar_t> scale,
                                                           bool aligned) {
   using T = acc_t<scalar_t>;
+  constexpr bool kSave = !gan_term_is_linear(TERM);
   constexpr int VEC = 16 / sizeof(scalar_t);
   using Vec = AlignedVector<scalar_t, VEC>;
   T sum = T(0);
@@ -114,13 +117,13 @@ __device__ __forceinline__ acc_t<scalar_t> term_sum_range(const scalar_t* __rest
       sum += t;
       out.v[k] = static_cast<scalar_t>(scale * dt);
     }
-    gv[i] = out;
+    if constexpr (kSave) gv[i] = out;
   }
   for (int64_t i = begin + n_vec * VEC + threadIdx.x; i < end; i += blockDim.x) {
     T t, dt;
     gan_term_and_derivative<TERM>(static_cast<T>(x[i]), t, dt);
     sum += t;
-    g[i] = static_cast<scalar_t>(scale * dt);
+    if constexpr (kSave) g[i] = static_cast<scalar_t>(scale * dt);
   }
   return sum;
 }
@@ -256,33 +259,67 @@ __device__ __forceinline__ void scale_range(const scalar_t* __restrict__ in, sca
     out[i] = static_cast<scalar_t>(g * static_cast<T>(in[i]));
 }
 
+// out[i] = v over [begin, end): a linear side's gradient.
+template <typename scalar_t>
+__device__ __forceinline__ void fill_range(scalar_t* __restrict__ out, int64_t begin, int64_t end, scalar_t v,
+                                           bool aligned) {
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  using Vec = AlignedVector<scalar_t, VEC>;
+  const int64_t n_vec = aligned ? (end - begin) / VEC : 0;
+  Vec fill;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) fill.v[k] = v;
+  Vec* ov = reinterpret_cast<Vec*>(out + begin);
+  for (int64_t i = threadIdx.x; i < n_vec; i += blockDim.x) ov[i] = fill;
+  for (int64_t i = begin + n_vec * VEC + threadIdx.x; i < end; i += blockDim.x) out[i] = v;
+}
+
+// One side of the backward: out = g * saved, or the constant g * s * t' of a linear term.
+template <typename scalar_t>
+struct BackwardSide {
+  const scalar_t* saved;  // unused for a linear term
+  scalar_t* out;
+  int64_t n, strip;
+  acc_t<scalar_t> constant;  // s * t' of a linear term
+  bool linear;
+};
+
+template <typename scalar_t>
+__device__ __forceinline__ void backward_side(const BackwardSide<scalar_t>& s, acc_t<scalar_t> g, bool aligned) {
+  const int64_t begin = std::min<int64_t>(s.n, blockIdx.x * s.strip), end = std::min<int64_t>(s.n, begin + s.strip);
+  if (s.linear) fill_range(s.out, begin, end, static_cast<scalar_t>(g * s.constant), aligned);
+  else scale_range(s.saved, s.out, begin, end, g, aligned);
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kLossThreads)
-    gan_loss_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* x_grad, scalar_t* x_out, int64_t nx,
-                             int64_t strip_x, const scalar_t* y_grad, scalar_t* y_out, int64_t ny, int64_t strip_y,
-                             bool aligned) {
+    gan_loss_backward_kernel(const scalar_t* __restrict__ grad, const BackwardSide<scalar_t> x,
+                             const BackwardSide<scalar_t> y, bool aligned) {
   const auto g = static_cast<acc_t<scalar_t>>(*grad);
-  const int64_t bx = std::min<int64_t>(nx, blockIdx.x * strip_x), by = std::min<int64_t>(ny, blockIdx.x * strip_y);
-  scale_range(x_grad, x_out, bx, std::min<int64_t>(nx, bx + strip_x), g, aligned);
-  scale_range(y_grad, y_out, by, std::min<int64_t>(ny, by + strip_y), g, aligned);
+  backward_side(x, g, aligned);
+  backward_side(y, g, aligned);
 }
 
 std::tuple<at::Tensor, at::Tensor> gan_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& x_grad,
-                                                          const at::Tensor& y_grad) {
-  GanLossBackwardProblem p = prepare_gan_loss_backward(grad, x_grad, y_grad);
-  const int64_t nx = p.x_grad.numel(), ny = p.y_grad.numel();
+                                                          const at::Tensor& y_grad, const at::Tensor& x,
+                                                          const std::optional<at::Tensor>& y, int64_t x_term,
+                                                          int64_t y_term, int64_t reduction) {
+  GanLossBackwardProblem p = prepare_gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
+  const int64_t nx = p.x_out.numel(), ny = p.y_out.numel();
   if (nx + ny == 0) return {p.x_out, p.y_out};
-  const at::Device device = p.x_grad.device();
+  const at::Device device = p.x_out.device();
   c10::cuda::CUDAGuard guard(device);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x_grad.scalar_type(), "gan_loss_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x_out.scalar_type(), "gan_loss_backward_cuda", [&] {
+    using T = acc_t<scalar_t>;
     const Strips strips = make_strips(nx, ny, resident_blocks<gan_loss_backward_kernel<scalar_t>>(device.index()));
-    const scalar_t* xg = p.x_grad.data_ptr<scalar_t>();
-    const scalar_t* yg = p.y_grad.data_ptr<scalar_t>();
-    scalar_t* xo = p.x_out.data_ptr<scalar_t>();
-    scalar_t* yo = p.y_out.data_ptr<scalar_t>();
-    gan_loss_backward_kernel<scalar_t><<<strips.blocks, kLossThreads, 0, stream>>>(
-        p.grad.data_ptr<scalar_t>(), xg, xo, nx, strips.x, yg, yo, ny, strips.y, aligned16({xg, yg, xo, yo}));
+    const BackwardSide<scalar_t> xs{p.x_grad.data_ptr<scalar_t>(), p.x_out.data_ptr<scalar_t>(), nx, strips.x,
+                                    static_cast<T>(p.x_const), p.x_linear};
+    const BackwardSide<scalar_t> ys{p.y_grad.data_ptr<scalar_t>(), p.y_out.data_ptr<scalar_t>(), ny, strips.y,
+                                    static_cast<T>(p.y_const), p.y_linear};
+    const bool aligned = aligned16({xs.linear ? nullptr : xs.saved, ys.linear ? nullptr : ys.saved, xs.out, ys.out});
+    gan_loss_backward_kernel<scalar_t><<<strips.blocks, kLossThreads, 0, stream>>>(p.grad.data_ptr<scalar_t>(), xs,
+                                                                                    ys, aligned);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {p.x_out, p.y_out};

@@ -55,27 +55,59 @@ inline GanLossProblem prepare_gan_loss(const at::Tensor& x, const std::optional<
   p.x_scale = mean ? 1.0 / static_cast<double>(p.x.numel()) : 1.0;
   p.y_scale = !y.has_value() ? 0.0 : mean ? 1.0 / static_cast<double>(p.y.numel()) : 1.0;
   p.loss = at::empty({}, x.options());
-  p.x_grad = at::empty(x.sizes(), x.options());
-  p.y_grad = at::empty(p.y.sizes(), x.options());
+  // A linear side saves no gradient (its t' is constant): a 0-element tensor.
+  auto saved = [&](const at::Tensor& t, int term) {
+    return gan_term_is_linear(term) ? at::empty({0}, x.options()) : at::empty(t.sizes(), x.options());
+  };
+  p.x_grad = saved(x, p.x_term);
+  p.y_grad = saved(p.y, p.y_term);
   return p;
 }
 
-// gan_loss_backward: (grad * x_grad, grad * y_grad) with grad the loss's one-element gradient.
+// gan_loss_backward: grad * x_grad for a saved gradient, grad * s_x * t_x' for a linear
+// side (likewise y), with grad the loss's one-element gradient.
 struct GanLossBackwardProblem {
   at::Tensor grad, x_grad, y_grad, x_out, y_out;
+  bool x_linear, y_linear;
+  double x_const, y_const;  // s * t' of a linear side
 };
 
 inline GanLossBackwardProblem prepare_gan_loss_backward(const at::Tensor& grad, const at::Tensor& x_grad,
-                                                        const at::Tensor& y_grad) {
+                                                        const at::Tensor& y_grad, const at::Tensor& x,
+                                                        const std::optional<at::Tensor>& y, int64_t x_term,
+                                                        int64_t y_term, int64_t reduction) {
   const char* op = "fastgan::gan_loss_backward";
+  check_gan_term(x_term, op);
+  check_gan_term(y_term, op);
+  TORCH_CHECK(reduction == kReductionMean || reduction == kReductionSum, op,
+              ": reduction must be 1 (mean) or 2 (sum), got ", reduction);
   TORCH_CHECK(grad.numel() == 1, op, ": grad must have one element (the loss's gradient), got shape ",
               grad.sizes());
   GanLossBackwardProblem p;
-  p.x_grad = gan_loss_input(x_grad, x_grad, op, "x_grad");
-  p.y_grad = gan_loss_input(y_grad, x_grad, op, "y_grad");
-  p.grad = gan_loss_input(grad, x_grad, op, "grad");
-  p.x_out = at::empty(x_grad.sizes(), x_grad.options());
-  p.y_out = at::empty(y_grad.sizes(), x_grad.options());
+  p.x_grad = gan_loss_input(x_grad, x, op, "x_grad");
+  p.y_grad = gan_loss_input(y_grad, x, op, "y_grad");
+  p.grad = gan_loss_input(grad, x, op, "grad");
+  // The shape of a side's saved gradient: the logits', or {0} for a linear term.
+  static constexpr int64_t kNone[] = {0};
+  auto side = [&](const at::Tensor& logits, const at::Tensor& saved, int64_t term, const char* name, bool& linear,
+                  double& constant) {
+    linear = gan_term_is_linear(static_cast<int>(term));
+    const double scale = reduction == kReductionMean ? 1.0 / static_cast<double>(logits.numel()) : 1.0;
+    constant = linear ? gan_term_slope(static_cast<int>(term)) * scale : 0.0;
+    const at::IntArrayRef want = linear ? at::IntArrayRef(kNone) : logits.sizes();
+    TORCH_CHECK(saved.sizes().equals(want), op, ": ", name, " has shape ", saved.sizes(), " but expected ", want,
+                linear ? " (a linear term saves no gradient)" : "");
+  };
+  side(x, p.x_grad, x_term, "x_grad", p.x_linear, p.x_const);
+  if (y.has_value()) {
+    side(*y, p.y_grad, y_term, "y_grad", p.y_linear, p.y_const);
+  } else {  // no y: y_grad and y_out are empty
+    TORCH_CHECK(p.y_grad.numel() == 0, op, ": y_grad must be empty when y is absent");
+    p.y_linear = false;
+    p.y_const = 0.0;
+  }
+  p.x_out = at::empty(x.sizes(), x.options());
+  p.y_out = at::empty(y.has_value() ? y->sizes() : p.y_grad.sizes(), x.options());
   return p;
 }
 

@@ -49,6 +49,11 @@ enum GanTerm : int {
   kGanTermCount = 10,
 };
 
+// Linear terms (+-l) have a constant derivative, t' = +-1: their forward saves no
+// gradient and their backward writes grad * scale * t' without reading one.
+FASTGAN_LOSS_HD constexpr bool gan_term_is_linear(int term) { return term == kIdentity || term == kNegIdentity; }
+FASTGAN_LOSS_HD constexpr int gan_term_slope(int term) { return term == kIdentity ? 1 : -1; }
+
 // Reduction codes, as torch's at::Reduction.
 enum GanReduction : int { kReductionNone = 0, kReductionMean = 1, kReductionSum = 2 };
 

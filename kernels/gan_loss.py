@@ -3,7 +3,7 @@
 The element math follows ``csrc/gan_loss_math.h`` line for line. A loss is
 
     loss   = s_x * sum_i t_x(x_i) + s_y * sum_j t_y(y_j)      s = 1/numel (mean) or 1 (sum)
-    x_grad = s_x * t_x'(x),  y_grad = s_y * t_y'(y)
+    x_grad = s_x * t_x'(x),  y_grad = s_y * t_y'(y)           (shape (0,) for a linear term)
 
 over the real and fake logits (x, y) of the discriminator, or the fake logits
 alone (x) of the generator. Softplus terms use the stable forms
@@ -19,7 +19,9 @@ Kernels:
   order and writes the loss. No memset launch, no host sync, and the sum is
   deterministic for a given size. One program does it all for small inputs.
   Under CUDA-graph capture each loss gets its own workspace (``_workspace``).
-- ``_gan_loss_bwd_kernel``: ``(grad * x_grad, grad * y_grad)`` in one launch.
+  A linear term (``+-l``, constant ``t'``) only reads: its gradient is not saved.
+- ``_gan_loss_bwd_kernel``: ``(grad * x_grad, grad * y_grad)`` in one launch, or
+  the constant ``grad * s * t'`` for a linear side.
 - ``_gan_loss_pointwise_kernel``: ``grad * t^(order)(l)`` elementwise
   (``reduction="none"`` and every double backward).
 
@@ -41,6 +43,8 @@ ELEMENTS_PER_PROGRAM = 4 * BLOCK
 # Term codes of csrc/gan_loss_math.h.
 SOFTPLUS_NEG, SOFTPLUS, NEG_SOFTPLUS, NEG_SOFTPLUS_NEG = 0, 1, 2, 3
 IDENTITY, NEG_IDENTITY, HINGE_REAL, HINGE_FAKE, HALF_SQUARE_ONE, HALF_SQUARE = 4, 5, 6, 7, 8, 9
+#: t' of the linear terms: their forward saves no gradient.
+SLOPES = {IDENTITY: 1, NEG_IDENTITY: -1}
 
 _TL_DTYPES = {
     torch.float32: tl.float32,
@@ -181,7 +185,8 @@ def _term_order(l, TERM: tl.constexpr, ORDER: tl.constexpr):
 @triton.jit
 def _side_sum(x_ptr, g_ptr, n, pid, nprog, scale, TERM: tl.constexpr, ACC: tl.constexpr, DTYPE: tl.constexpr,
               ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
-    """This program's strip of one side: writes g = scale * t'(x), returns sum t(x)."""
+    """This program's strip of one side: writes g = scale * t'(x) (not for the linear
+    terms 4 and 5), returns sum t(x)."""
     per = tl.cdiv(tl.cdiv(n, nprog), BLOCK) * BLOCK
     begin = tl.minimum(pid.to(tl.int64) * per, n)
     end = tl.minimum(begin + per, n)
@@ -190,13 +195,15 @@ def _side_sum(x_ptr, g_ptr, n, pid, nprog, scale, TERM: tl.constexpr, ACC: tl.co
     for start in range(begin, full_end, BLOCK):  # full blocks: unmasked, vectorisable
         offsets = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
         t, dt = _term_and_derivative(tl.load(_ptrs(x_ptr, offsets, ALIGNED)).to(ACC), TERM)
-        tl.store(_ptrs(g_ptr, offsets, ALIGNED), _to(scale * dt, DTYPE))
+        if TERM != 4 and TERM != 5:
+            tl.store(_ptrs(g_ptr, offsets, ALIGNED), _to(scale * dt, DTYPE))
         acc += t
     if full_end < end:
         offsets = full_end + tl.arange(0, BLOCK)
         mask = offsets < end
         t, dt = _term_and_derivative(tl.load(x_ptr + offsets, mask=mask, other=0).to(ACC), TERM)
-        tl.store(g_ptr + offsets, _to(scale * dt, DTYPE), mask=mask)
+        if TERM != 4 and TERM != 5:
+            tl.store(g_ptr + offsets, _to(scale * dt, DTYPE), mask=mask)
         acc += tl.where(mask, t, 0)
     return tl.sum(acc, axis=0)
 
@@ -249,11 +256,18 @@ def _gan_loss_fwd_kernel(x_ptr, x_grad_ptr, nx, y_ptr, y_grad_ptr, ny, loss_ptr,
 
 
 @triton.jit
-def _scale_block(in_ptr, out_ptr, n, block, g, ACC: tl.constexpr, DTYPE: tl.constexpr, ALIGNED: tl.constexpr,
-                 BLOCK: tl.constexpr):
+def _scale_block(in_ptr, out_ptr, n, block, g, SLOPE: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr,
+                 DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """out = g * in, or for a linear term (SLOPE +-1; in is not read) g * s * SLOPE."""
     start = block.to(tl.int64) * BLOCK
     offsets = start + tl.arange(0, BLOCK)
-    if start + BLOCK <= n:  # full block: unmasked, vectorisable
+    if SLOPE != 0:
+        v = _to(tl.zeros([BLOCK], ACC) + g * (_scale_of(n, MEAN, ACC) * SLOPE), DTYPE)
+        if start + BLOCK <= n:  # full block: unmasked, vectorisable
+            tl.store(_ptrs(out_ptr, offsets, ALIGNED), v)
+        else:
+            tl.store(out_ptr + offsets, v, mask=offsets < n)
+    elif start + BLOCK <= n:
         v = tl.load(_ptrs(in_ptr, offsets, ALIGNED)).to(ACC)
         tl.store(_ptrs(out_ptr, offsets, ALIGNED), _to(g * v, DTYPE))
     else:
@@ -262,15 +276,16 @@ def _scale_block(in_ptr, out_ptr, n, block, g, ACC: tl.constexpr, DTYPE: tl.cons
 
 
 @triton.jit
-def _gan_loss_bwd_kernel(grad_ptr, x_grad_ptr, x_out_ptr, nx, y_grad_ptr, y_out_ptr, ny, ACC: tl.constexpr,
-                         DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+def _gan_loss_bwd_kernel(grad_ptr, x_grad_ptr, x_out_ptr, nx, y_grad_ptr, y_out_ptr, ny, X_SLOPE: tl.constexpr,
+                         Y_SLOPE: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr, DTYPE: tl.constexpr,
+                         ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     g = tl.load(grad_ptr).to(ACC)
     x_blocks = tl.cdiv(nx, BLOCK)
     if pid < x_blocks:
-        _scale_block(x_grad_ptr, x_out_ptr, nx, pid, g, ACC, DTYPE, ALIGNED, BLOCK)
+        _scale_block(x_grad_ptr, x_out_ptr, nx, pid, g, X_SLOPE, MEAN, ACC, DTYPE, ALIGNED, BLOCK)
     else:
-        _scale_block(y_grad_ptr, y_out_ptr, ny, pid - x_blocks, g, ACC, DTYPE, ALIGNED, BLOCK)
+        _scale_block(y_grad_ptr, y_out_ptr, ny, pid - x_blocks, g, Y_SLOPE, MEAN, ACC, DTYPE, ALIGNED, BLOCK)
 
 
 @triton.jit
@@ -325,13 +340,14 @@ def _aligned(*tensors: torch.Tensor) -> bool:
 def gan_loss(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_term: int,
              reduction: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, x_grad, y_grad) of one or two sides (see the module doc); reduction
-    1 is mean, 2 sum. y_grad is empty when y is None."""
+    1 is mean, 2 sum. y_grad is empty when y is None or its term linear, x_grad
+    when x's term is linear."""
     x = x.contiguous()
     has_y = y is not None
     y = y.contiguous() if has_y else x.new_empty((0,))
     loss = x.new_empty(())
-    x_grad = torch.empty_like(x)
-    y_grad = torch.empty_like(y)
+    x_grad = x.new_empty((0,)) if x_term in SLOPES else torch.empty_like(x)
+    y_grad = y.new_empty((0,)) if y_term in SLOPES else torch.empty_like(y)
     acc = _acc_dtype(x.dtype)
     partials, counter = _workspace(x.device, acc)
     nprog = max(1, min(triton.cdiv(x.numel() + y.numel(), ELEMENTS_PER_PROGRAM), MAX_PROGRAMS))
@@ -346,17 +362,22 @@ def gan_loss(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_term: in
     return loss, x_grad, y_grad
 
 
-def gan_loss_backward(grad: torch.Tensor, x_grad: torch.Tensor,
-                      y_grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(grad * x_grad, grad * y_grad), grad a one-element tensor, in one launch."""
+def gan_loss_backward(grad: torch.Tensor, x_grad: torch.Tensor, y_grad: torch.Tensor, x: torch.Tensor,
+                      y: Optional[torch.Tensor], x_term: int, y_term: int,
+                      reduction: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(grad * x_grad, grad * y_grad), grad a one-element tensor, in one launch; a
+    linear side (empty saved gradient) gets grad * s * t' in the logits' shape.
+    y_out is empty when y is None."""
     x_grad, y_grad, grad = x_grad.contiguous(), y_grad.contiguous(), grad.contiguous()
-    x_out, y_out = torch.empty_like(x_grad), torch.empty_like(y_grad)
-    blocks = triton.cdiv(x_grad.numel(), BLOCK) + triton.cdiv(y_grad.numel(), BLOCK)
+    x_out = x.new_empty(x.shape)
+    y_out = x.new_empty((0,) if y is None else y.shape)
+    blocks = triton.cdiv(x_out.numel(), BLOCK) + triton.cdiv(y_out.numel(), BLOCK)
     if blocks:
-        acc = _acc_dtype(x_grad.dtype)
+        acc = _acc_dtype(x.dtype)
         _gan_loss_bwd_kernel[(blocks,)](
-            grad, x_grad, x_out, x_grad.numel(), y_grad, y_out, y_grad.numel(), ACC=_TL_DTYPES[acc],
-            DTYPE=_TL_DTYPES[x_grad.dtype], ALIGNED=_aligned(x_grad, x_out, y_grad, y_out), BLOCK=BLOCK,
+            grad, x_grad, x_out, x_out.numel(), y_grad, y_out, y_out.numel(), X_SLOPE=SLOPES.get(x_term, 0),
+            Y_SLOPE=SLOPES.get(y_term, 0) if y is not None else 0, MEAN=reduction == 1, ACC=_TL_DTYPES[acc],
+            DTYPE=_TL_DTYPES[x.dtype], ALIGNED=_aligned(x_grad, x_out, y_grad, y_out), BLOCK=BLOCK,
             num_warps=NUM_WARPS,
         )
     return x_out, y_out

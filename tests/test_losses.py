@@ -13,7 +13,8 @@ from conftest import backends_for, device_backend_pairs, requires_cuda
 import fastgan
 from fastgan import reference
 from fastgan.ops import discriminator_loss, gan_value, generator_loss
-from fastgan.ops.losses import DISCRIMINATOR_TERMS, GENERATOR_TERMS
+from fastgan.ops.losses import (DISCRIMINATOR_TERMS, GENERATOR_TERMS, IDENTITY, LINEAR_TERMS, NEG_IDENTITY,
+                                SOFTPLUS, SOFTPLUS_NEG)
 
 # (op, kind): every loss the family computes.
 CASES = [("D", kind) for kind in DISCRIMINATOR_TERMS] + [("G", kind) for kind in GENERATOR_TERMS] + [("V", "value")]
@@ -415,10 +416,11 @@ def test_gradcheck_and_gradgradcheck(device, backend, case, reduction):
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
-@pytest.mark.parametrize("kind", ["minimax", "least_squares"])
+@pytest.mark.parametrize("kind", ["minimax", "least_squares", "wasserstein"])
 def test_double_backward_matches_reference(device, backend, kind):
     """An R1-style use: the gradient of the loss w.r.t. the logits, then a penalty
-    on it, differentiated again; the fused path must agree with autograd's."""
+    on it, differentiated again; the fused path must agree with autograd's.
+    (wasserstein: constant gradients, second derivative 0.)"""
     generator = torch.Generator().manual_seed(4)
     real, fake = _logits([(33,), (4, 1, 3, 3)], generator, torch.float64, device)
 
@@ -426,12 +428,91 @@ def test_double_backward_matches_reference(device, backend, kind):
         r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
         gr, gf = torch.autograd.grad(fn(r, f), (r, f), create_graph=True)
         penalty = (gr.square().sum() + (gf * f).sum()) * 10
-        return torch.autograd.grad(penalty, (r, f))
+        return torch.autograd.grad(penalty, (r, f), allow_unused=True, materialize_grads=True)
 
     ours = penalised_grads(lambda r, f: discriminator_loss(r, f, kind, backend=backend))
     want = penalised_grads(lambda r, f: reference.discriminator_loss(r, f, kind))
     for a, b in zip(ours, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
+# ---- linear terms (+-l): no saved gradient ----
+
+FUSED_CPU_BACKENDS = [b for b in backends_for("cpu") if b != "reference"]
+_OPS = {"cpu": torch.ops.fastgan, "triton": getattr(torch.ops, "fastgan_triton", None)}
+# (x_term, y_term, has_y): both sides linear, one linear and one not, a linear side alone.
+LINEAR_PAIRS = [(NEG_IDENTITY, IDENTITY, True), (IDENTITY, SOFTPLUS, True), (SOFTPLUS_NEG, NEG_IDENTITY, True),
+                (NEG_IDENTITY, NEG_IDENTITY, False)]
+
+
+def _term_fn(term):
+    return {IDENTITY: lambda l: l, NEG_IDENTITY: lambda l: -l, SOFTPLUS: torch.nn.functional.softplus,
+            SOFTPLUS_NEG: lambda l: torch.nn.functional.softplus(-l)}[term]
+
+
+@pytest.mark.parametrize("backend", FUSED_CPU_BACKENDS)
+@pytest.mark.parametrize("x_term,y_term,has_y", LINEAR_PAIRS)
+@pytest.mark.parametrize("reduction", [1, 2], ids=["mean", "sum"])
+def test_linear_terms_save_no_gradient(backend, x_term, y_term, has_y, reduction, poisoned_outputs):
+    """A linear side's forward only reads: its saved gradient is a (0,) tensor, and
+    the backward writes grad * s * (+-1) in the logits' shape."""
+    ops = _OPS[backend]
+    generator = torch.Generator().manual_seed(12)
+    x, y = _logits([(3, 1, 37, 41), (5003,)], generator, torch.float32, "cpu")
+    y = y if has_y else None
+    loss, x_grad, y_grad = ops.gan_loss(x, y, x_term, y_term, reduction)
+    for logits, term, saved in ((x, x_term, x_grad), (y, y_term, y_grad)):
+        want_shape = (0,) if logits is None or term in LINEAR_TERMS else logits.shape
+        assert saved.shape == want_shape
+    scale = (lambda t: 1 / t.numel()) if reduction == 1 else (lambda t: 1.0)
+    want = sum(scale(t) * _term_fn(term)(t.double()).sum() for t, term in ((x, x_term), (y, y_term)) if t is not None)
+    torch.testing.assert_close(loss.double(), want, rtol=2e-6, atol=0)
+    grad = torch.tensor(-0.75)
+    dx, dy = ops.gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction)
+    for d, logits, term, saved in ((dx, x, x_term, x_grad), (dy, y, y_term, y_grad)):
+        if logits is None:
+            assert d.shape == (0,)
+            continue
+        assert d.shape == logits.shape and d.is_contiguous()
+        if term in LINEAR_TERMS:
+            want = torch.full(logits.shape, float(grad) * scale(logits) * (1 if term == IDENTITY else -1))
+            assert (d == d.view(-1)[0]).all()
+            torch.testing.assert_close(d, want)
+        else:
+            torch.testing.assert_close(d, grad * saved)
+
+
+@pytest.mark.parametrize("backend", FUSED_CPU_BACKENDS)
+@pytest.mark.parametrize("x_term,y_term,has_y", LINEAR_PAIRS)
+def test_linear_terms_gradcheck_and_gradgradcheck(backend, x_term, y_term, has_y):
+    """Mixed pairs (one side linear) through the ops' autograd, to second order."""
+    ops = _OPS[backend]
+    generator = torch.Generator().manual_seed(13)
+    inputs = [t.requires_grad_() for t in _logits([(2, 1, 2, 3), (5,)], generator, torch.float64, "cpu")]
+    inputs = inputs if has_y else inputs[:1]
+
+    def fn(x, y=None):
+        return ops.gan_loss(x, y, x_term, y_term, 1)[0]
+
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("backend", FUSED_CPU_BACKENDS)
+def test_linear_backward_of_backward(backend):
+    """gan_loss_backward's own derivative w.r.t. the loss's gradient, for a linear side
+    (s * sum(g) * t') and a saved one (sum(g * saved))."""
+    ops = _OPS[backend]
+    generator = torch.Generator().manual_seed(14)
+    x, y = _logits([(7,), (2, 3)], generator, torch.float64, "cpu")
+    _, x_grad, y_grad = ops.gan_loss(x, y, NEG_IDENTITY, SOFTPLUS, 1)
+    grad = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    saved_y = y_grad.clone().requires_grad_()
+    dx, dy = ops.gan_loss_backward(grad, x_grad, saved_y, x, y, NEG_IDENTITY, SOFTPLUS, 1)
+    g_x, g_y = torch.randn(dx.shape, dtype=torch.float64), torch.randn(dy.shape, dtype=torch.float64)
+    d_grad, d_saved = torch.autograd.grad((dx * g_x).sum() + (dy * g_y).sum(), (grad, saved_y))
+    torch.testing.assert_close(d_grad, -g_x.sum() / x.numel() + (g_y * y_grad).sum())
+    torch.testing.assert_close(d_saved, g_y * 1.5)
 
 
 @pytest.mark.parametrize("backend", [b for b in backends_for("cpu") if b != "reference"])
@@ -455,8 +536,18 @@ def _op_samples():
         ("gan_loss", (x, y, 6, 7, 2)),
         ("gan_loss", (d, None, 2, 2, 1)),
         ("gan_loss", (x.detach().bfloat16(), y.detach().bfloat16(), 8, 9, 1)),
-        ("gan_loss_backward", (torch.tensor(1.5, requires_grad=True), x, y)),
-        ("gan_loss_backward", (torch.tensor(2.0, dtype=torch.float64), d, torch.empty(0, dtype=torch.float64))),
+        ("gan_loss", (x, y, 5, 4, 1)),
+        ("gan_loss", (x, y, 4, 1, 2)),
+        ("gan_loss", (d, None, 5, 5, 1)),
+        ("gan_loss_backward", (torch.tensor(1.5, requires_grad=True), torch.randn(10, requires_grad=True),
+                               torch.randn(3, 1, 2, 2, requires_grad=True), x.detach(), y.detach(), 0, 1, 1)),
+        ("gan_loss_backward", (torch.tensor(2.0, dtype=torch.float64), d, torch.empty(0, dtype=torch.float64),
+                               d.detach(), None, 2, 2, 1)),
+        ("gan_loss_backward", (torch.tensor(1.5, requires_grad=True), torch.empty(0),
+                               torch.randn(3, 1, 2, 2, requires_grad=True), x.detach(), y.detach(), 5, 1, 1)),
+        ("gan_loss_backward", (torch.tensor(-2.0, dtype=torch.float64, requires_grad=True),
+                               torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.float64),
+                               d.detach(), None, 5, 5, 2)),
         ("gan_loss_pointwise", (x, None, 3, 0)),
         ("gan_loss_pointwise", (y, torch.randn(3, 1, 2, 2, requires_grad=True), 0, 1)),
         ("gan_loss_pointwise", (d.detach(), torch.randn(7, dtype=torch.float64, requires_grad=True), 8, 2)),
@@ -476,7 +567,7 @@ def test_works_under_compile_fullgraph(backend):
 
     def step(r, f):
         d = discriminator_loss(r, f, "minimax", backend=backend) + gan_value(r, f, backend=backend)
-        g = generator_loss(f, "non_saturating", backend=backend)
+        g = generator_loss(f, "non_saturating", backend=backend) + generator_loss(f, "wasserstein", backend=backend)
         h_real, h_fake = discriminator_loss(r, f, "hinge", reduction="none", backend=backend)
         return d + g + h_real.mean() + h_fake.sum()
 
@@ -553,6 +644,11 @@ def test_direct_op_calls_check_codes():
         torch.ops.fastgan.gan_loss_pointwise(x, None, 0, 3)
     with pytest.raises(RuntimeError, match="y has dtype Double but the logits have Float"):
         torch.ops.fastgan.gan_loss(x, x.double(), 0, 1, 1)
+    one = torch.tensor(1.0)
+    with pytest.raises(RuntimeError, match=r"x_grad has shape \[3\] but expected \[0\] \(a linear term saves no"):
+        torch.ops.fastgan.gan_loss_backward(one, x, torch.empty(0), x, None, 5, 5, 1)
+    with pytest.raises(RuntimeError, match=r"y_grad has shape \[0\] but expected \[3\]"):
+        torch.ops.fastgan.gan_loss_backward(one, torch.empty(0), torch.empty(0), x, x, 5, 1, 1)
 
 
 # ---- CUDA: launches, graphs, determinism (skipped without a GPU) ----
@@ -572,12 +668,13 @@ def _cuda_kernels(fn):
 @requires_cuda
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("size", [64, 4096, 1 << 20])
-def test_cuda_one_launch_forward_one_backward(backend, size):
+@pytest.mark.parametrize("kind", ["minimax", "wasserstein"])  # wasserstein: linear, no saved gradient
+def test_cuda_one_launch_forward_one_backward(backend, size, kind):
     real = torch.randn(size, device="cuda", requires_grad=True)
     fake = torch.randn(size, 1, device="cuda", requires_grad=True)
     grad_out = torch.tensor(1.0, device="cuda")
-    loss = discriminator_loss(real, fake, backend=backend)
-    assert len(_cuda_kernels(lambda: discriminator_loss(real, fake, backend=backend))) == 1
+    loss = discriminator_loss(real, fake, kind, backend=backend)
+    assert len(_cuda_kernels(lambda: discriminator_loss(real, fake, kind, backend=backend))) == 1
     backward = _cuda_kernels(lambda: torch.autograd.grad(loss, (real, fake), grad_out, retain_graph=True))
     assert len(backward) == 1, backward
 

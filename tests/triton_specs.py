@@ -43,7 +43,8 @@ for dtype, acc, name in [("*fp32", "*fp32", "fp32"), ("*bf16", "*fp32", "bf16"),
     ]
 # GAN losses (kernels/gan_loss.py): the fused forward for every term (the four
 # discriminator pairs, V's pair, and one side alone as for the generator), the
-# backward, and the pointwise kernel for every term and each kind of derivative.
+# backward (with and without linear sides), and the pointwise kernel for every
+# term and each kind of derivative.
 LOSS_BLOCK = {"BLOCK": 2048}
 for dtype, acc, acc_ptr, name in [(tl.float32, tl.float32, "*fp32", "fp32"), (tl.bfloat16, tl.float32, "*fp32", "bf16"),
                                   (tl.float64, tl.float64, "*fp64", "fp64")]:
@@ -57,12 +58,16 @@ for dtype, acc, acc_ptr, name in [(tl.float32, tl.float32, "*fp32", "fp32"), (tl
             {"X_TERM": x_term, "Y_TERM": y_term, "HAS_Y": (x_term, y_term) != (2, 2), "MEAN": True, "ACC": acc,
              "DTYPE": dtype, "ALIGNED": True, **LOSS_BLOCK, "MAX_PROGRAMS": 1024},
         ))
-    SPECS.append((
-        "gan_loss", "_gan_loss_bwd_kernel",
-        {"grad_ptr": ptr, "x_grad_ptr": ptr, "x_out_ptr": ptr, "nx": "i32", "y_grad_ptr": ptr, "y_out_ptr": ptr,
-         "ny": "i32"},
-        {"ACC": acc, "DTYPE": dtype, "ALIGNED": True, **LOSS_BLOCK},
-    ))
+    # Backward: saved gradients, and linear sides (X_SLOPE, Y_SLOPE != 0) that read none
+    # (fp32 keeps a saved side: its loads must be 16-byte vectors).
+    for x_slope, y_slope in [(0, 0), (-1, 0)] if name == "fp32" else [(0, 0), (-1, 1)]:
+        SPECS.append((
+            "gan_loss", "_gan_loss_bwd_kernel",
+            {"grad_ptr": ptr, "x_grad_ptr": ptr, "x_out_ptr": ptr, "nx": "i32", "y_grad_ptr": ptr, "y_out_ptr": ptr,
+             "ny": "i32"},
+            {"X_SLOPE": x_slope, "Y_SLOPE": y_slope, "MEAN": True, "ACC": acc, "DTYPE": dtype, "ALIGNED": True,
+             **LOSS_BLOCK},
+        ))
     # fp32: t of every term, t' of a softplus and the hinge, t'' of each kind of second derivative.
     if name == "fp32":
         term_orders = [(t, 0) for t in range(10)] + [(0, 1), (6, 1), (0, 2), (2, 2), (5, 2), (8, 2)]

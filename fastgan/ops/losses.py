@@ -1,5 +1,6 @@
 """GAN losses (THEORY.md §2–3) as fused reductions: the loss and its logits-gradient
-in one pass, the backward a single scaling of the saved gradient.
+in one pass, the backward a single scaling of the saved gradient (for the linear
+terms, whose gradient is constant, nothing is saved and the backward writes it).
 
 Every loss is ``s_r * sum t_r(real) + s_f * sum t_f(fake)`` with per-element terms
 ``t`` (table in :mod:`fastgan.reference.losses`) and ``s = 1/numel`` ("mean") or 1
@@ -8,9 +9,11 @@ Every loss is ``s_r * sum t_r(real) + s_f * sum t_f(fake)`` with per-element ter
 
 - ``gan_loss(x, y?, x_term, y_term, reduction) -> (loss, x_grad, y_grad)``: one
   pass over both sides writes the loss and ``x_grad = s_x t_x'(x)`` (and y's);
-  one launch on CUDA.
-- ``gan_loss_backward(grad, x_grad, y_grad) -> (grad * x_grad, grad * y_grad)``:
-  the whole backward, one launch.
+  one launch on CUDA. A linear term (``+-l``: WGAN, hinge G) has a constant
+  ``t'``: its side is only read and its saved gradient is a ``(0,)`` tensor.
+- ``gan_loss_backward(grad, x_grad, y_grad, x, y?, x_term, y_term, reduction)
+  -> (grad * x_grad, grad * y_grad)``, or ``grad * s * t'`` in the logits' shape
+  for a linear side (the logits are not read): the whole backward, one launch.
 - ``gan_loss_pointwise(logits, grad?, term, order) -> grad * t^(order)(logits)``:
   ``reduction="none"`` (order 0, backward order 1) and double backward (order 2).
 
@@ -41,6 +44,8 @@ HINGE_REAL = 6  # relu(1 - l)
 HINGE_FAKE = 7  # relu(1 + l)
 HALF_SQUARE_ONE = 8  # (l - 1)^2 / 2
 HALF_SQUARE = 9  # l^2 / 2
+#: Terms with a constant derivative: gan_loss saves no gradient for them.
+LINEAR_TERMS = (IDENTITY, NEG_IDENTITY)
 
 #: (real term, fake term) of each discriminator loss.
 DISCRIMINATOR_TERMS: Dict[str, Tuple[int, int]] = {
@@ -75,11 +80,12 @@ def _gan_loss_triton(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_
 
 
 @torch.library.custom_op("fastgan_triton::gan_loss_backward", mutates_args=())
-def _gan_loss_backward_triton(grad: torch.Tensor, x_grad: torch.Tensor,
-                              y_grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _gan_loss_backward_triton(grad: torch.Tensor, x_grad: torch.Tensor, y_grad: torch.Tensor, x: torch.Tensor,
+                              y: Optional[torch.Tensor], x_term: int, y_term: int,
+                              reduction: int) -> Tuple[torch.Tensor, torch.Tensor]:
     from ..kernels import gan_loss as kernels
 
-    return kernels.gan_loss_backward(grad, x_grad, y_grad)
+    return kernels.gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction)
 
 
 @torch.library.custom_op("fastgan_triton::gan_loss_pointwise", mutates_args=())
@@ -97,19 +103,25 @@ def _check_term(term: int) -> None:
     torch._check(0 <= term < 10, lambda: f"term must be a GAN loss term code in [0, 10), got {term}")
 
 
+def _saved_grad(logits, term):
+    return logits.new_empty((0,) if term in LINEAR_TERMS else logits.shape)
+
+
 def _gan_loss_fake(x, y, x_term, y_term, reduction):
     _check_term(x_term)
     _check_term(y_term)
     torch._check(reduction in (1, 2), lambda: f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
     if y is not None:
         torch._check(y.dtype == x.dtype, lambda: f"y has dtype {y.dtype} but x has {x.dtype}")
-    y_grad = x.new_empty((0,)) if y is None else y.new_empty(y.shape)
-    return x.new_empty(()), x.new_empty(x.shape), y_grad
+    y_grad = x.new_empty((0,)) if y is None else _saved_grad(y, y_term)
+    return x.new_empty(()), _saved_grad(x, x_term), y_grad
 
 
-def _gan_loss_backward_fake(grad, x_grad, y_grad):
+def _gan_loss_backward_fake(grad, x_grad, y_grad, x, y, x_term, y_term, reduction):
+    _check_term(x_term)
+    _check_term(y_term)
     torch._check(grad.numel() == 1, lambda: f"grad must have one element, got shape {tuple(grad.shape)}")
-    return x_grad.new_empty(x_grad.shape), y_grad.new_empty(y_grad.shape)
+    return x.new_empty(x.shape), x.new_empty((0,) if y is None else y.shape)
 
 
 def _gan_loss_pointwise_fake(logits, grad, term, order):
@@ -136,45 +148,54 @@ def _register_autograd(ns: str) -> None:
         x, y, x_term, y_term, reduction = inputs
         _, x_grad, y_grad = output
         ctx.set_materialize_grads(False)  # first-order backward: no gradient for x_grad, y_grad
-        ctx.x_term, ctx.y_term, ctx.mean = x_term, y_term, reduction == REDUCTIONS["mean"]
+        ctx.x_term, ctx.y_term, ctx.reduction = x_term, y_term, reduction
         ctx.save_for_backward(x, y, x_grad, y_grad)
 
     def loss_backward(ctx, grad_loss, grad_x_grad, grad_y_grad):
         x, y, x_grad, y_grad = ctx.saved_tensors
         dx = dy = None
         if grad_loss is not None:
-            dx, dy = ops.gan_loss_backward(grad_loss, x_grad, y_grad)
-        # Double backward: d(x_grad)/dx = s_x * t_x''(x), diagonal.
-        if grad_x_grad is not None:
+            dx, dy = ops.gan_loss_backward(grad_loss, x_grad, y_grad, x, y, ctx.x_term, ctx.y_term, ctx.reduction)
+        # Double backward: d(x_grad)/dx = s_x * t_x''(x), diagonal (0 for a linear term).
+        mean = ctx.reduction == REDUCTIONS["mean"]
+        if grad_x_grad is not None and ctx.x_term not in LINEAR_TERMS:
             second = ops.gan_loss_pointwise(x, grad_x_grad, ctx.x_term, 2)
-            second = second / x.numel() if ctx.mean else second
+            second = second / x.numel() if mean else second
             dx = second if dx is None else dx + second
-        if grad_y_grad is not None and y is not None:
+        if grad_y_grad is not None and y is not None and ctx.y_term not in LINEAR_TERMS:
             second = ops.gan_loss_pointwise(y, grad_y_grad, ctx.y_term, 2)
-            second = second / y.numel() if ctx.mean else second
+            second = second / y.numel() if mean else second
             dy = second if dy is None else dy + second
         return dx, (dy if y is not None else None), None, None, None
 
     def backward_setup(ctx, inputs, output):
-        grad, x_grad, y_grad = inputs
+        grad, x_grad, y_grad, x, y, x_term, y_term, reduction = inputs
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(grad, x_grad, y_grad)
+        ctx.x_term, ctx.y_term, ctx.mean = x_term, y_term, reduction == REDUCTIONS["mean"]
+        ctx.save_for_backward(grad, x_grad, y_grad, x, y)
 
     def backward_backward(ctx, g_x, g_y):
-        grad, x_grad, y_grad = ctx.saved_tensors
+        grad, x_grad, y_grad, x, y = ctx.saved_tensors
+        x_linear, y_linear = ctx.x_term in LINEAR_TERMS, ctx.y_term in LINEAR_TERMS
         d_grad = d_x_grad = d_y_grad = None
         if ctx.needs_input_grad[0]:
             d_grad = torch.zeros((), dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32,
                                  device=grad.device)
-            for g, saved in ((g_x, x_grad), (g_y, y_grad)):
-                if g is not None:
+            # sum(g * a) for a side's a = saved gradient, or s * t' for a linear term.
+            for g, saved, logits, term in ((g_x, x_grad, x, ctx.x_term), (g_y, y_grad, y, ctx.y_term)):
+                if g is None:
+                    continue
+                if term in LINEAR_TERMS:
+                    total = g.sum(dtype=d_grad.dtype) * (1 if term == IDENTITY else -1)
+                    d_grad = d_grad + (total / logits.numel() if ctx.mean else total)
+                else:
                     d_grad = d_grad + (g * saved).sum(dtype=d_grad.dtype)
             d_grad = d_grad.to(grad.dtype).reshape(grad.shape)
-        if g_x is not None and ctx.needs_input_grad[1]:
+        if g_x is not None and ctx.needs_input_grad[1] and not x_linear:
             d_x_grad = g_x * grad
-        if g_y is not None and ctx.needs_input_grad[2]:
+        if g_y is not None and ctx.needs_input_grad[2] and not y_linear:
             d_y_grad = g_y * grad
-        return d_grad, d_x_grad, d_y_grad
+        return d_grad, d_x_grad, d_y_grad, None, None, None, None, None
 
     def pointwise_setup(ctx, inputs, output):
         logits, grad, term, order = inputs
