@@ -35,6 +35,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import TL_DTYPES, acc_dtype, div_rn
+
 BLOCK = 2048
 NUM_WARPS = 8
 MAX_PROGRAMS = 1024  # partial sums per side in the workspace
@@ -45,27 +47,6 @@ SOFTPLUS_NEG, SOFTPLUS, NEG_SOFTPLUS, NEG_SOFTPLUS_NEG = 0, 1, 2, 3
 IDENTITY, NEG_IDENTITY, HINGE_REAL, HINGE_FAKE, HALF_SQUARE_ONE, HALF_SQUARE = 4, 5, 6, 7, 8, 9
 #: t' of the linear terms: their forward saves no gradient.
 SLOPES = {IDENTITY: 1, NEG_IDENTITY: -1}
-
-_TL_DTYPES = {
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-    torch.float16: tl.float16,
-    torch.bfloat16: tl.bfloat16,
-}
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-@triton.jit
-def _div_rn(x, y):
-    # IEEE round-to-nearest like torch; compiled float32 '/' is approximate.
-    if x.dtype == tl.float64:
-        return x / y
-    else:
-        return tl.div_rn(x, y)
-
 
 @triton.jit
 def _to(v, DTYPE: tl.constexpr):
@@ -88,7 +69,7 @@ def _log1p(x):
     # to a few ulp. For x in [0, 1] here; NaN stays NaN.
     u = 1 + x
     d = u - 1
-    return tl.where(d == 0, x, tl.log(u) * _div_rn(x, tl.where(d == 0, 1, d)))
+    return tl.where(d == 0, x, tl.log(u) * div_rn(x, tl.where(d == 0, 1, d)))
 
 
 @triton.jit
@@ -107,7 +88,7 @@ def _ptrs(base, offsets, ALIGNED: tl.constexpr):
 def _softplus_parts(x):
     """softplus(x), sigmoid(x), sigmoid(-x) and sigmoid'(x) from one exp."""
     e = tl.exp(-tl.abs(x))
-    r = _div_rn(tl.zeros_like(e) + 1, 1 + e)
+    r = div_rn(tl.zeros_like(e) + 1, 1 + e)
     er = e * r
     softplus = tl.where(x > 0, x, 0) + _log1p(e)
     sigmoid = tl.where(x >= 0, r, er)
@@ -214,7 +195,7 @@ def _scale_of(n, MEAN: tl.constexpr, ACC: tl.constexpr):
     d = n.to(ACC)
     one = d * 0 + 1
     if MEAN:
-        s = _div_rn(one, d)
+        s = div_rn(one, d)
     else:
         s = one
     return s
@@ -348,15 +329,15 @@ def gan_loss(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_term: in
     loss = x.new_empty(())
     x_grad = x.new_empty((0,)) if x_term in SLOPES else torch.empty_like(x)
     y_grad = y.new_empty((0,)) if y_term in SLOPES else torch.empty_like(y)
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
     partials, counter = _workspace(x.device, acc)
     nprog = max(1, min(triton.cdiv(x.numel() + y.numel(), ELEMENTS_PER_PROGRAM), MAX_PROGRAMS))
     # An absent y passes x's pointers (never read: HAS_Y is False).
     y_ptr, y_grad_ptr = (y, y_grad) if has_y else (x, x_grad)
     _gan_loss_fwd_kernel[(nprog,)](
         x, x_grad, x.numel(), y_ptr, y_grad_ptr, y.numel(), loss, partials, counter,
-        X_TERM=x_term, Y_TERM=y_term, HAS_Y=has_y, MEAN=reduction == 1, ACC=_TL_DTYPES[acc],
-        DTYPE=_TL_DTYPES[x.dtype], ALIGNED=_aligned(x, x_grad, y_ptr, y_grad_ptr), BLOCK=BLOCK,
+        X_TERM=x_term, Y_TERM=y_term, HAS_Y=has_y, MEAN=reduction == 1, ACC=TL_DTYPES[acc],
+        DTYPE=TL_DTYPES[x.dtype], ALIGNED=_aligned(x, x_grad, y_ptr, y_grad_ptr), BLOCK=BLOCK,
         MAX_PROGRAMS=MAX_PROGRAMS, num_warps=NUM_WARPS,
     )
     return loss, x_grad, y_grad
@@ -373,11 +354,11 @@ def gan_loss_backward(grad: torch.Tensor, x_grad: torch.Tensor, y_grad: torch.Te
     y_out = x.new_empty((0,) if y is None else y.shape)
     blocks = triton.cdiv(x_out.numel(), BLOCK) + triton.cdiv(y_out.numel(), BLOCK)
     if blocks:
-        acc = _acc_dtype(x.dtype)
+        acc = acc_dtype(x.dtype)
         _gan_loss_bwd_kernel[(blocks,)](
             grad, x_grad, x_out, x_out.numel(), y_grad, y_out, y_out.numel(), X_SLOPE=SLOPES.get(x_term, 0),
-            Y_SLOPE=SLOPES.get(y_term, 0) if y is not None else 0, MEAN=reduction == 1, ACC=_TL_DTYPES[acc],
-            DTYPE=_TL_DTYPES[x.dtype], ALIGNED=_aligned(x_grad, x_out, y_grad, y_out), BLOCK=BLOCK,
+            Y_SLOPE=SLOPES.get(y_term, 0) if y is not None else 0, MEAN=reduction == 1, ACC=TL_DTYPES[acc],
+            DTYPE=TL_DTYPES[x.dtype], ALIGNED=_aligned(x_grad, x_out, y_grad, y_out), BLOCK=BLOCK,
             num_warps=NUM_WARPS,
         )
     return x_out, y_out
@@ -389,9 +370,9 @@ def gan_loss_pointwise(logits: torch.Tensor, grad: Optional[torch.Tensor], term:
     g = grad.contiguous() if grad is not None else x
     out = torch.empty_like(x)
     if x.numel():
-        acc = _acc_dtype(x.dtype)
+        acc = acc_dtype(x.dtype)
         _gan_loss_pointwise_kernel[(triton.cdiv(x.numel(), BLOCK),)](
-            x, g, out, x.numel(), TERM=term, ORDER=order, HAS_GRAD=grad is not None, ACC=_TL_DTYPES[acc],
-            DTYPE=_TL_DTYPES[x.dtype], ALIGNED=_aligned(x, g, out), BLOCK=BLOCK, num_warps=NUM_WARPS,
+            x, g, out, x.numel(), TERM=term, ORDER=order, HAS_GRAD=grad is not None, ACC=TL_DTYPES[acc],
+            DTYPE=TL_DTYPES[x.dtype], ALIGNED=_aligned(x, g, out), BLOCK=BLOCK, num_warps=NUM_WARPS,
         )
     return out
