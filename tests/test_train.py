@@ -488,3 +488,21 @@ def test_stop_after_then_resume_from_the_command_line(tmp_path):
     assert cli.main(["train", "--out", out, "--resume", *flags]) == 0
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
     assert summary["steps"] == 4 and summary["final"]["step"] == 4
+
+
+def test_quality_script_target_and_table():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "quality_runs.py")
+    spec = importlib.util.spec_from_file_location("quality_runs", path)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    records = [{"step": 250, "time_s": 10.0, "modes": 8, "num_modes": 8, "high_quality": 0.8, "w1": 0.3},
+               {"step": 500, "time_s": 20.0, "modes": 7, "num_modes": 8, "high_quality": 0.95, "w1": 0.2},
+               {"step": 750, "time_s": 30.0, "modes": 8, "num_modes": 8, "high_quality": 0.91, "w1": 0.1}]
+    assert quality.first_at_target(records)["step"] == 750
+    assert quality.first_at_target(records[:2]) is None
+    results = {"wgan-gp-25gaussians-20k": {"steps": 750, "train_time_s": 30.0, "final": records[-1], "device": "cpu",
+                                           "first_at_target": {"step": 750, "time_s": 30.0}}}
+    row = quality.table(results).splitlines()[2]
+    assert "| 8/8 | 91.0% | 0.100 | 750 (0.5 min) | 17.3/25 at 94.8% |" in row
