@@ -37,13 +37,23 @@ struct GanLossProblem {
   at::Tensor loss, x_grad, y_grad;  // outputs, allocated here, written by the kernel
 };
 
-inline GanLossProblem prepare_gan_loss(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
-                                       int64_t y_term, int64_t reduction) {
-  const char* op = "fastgan::gan_loss";
+// The terms and reduction gan_loss and its backward share.
+inline void check_gan_loss_args(int64_t x_term, int64_t y_term, int64_t reduction, const char* op) {
   check_gan_term(x_term, op);
   check_gan_term(y_term, op);
   TORCH_CHECK(reduction == kReductionMean || reduction == kReductionSum, op,
               ": reduction must be 1 (mean) or 2 (sum), got ", reduction);
+}
+
+// s of a side of n logits: 1/n for the mean, 1 for the sum.
+inline double gan_side_scale(int64_t n, int64_t reduction) {
+  return reduction == kReductionMean ? 1.0 / static_cast<double>(n) : 1.0;
+}
+
+inline GanLossProblem prepare_gan_loss(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
+                                       int64_t y_term, int64_t reduction) {
+  const char* op = "fastgan::gan_loss";
+  check_gan_loss_args(x_term, y_term, reduction, op);
   GanLossProblem p;
   p.x = gan_loss_input(x, x, op, "x");
   p.y = y.has_value() ? gan_loss_input(*y, x, op, "y") : at::empty({0}, x.options());
@@ -51,9 +61,8 @@ inline GanLossProblem prepare_gan_loss(const at::Tensor& x, const std::optional<
   p.y_term = static_cast<int>(y_term);
   // The mean of an empty side is 0 * inf = NaN, as torch's mean of an empty tensor;
   // an absent side has scale 0 and adds nothing.
-  const bool mean = reduction == kReductionMean;
-  p.x_scale = mean ? 1.0 / static_cast<double>(p.x.numel()) : 1.0;
-  p.y_scale = !y.has_value() ? 0.0 : mean ? 1.0 / static_cast<double>(p.y.numel()) : 1.0;
+  p.x_scale = gan_side_scale(p.x.numel(), reduction);
+  p.y_scale = y.has_value() ? gan_side_scale(p.y.numel(), reduction) : 0.0;
   p.loss = at::empty({}, x.options());
   // A linear side saves no gradient (its t' is constant): a 0-element tensor.
   auto saved = [&](const at::Tensor& t, int term) {
@@ -77,10 +86,7 @@ inline GanLossBackwardProblem prepare_gan_loss_backward(const at::Tensor& grad, 
                                                         const std::optional<at::Tensor>& y, int64_t x_term,
                                                         int64_t y_term, int64_t reduction) {
   const char* op = "fastgan::gan_loss_backward";
-  check_gan_term(x_term, op);
-  check_gan_term(y_term, op);
-  TORCH_CHECK(reduction == kReductionMean || reduction == kReductionSum, op,
-              ": reduction must be 1 (mean) or 2 (sum), got ", reduction);
+  check_gan_loss_args(x_term, y_term, reduction, op);
   TORCH_CHECK(grad.numel() == 1, op, ": grad must have one element (the loss's gradient), got shape ",
               grad.sizes());
   GanLossBackwardProblem p;
@@ -92,8 +98,7 @@ inline GanLossBackwardProblem prepare_gan_loss_backward(const at::Tensor& grad, 
   auto side = [&](const at::Tensor& logits, const at::Tensor& saved, int64_t term, const char* name, bool& linear,
                   double& constant) {
     linear = gan_term_is_linear(static_cast<int>(term));
-    const double scale = reduction == kReductionMean ? 1.0 / static_cast<double>(logits.numel()) : 1.0;
-    constant = linear ? gan_term_slope(static_cast<int>(term)) * scale : 0.0;
+    constant = linear ? gan_term_slope(static_cast<int>(term)) * gan_side_scale(logits.numel(), reduction) : 0.0;
     const at::IntArrayRef want = linear ? at::IntArrayRef(kNone) : logits.sizes();
     TORCH_CHECK(saved.sizes().equals(want), op, ": ", name, " has shape ", saved.sizes(), " but expected ", want,
                 linear ? " (a linear term saves no gradient)" : "");
