@@ -56,3 +56,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def capture_cuda_graph(step, warmup=3):
+    """Run `step` `warmup` times on a side stream (lazy init, Triton compiles), then
+    record one call as a CUDA graph, as torch.cuda.graph asks. Returns (graph, the last
+    warm-up result, the captured result)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            warm = step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    return graph, warm, captured

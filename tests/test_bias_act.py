@@ -7,7 +7,7 @@ same dtype, plus a small floor.
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import device_backend_pairs, requires_cuda
+from conftest import capture_cuda_graph, device_backend_pairs, requires_cuda
 
 import fastgan
 from fastgan import reference
@@ -664,15 +664,7 @@ def test_cuda_graph_capture(backend, act):
         # (allow_unused: lrelu's bias does not reach an R1 penalty)
         return torch.autograd.grad(g.pow(2).sum(), list(critic.parameters()), allow_unused=True)
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            expected = step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step()
+    graph, expected, out = capture_cuda_graph(step)
     graph.replay()
     torch.cuda.synchronize()
     for o, e in zip(out, expected):

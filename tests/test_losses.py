@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import backends_for, device_backend_pairs, requires_cuda
+from conftest import backends_for, capture_cuda_graph, device_backend_pairs, requires_cuda
 
 import fastgan
 from fastgan import reference
@@ -689,15 +689,7 @@ def test_cuda_graph_capture_and_replay(backend):
         loss = discriminator_loss(real, fake, "minimax", backend=backend)
         return (loss, *torch.autograd.grad(loss, (real, fake)))
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            step()  # warm-up off the default stream, as torch.cuda.graph asks (Triton compiles here)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static = step()
+    graph, _, static = capture_cuda_graph(step, warmup=2)
     for seed in range(3):
         with torch.no_grad():
             real.normal_(generator=torch.Generator("cuda").manual_seed(seed))

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import HAS_CUDA, device_backend_pairs, requires_cuda
+from conftest import HAS_CUDA, capture_cuda_graph, device_backend_pairs, requires_cuda
 
 import fastgan
 from fastgan import reference
@@ -477,15 +477,7 @@ def test_gradient_penalty_step_in_cuda_graph(backend):
         optimizer.step()
         return penalty
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = step()
+    graph, _, captured = capture_cuda_graph(step)
     for _ in range(3):
         graph.replay()
     torch.cuda.synchronize()
