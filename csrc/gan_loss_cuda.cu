@@ -10,18 +10,14 @@
 // The counter and partials live in a workspace cached per (device, stream),
 // zeroed once at creation: no memset launch and no host sync, and the loss is
 // deterministic for a given size and GPU. Under CUDA-graph capture each loss gets
-// its own workspace (see loss_workspace).
+// its own workspace (see stream_workspace in cuda_utils.cuh).
 #include <ATen/Dispatch.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <map>
-#include <mutex>
-#include <utility>
 
 #include "gan_loss_host.h"
 #include "gan_loss_math.h"
@@ -184,25 +180,8 @@ __global__ void __launch_bounds__(kLossThreads) gan_loss_kernel(const GanLossArg
   }
 }
 
-// Counter (16 bytes) then 2 * kLossMaxBlocks partials of up to 8 bytes, per (device, stream):
-// kernels on one stream run in order, so one workspace is never used by two launches at
-// once, and the kernel leaves the counter at zero. Under CUDA-graph capture each loss gets
-// its own zeroed workspace instead (a memset node in the graph): two graphs captured on
-// one stream may be replayed concurrently on two others.
-at::Tensor loss_workspace(const at::Device& device, cudaStream_t stream) {
-  const auto options = at::TensorOptions().dtype(at::kByte).device(device);
-  const int64_t bytes = 16 + 2 * kLossMaxBlocks * 8;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return at::zeros({bytes}, options);
-  static std::mutex mutex;
-  static auto* cache = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();  // never freed: outlives CUDA
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_pair(static_cast<int>(device.index()), stream);
-  auto it = cache->find(key);
-  if (it == cache->end()) it = cache->emplace(key, at::zeros({bytes}, options)).first;
-  return it->second;
-}
+// Counter (16 bytes) then 2 * kLossMaxBlocks partials of up to 8 bytes (stream_workspace).
+constexpr int64_t kLossWorkspaceBytes = 16 + 2 * kLossMaxBlocks * 8;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gan_loss_cuda(const at::Tensor& x, const std::optional<at::Tensor>& y,
                                                              int64_t x_term, int64_t y_term, int64_t reduction) {
@@ -210,7 +189,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gan_loss_cuda(const at::Tensor& x
   const at::Device device = p.x.device();
   c10::cuda::CUDAGuard guard(device);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index());
-  at::Tensor workspace = loss_workspace(device, stream);
+  at::Tensor workspace = stream_workspace(device, stream, kLossWorkspaceBytes, kGanLossWorkspace);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x.scalar_type(), "gan_loss_cuda", [&] {
     using T = acc_t<scalar_t>;
     const Strips strips =

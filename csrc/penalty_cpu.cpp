@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu_multi_tensor.h"
+#include "penalty_host.h"
 #include "penalty_math.h"
 #include "rows.h"
 
@@ -75,6 +76,7 @@ FASTGAN_CPU_CLONES void interpolate_span(scalar_t* __restrict__ out, const scala
 }
 
 at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& eps) {
+  check_interpolate_args(real, fake, eps);
   auto [r, f] = batch_major_pair(real, fake);
   at::Tensor e = eps.contiguous();
   at::Tensor out = at::empty_like(r);
@@ -96,6 +98,7 @@ at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const
 // Returns (grad_real, grad_fake); an unneeded one is an empty tensor.
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& grad, const at::Tensor& eps,
                                                             bool need_real, bool need_fake) {
+  check_interpolate_backward_args(grad, eps);
   at::Tensor g = batch_major(grad);
   at::Tensor e = eps.contiguous();
   at::Tensor grad_real = need_real ? at::empty_like(g) : at::empty({0}, g.options());
@@ -118,6 +121,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
 // input dtype; norms is (B,) in the accumulation dtype (saved for the backward).
 std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cpu(const at::Tensor& grads, double center, double weight,
                                                          bool one_sided, int64_t reduction) {
+  check_grad_norm_penalty_args(grads, reduction);
   at::Tensor g = batch_major(grads);
   const int64_t rows = g.size(0), n = row_length(g), tiles = row_tiles(n);
   const auto acc_type = g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -151,15 +155,17 @@ std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cpu(const at::Tensor& grads
 at::Tensor grad_norm_penalty_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& grads,
                                           const at::Tensor& norms, double center, double weight, bool one_sided,
                                           int64_t reduction) {
+  check_grad_norm_penalty_backward_args(grad_loss, grads, norms, reduction);
   at::Tensor g = batch_major(grads);
   at::Tensor go = grad_loss.contiguous();
+  at::Tensor norms_c = norms.contiguous();
   at::Tensor out = at::empty_like(g);
   const int64_t rows = g.size(0), n = row_length(g);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const scalar_t* gop = go.data_ptr<scalar_t>();
-    const T* np = norms.data_ptr<T>();
+    const T* np = norms_c.data_ptr<T>();
     scalar_t* op = out.data_ptr<scalar_t>();
     const T row_weight = penalty_row_weight(static_cast<T>(weight), rows, reduction);
     cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {

@@ -9,17 +9,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <map>
-#include <mutex>
-#include <utility>
-
 #include "cuda_utils.cuh"
+#include "penalty_host.h"
 #include "penalty_math.h"
 #include "rows.h"
 
@@ -145,6 +141,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 at::Tensor interpolate_cuda(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& eps) {
+  check_interpolate_args(real, fake, eps);
   c10::cuda::CUDAGuard guard(real.device());
   auto [r, f] = batch_major_pair(real, fake);
   at::Tensor e = eps.contiguous();
@@ -164,6 +161,7 @@ at::Tensor interpolate_cuda(const at::Tensor& real, const at::Tensor& fake, cons
 
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& grad, const at::Tensor& eps,
                                                              bool need_real, bool need_fake) {
+  check_interpolate_backward_args(grad, eps);
   c10::cuda::CUDAGuard guard(grad.device());
   at::Tensor g = batch_major(grad);
   at::Tensor e = eps.contiguous();
@@ -185,19 +183,6 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
 
 // ---------------------------------------------------------- grad_norm_penalty
 
-// A zeroed int per (device, stream): the "last block done" counter, which the
-// last block resets, so it needs no memset launch and streams never share one.
-int* block_counter(const at::Device& device, cudaStream_t stream) {
-  static std::mutex mutex;
-  static std::map<std::pair<int, cudaStream_t>, at::Tensor> counters;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto key = std::make_pair(static_cast<int>(device.index()), stream);
-  auto it = counters.find(key);
-  if (it == counters.end())
-    it = counters.emplace(key, at::zeros({1}, at::TensorOptions().device(device).dtype(at::kInt))).first;
-  return it->second.data_ptr<int>();
-}
-
 __device__ __forceinline__ double block_sum(double value, double* shared) {
   // Fixed-order tree: deterministic for a given block size.
   shared[threadIdx.x] = value;
@@ -214,7 +199,7 @@ __device__ __forceinline__ double block_sum(double value, double* shared) {
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     grad_norm_penalty_kernel(const scalar_t* __restrict__ grads, RowItems items, bool aligned,
-                             float* __restrict__ partial, int* __restrict__ counter,
+                             double* __restrict__ partial, int* __restrict__ counter,
                              acc_t<scalar_t>* __restrict__ norms, scalar_t* __restrict__ loss, double center,
                              double weight, bool one_sided, int64_t reduction) {
   using T = acc_t<scalar_t>;
@@ -241,7 +226,7 @@ __global__ void __launch_bounds__(kThreads)
           }
         });
     const double total = block_sum(static_cast<double>(sum), shared);
-    if (threadIdx.x == 0) partial[item] = static_cast<float>(total);
+    if (threadIdx.x == 0) partial[item] = total;
   }
   // The last block to finish reduces the partials.
   __threadfence();
@@ -254,7 +239,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t r = threadIdx.x; r < items.rows; r += blockDim.x) {
     double squares = 0.0;
     // __ldcg: read other blocks' partials from L2, never from a stale L1 line.
-    for (int64_t t = 0; t < items.tiles; ++t) squares += static_cast<double>(__ldcg(partial + r * items.tiles + t));
+    for (int64_t t = 0; t < items.tiles; ++t) squares += __ldcg(partial + r * items.tiles + t);
     const double norm = sqrt(squares);
     norms[r] = static_cast<T>(norm);
     const double term = penalty_term(norm, center, one_sided);
@@ -270,18 +255,21 @@ __global__ void __launch_bounds__(kThreads)
 
 std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cuda(const at::Tensor& grads, double center, double weight,
                                                           bool one_sided, int64_t reduction) {
+  check_grad_norm_penalty_args(grads, reduction);
   c10::cuda::CUDAGuard guard(grads.device());
   at::Tensor g = batch_major(grads);
   const RowItems items = row_items(g.size(0), row_length(g));
   const auto acc_type = g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor norms = at::empty({items.rows}, g.options().dtype(acc_type));
   at::Tensor loss = reduction == kPenaltyNone ? at::empty({items.rows}, g.options()) : at::empty({}, g.options());
-  at::Tensor partial = at::empty({items.count()}, g.options().dtype(at::kFloat));
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  int* counter = block_counter(g.device(), stream.stream());
+  // Per-item sums of squares in double, as the CPU kernel keeps them (float64 stays exact).
+  at::Tensor partial = at::empty({items.count()}, g.options().dtype(at::kDouble));
+  auto stream = c10::cuda::getCurrentCUDAStream(g.device().index());
+  int* counter = reinterpret_cast<int*>(
+      stream_workspace(g.device(), stream.stream(), sizeof(int), kPenaltyWorkspace).data_ptr<uint8_t>());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_cuda", [&] {
     grad_norm_penalty_kernel<scalar_t><<<grid_for(items, g.device()), kThreads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), items, aligned16(g.data_ptr()), partial.data_ptr<float>(), counter,
+        g.data_ptr<scalar_t>(), items, aligned16(g.data_ptr()), partial.data_ptr<double>(), counter,
         norms.data_ptr<acc_t<scalar_t>>(), loss.data_ptr<scalar_t>(), center, weight, one_sided, reduction);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -318,9 +306,11 @@ __global__ void __launch_bounds__(kThreads)
 at::Tensor grad_norm_penalty_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& grads,
                                            const at::Tensor& norms, double center, double weight, bool one_sided,
                                            int64_t reduction) {
+  check_grad_norm_penalty_backward_args(grad_loss, grads, norms, reduction);
   c10::cuda::CUDAGuard guard(grads.device());
   at::Tensor g = batch_major(grads);
   at::Tensor go = grad_loss.contiguous();
+  at::Tensor norms_c = norms.contiguous();
   at::Tensor out = at::empty_like(g);
   const RowItems items = row_items(g.size(0), row_length(g));
   if (items.rows == 0 || items.row_len == 0) return out;
@@ -328,7 +318,7 @@ at::Tensor grad_norm_penalty_backward_cuda(const at::Tensor& grad_loss, const at
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_backward_cuda", [&] {
     using T = acc_t<scalar_t>;
     grad_norm_penalty_backward_kernel<scalar_t><<<grid_for(items, g.device()), kThreads, 0, stream>>>(
-        out.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(), norms.data_ptr<T>(), items,
+        out.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(), norms_c.data_ptr<T>(), items,
         aligned16(g.data_ptr()) && aligned16(out.data_ptr()), static_cast<T>(center), static_cast<T>(weight),
         one_sided, reduction);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
