@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "common.h"
+#include "fast_math.h"
 
 // Element functions are always inlined: the CPU loops vectorise only when the whole
 // term is in the loop body (FASTGAN_HD is only `inline` on the host).
@@ -56,91 +57,6 @@ FASTGAN_LOSS_HD constexpr int gan_term_slope(int term) { return term == kIdentit
 
 // Reduction codes, as torch's at::Reduction.
 enum GanReduction : int { kReductionNone = 0, kReductionMean = 1, kReductionSum = 2 };
-
-#if !defined(__CUDA_ARCH__)
-#if defined(__GNUC__)
-#define FASTGAN_HOST_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define FASTGAN_HOST_ALWAYS_INLINE
-#endif
-// Host float32 exp and log1p for the two arguments the softplus terms need, written
-// branch-free so that GCC vectorises the CPU element loops (glibc's expf and log1pf
-// are scalar calls: 20-40 ns an element, several times eager PyTorch's
-// Sleef-vectorised ops). Cephes' expf and logf polynomials: within 1 ulp (exp) and
-// 1.3 ulp (log1p) of the exact values. GCC if-converts the selects only without
-// -ftrapping-math (gan_loss_cpu.cpp says so). Device code uses CUDA's expf and
-// log1pf, float64 uses libm.
-inline FASTGAN_HOST_ALWAYS_INLINE float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-// exp(x) for x <= 0, -inf and NaN included. Results below e^-87.3 (1.2e-38, where
-// float32's normal range ends) are flushed to 0: the losses and gradients they feed
-// are then off by less than 1.2e-38.
-inline FASTGAN_HOST_ALWAYS_INLINE float exp_nonpositive(float x) {
-  const float xc = x < -87.3f ? -87.3f : x;                       // NaN stays NaN
-  const float shifter = 12582912.0f;                              // 1.5 * 2^23: adding it rounds to an integer
-  float n = (xc * 1.44269504088896341f + shifter) - shifter;      // round(x / ln 2), in [-126, 0]
-  n = n == n ? n : 0.0f;                                          // NaN: keep the int conversion defined
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;  // x - n ln 2 (Cody-Waite)
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float two_n = bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
-  return x < -87.3f ? 0.0f : p * two_n;
-}
-
-// log1p(e) for e in [0, 1] (NaN gives NaN): u = 1 + e rounded, log(u) by Cephes'
-// logf on [sqrt(1/2), sqrt(2)], plus the first-order correction for u's rounding.
-inline FASTGAN_HOST_ALWAYS_INLINE float log1p_unit(float e) {
-  const float u = 1.0f + e;
-  const float c = e - (u - 1.0f);          // the rounding error of u, exactly
-  const bool big = u > 1.41421356237f;     // then u / 2 in [0.707, 1], and ln 2 added
-  const float f = (big ? 0.5f * u : u) - 1.0f;
-  const float z = f * f;
-  float y = 7.0376836292e-2f;
-  y = y * f - 1.1514610310e-1f;
-  y = y * f + 1.1676998740e-1f;
-  y = y * f - 1.2420140846e-1f;
-  y = y * f + 1.4249322787e-1f;
-  y = y * f - 1.6668057665e-1f;
-  y = y * f + 2.0000714765e-1f;
-  y = y * f - 2.4999993993e-1f;
-  y = y * f + 3.3333331174e-1f;
-  y = f * z * y - 0.5f * z;
-  return ((f + y) + c / u) + (big ? 0.693147180559945309f : 0.0f);
-}
-#endif
-
-// exp(x) for x <= 0 and log1p(e) for e in [0, 1]: the only arguments the terms use.
-FASTGAN_LOSS_HD float fg_exp(float x) {
-#if defined(__CUDA_ARCH__)
-  return ::expf(x);
-#else
-  return exp_nonpositive(x);
-#endif
-}
-FASTGAN_LOSS_HD double fg_exp(double x) { return ::exp(x); }
-FASTGAN_LOSS_HD float fg_log1p(float x) {
-#if defined(__CUDA_ARCH__)
-  return ::log1pf(x);
-#else
-  return log1p_unit(x);
-#endif
-}
-FASTGAN_LOSS_HD double fg_log1p(double x) { return ::log1p(x); }
-
-// |x| without fabs overloads; NaN stays NaN.
-template <typename T>
-FASTGAN_LOSS_HD T fg_abs(T x) {
-  return x < T(0) ? -x : x;
-}
 
 // The pieces every softplus term needs, from one exp: e = exp(-|x|),
 // softplus(x), sigmoid(x), sigmoid(-x) and sigmoid'(x).
