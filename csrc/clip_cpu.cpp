@@ -36,7 +36,7 @@ FASTGAN_CPU_CLONES void rmsprop_clip_span(scalar_t* __restrict__ p, const scalar
 
 void clip_cpu(at::TensorList tensors, double clip_value) {
   if (tensors.empty()) return;
-  FlatTensorLists flat = flatten_tensor_lists({tensors}, {true}, "fastgan::clip_");
+  FlatTensorLists flat = flatten_tensor_lists({tensors}, {true}, {"tensors"}, "fastgan::clip_");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tensors[0].scalar_type(), "clip_cpu", [&] {
     const scalar_t hi = static_cast<scalar_t>(clip_value);
     const scalar_t lo = static_cast<scalar_t>(-clip_value);

@@ -31,7 +31,7 @@ struct RmspropClipOp {
 
 void clip_cuda(at::TensorList tensors, double clip_value) {
   if (tensors.empty()) return;
-  FlatTensorLists flat = flatten_tensor_lists({tensors}, {true}, "fastgan::clip_");
+  FlatTensorLists flat = flatten_tensor_lists({tensors}, {true}, {"tensors"}, "fastgan::clip_");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tensors[0].scalar_type(), "clip_cuda", [&] {
     using T = acc_t<scalar_t>;
     // Bounds rounded to the storage type first, exactly as Tensor.clamp_ rounds them.

@@ -14,9 +14,10 @@ inline FlatTensorLists flatten_rmsprop_lists(at::TensorList params, at::TensorLi
                                              at::TensorList momentum_buffers, bool centered, bool use_momentum) {
   std::vector<at::TensorList> lists{params, grads, square_avgs};
   std::vector<bool> written{true, false, true};
-  if (centered) lists.push_back(grad_avgs), written.push_back(true);
-  if (use_momentum) lists.push_back(momentum_buffers), written.push_back(true);
-  return flatten_tensor_lists(lists, written, "fastgan::rmsprop_clip_");
+  std::vector<const char*> names{"params", "grads", "square_avgs"};
+  if (centered) lists.push_back(grad_avgs), written.push_back(true), names.push_back("grad_avgs");
+  if (use_momentum) lists.push_back(momentum_buffers), written.push_back(true), names.push_back("momentum_buffers");
+  return flatten_tensor_lists(lists, written, names, "fastgan::rmsprop_clip_");
 }
 
 // Calls fn(std::integral_constant<bool, centered>, std::integral_constant<bool, momentum>).

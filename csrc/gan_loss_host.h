@@ -13,8 +13,9 @@
 
 namespace fastgan {
 
-inline void check_gan_term(int64_t term, const char* op) {
-  TORCH_CHECK(term >= 0 && term < kGanTermCount, op, ": term must be in [0, ", int(kGanTermCount), "), got ", term);
+inline void check_gan_term(int64_t term, const char* op, const char* name) {
+  TORCH_CHECK(term >= 0 && term < kGanTermCount, op, ": ", name, " must be a GAN loss term code in [0, ",
+              int(kGanTermCount), "), got ", term);
 }
 
 // `t` as a flat contiguous tensor, after checking it against `like` (the first logits).
@@ -39,8 +40,8 @@ struct GanLossProblem {
 
 // The terms and reduction gan_loss and its backward share.
 inline void check_gan_loss_args(int64_t x_term, int64_t y_term, int64_t reduction, const char* op) {
-  check_gan_term(x_term, op);
-  check_gan_term(y_term, op);
+  check_gan_term(x_term, op, "x_term");
+  check_gan_term(y_term, op, "y_term");
   TORCH_CHECK(reduction == kReductionMean || reduction == kReductionSum, op,
               ": reduction must be 1 (mean) or 2 (sum), got ", reduction);
 }
@@ -125,7 +126,7 @@ struct GanPointwiseProblem {
 inline GanPointwiseProblem prepare_gan_pointwise(const at::Tensor& logits, const std::optional<at::Tensor>& grad,
                                                  int64_t term, int64_t order) {
   const char* op = "fastgan::gan_loss_pointwise";
-  check_gan_term(term, op);
+  check_gan_term(term, op, "term");
   TORCH_CHECK(order >= 0 && order <= 2, op, ": order must be 0, 1 or 2, got ", order);
   GanPointwiseProblem p;
   p.logits = gan_loss_input(logits, logits, op, "logits");

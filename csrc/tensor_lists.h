@@ -32,31 +32,34 @@ inline bool same_flat_layout(const at::Tensor& a, const at::Tensor& b) {
   return a.sizes().equals(b.sizes()) && (a.numel() <= 1 || a.strides().equals(b.strides()));
 }
 
-// `written[l]` says whether the kernel writes list l (those need a write-back).
+// `written[l]` says whether the kernel writes list l (those need a write-back); errors
+// call list l `names[l]`.
 inline FlatTensorLists flatten_tensor_lists(const std::vector<at::TensorList>& lists,
-                                           const std::vector<bool>& written, const char* op) {
-  TORCH_CHECK(!lists.empty() && lists.size() == written.size(), op, ": internal error, bad list spec");
+                                           const std::vector<bool>& written, const std::vector<const char*>& names,
+                                           const char* op) {
+  TORCH_CHECK(!lists.empty() && lists.size() == written.size() && lists.size() == names.size(), op,
+              ": internal error, bad list spec");
   const int64_t n = static_cast<int64_t>(lists[0].size());
   FlatTensorLists out;
   out.lists.resize(lists.size());
   if (n == 0) return out;
   const at::Tensor& first = lists[0][0];
   for (size_t l = 0; l < lists.size(); ++l) {
-    TORCH_CHECK(static_cast<int64_t>(lists[l].size()) == n, op, ": tensor list ", l, " has ",
-                lists[l].size(), " tensors, expected ", n);
+    TORCH_CHECK(static_cast<int64_t>(lists[l].size()) == n, op, ": ", names[l], " has ", lists[l].size(),
+                " tensors but ", names[0], " has ", n);
   }
   for (int64_t i = 0; i < n; ++i) {
     const at::Tensor& lead = lists[0][i];
     bool flat = lead.is_non_overlapping_and_dense();
     for (size_t l = 0; l < lists.size(); ++l) {
       const at::Tensor& t = lists[l][i];
-      TORCH_CHECK(t.layout() == c10::kStrided, op, ": sparse tensors are not supported");
-      TORCH_CHECK(t.scalar_type() == first.scalar_type(), op, ": all tensors must share one dtype, got ",
-                  t.scalar_type(), " and ", first.scalar_type());
-      TORCH_CHECK(t.device() == first.device(), op, ": all tensors must be on one device, got ", t.device(),
-                  " and ", first.device());
-      TORCH_CHECK(t.sizes().equals(lead.sizes()), op, ": tensor ", i, " of list ", l, " has shape ", t.sizes(),
-                  ", expected ", lead.sizes());
+      TORCH_CHECK(t.layout() == c10::kStrided && at::isFloatingType(t.scalar_type()), op, ": ", names[l], "[", i,
+                  "] must be a dense floating-point tensor, got ", t.scalar_type());
+      TORCH_CHECK(t.scalar_type() == first.scalar_type() && t.device() == first.device(), op, ": ", names[l], "[",
+                  i, "] is ", t.scalar_type(), " on ", t.device(), " but ", names[0], "[0] is ", first.scalar_type(),
+                  " on ", first.device(), ": one dtype and device per call");
+      TORCH_CHECK(t.sizes().equals(lead.sizes()), op, ": ", names[l], "[", i, "] has shape ", t.sizes(), " but ",
+                  names[0], "[", i, "] has ", lead.sizes());
       flat = flat && t.is_non_overlapping_and_dense() && same_flat_layout(t, lead);
     }
     for (size_t l = 0; l < lists.size(); ++l) {
