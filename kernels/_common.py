@@ -1,7 +1,4 @@
 """Helpers shared by fastgan's Triton kernels."""
-import functools
-from typing import Tuple
-
 import torch
 import triton
 import triton.language as tl
@@ -16,11 +13,12 @@ TL_DTYPES = {
 }
 
 
-@functools.lru_cache(maxsize=64)
-def device_constants(values: Tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Scalars a kernel loads in its own precision (a Python float argument would
-    reach Triton as float32), kept on the device across calls."""
-    return torch.tensor(values, dtype=dtype).to(device)
+@triton.jit
+def as_acc(x, ACC: tl.constexpr):
+    """A scalar kernel argument in the compute type ACC, rounded to nearest: an integer
+    count (which the JIT turns into a constant when it is 1), or a float argument
+    annotated ``tl.float64`` (a plain Python float argument would arrive as float32)."""
+    return (x + tl.zeros([], ACC)).to(ACC)
 
 
 @triton.jit

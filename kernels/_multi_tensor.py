@@ -4,10 +4,13 @@ A launch covers many tensors through tables: the base address of tensor t in
 list l at ``addresses[l, t]``, its size at ``numels[t]``, and for program p the
 tensor ``chunk_tensor[p]`` and first element ``chunk_begin[p]`` of the chunk it
 handles. Tables are cached by (addresses, sizes), so a training loop whose
-parameters and state stay put pays for them once.
+parameters and state stay put pays for them once. They reach the device by an
+asynchronous copy from pinned memory (no host synchronisation), which CUDA-graph
+capture records as a node; a table used in a capture is kept for the life of the
+process, since the graph reads it at every replay.
 """
 from collections import OrderedDict
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 
@@ -22,10 +25,20 @@ class TensorTable(NamedTuple):
     n_tensors: int
     n_chunks: int
     aligned: bool  # every base address is a multiple of 16 bytes
+    staging: tuple  # the pinned host copies, kept alive: a captured graph copies them at each replay
 
 
 _CACHE: "OrderedDict[tuple, TensorTable]" = OrderedDict()
 _CACHE_SIZE = 32
+_CAPTURED: Dict[tuple, TensorTable] = {}  # tables a CUDA graph reads: never evicted
+
+
+def _to_device(values, dtype: torch.dtype, device: torch.device, staging: list) -> torch.Tensor:
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    staging.append(host.pin_memory())
+    return staging[-1].to(device, non_blocking=True)
 
 
 def tensor_table(lists: Sequence[Sequence[torch.Tensor]], block: int) -> TensorTable:
@@ -34,27 +47,36 @@ def tensor_table(lists: Sequence[Sequence[torch.Tensor]], block: int) -> TensorT
     pointers = tuple(tuple(t.data_ptr() for t in tensors) for tensors in lists)
     sizes = tuple(t.numel() for t in lists[0])
     key = (device, block, pointers, sizes)
-    table = _CACHE.get(key)
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    table = _CAPTURED.get(key) or _CACHE.get(key)
     if table is not None:
-        _CACHE.move_to_end(key)
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+        if capturing:
+            _CAPTURED[key] = table
         return table
     numels = torch.tensor(sizes, dtype=torch.int64)
     chunks = (numels + block - 1) // block
     chunk_tensor = torch.repeat_interleave(torch.arange(len(sizes), dtype=torch.int32), chunks)
     first_chunk = torch.cumsum(chunks, 0) - chunks
     chunk_begin = (torch.arange(chunk_tensor.numel(), dtype=torch.int64) - first_chunk[chunk_tensor.long()]) * block
+    staging: list = []
     table = TensorTable(
-        addresses=torch.tensor(pointers, dtype=torch.int64).to(device),
-        numels=numels.to(device),
-        chunk_tensor=chunk_tensor.to(device),
-        chunk_begin=chunk_begin.to(device),
+        addresses=_to_device(pointers, torch.int64, device, staging),
+        numels=_to_device(sizes, torch.int64, device, staging),
+        chunk_tensor=_to_device(chunk_tensor.tolist(), torch.int32, device, staging),
+        chunk_begin=_to_device(chunk_begin.tolist(), torch.int64, device, staging),
         n_tensors=len(sizes),
         n_chunks=int(chunk_tensor.numel()),
         aligned=all(p % 16 == 0 for row in pointers for p in row),
+        staging=tuple(staging),
     )
-    _CACHE[key] = table
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    if capturing:
+        _CAPTURED[key] = table
+    else:
+        _CACHE[key] = table
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return table
 
 

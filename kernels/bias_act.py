@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, acc_dtype, device_constants, div_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -34,9 +34,10 @@ NUM_WARPS = 4
 LINEAR, RELU, LRELU, TANH, SIGMOID, SILU, ELU = range(7)
 
 
-def _hyper(alpha: float, gain: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(alpha, gain, 1 / gain) in the compute type, on the device (cached across calls)."""
-    return device_constants((alpha, gain, 1.0 / gain if gain != 0 else 0.0), acc_dtype(dtype), device)
+def _hyper(alpha: float, gain: float, dtype: torch.dtype) -> dict:
+    """The kernels' scalar arguments: (alpha, gain, 1 / gain) as float64 arguments
+    (rounded to the compute type in the kernel) and that type."""
+    return dict(alpha=alpha, gain=gain, inv_gain=1.0 / gain if gain != 0 else 0.0, ACC=TL_DTYPES[acc_dtype(dtype)])
 
 
 @triton.jit
@@ -186,10 +187,11 @@ def _fwd_block(x, b_ptr, y, offs, mask, inner, channels, alpha, gain, DTYPE: tl.
 
 
 @triton.jit
-def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, hyper, n, inner, channels, DTYPE: tl.constexpr, ACT: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, ALIGNED: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
-    alpha = tl.load(hyper)
-    gain = tl.load(hyper + 1)
+def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, alpha: tl.float64, gain: tl.float64, inv_gain: tl.float64, n, inner,
+                         channels, ACC: tl.constexpr, DTYPE: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         ALIGNED: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
+    alpha = as_acc(alpha, ACC)
+    gain = as_acc(gain, ACC)
     start, offs = _offsets(n, BLOCK, INDEX64)
     x = _ptrs(x_ptr, offs, ALIGNED)
     y = _ptrs(y_ptr, offs, ALIGNED)
@@ -221,13 +223,13 @@ def _bwd_block(dy, ref, b_ptr, dx, offs, mask, inner, channels, alpha, gain, inv
 
 
 @triton.jit
-def _bias_act_bwd_kernel(dy_ptr, ref_ptr, b_ptr, dx_ptr, hyper, n, inner, channels, DTYPE: tl.constexpr,
-                         ACT: tl.constexpr,
+def _bias_act_bwd_kernel(dy_ptr, ref_ptr, b_ptr, dx_ptr, alpha: tl.float64, gain: tl.float64, inv_gain: tl.float64, n,
+                         inner, channels, ACC: tl.constexpr, DTYPE: tl.constexpr, ACT: tl.constexpr,
                          FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, ALIGNED: tl.constexpr,
                          INDEX64: tl.constexpr, BLOCK: tl.constexpr):
-    alpha = tl.load(hyper)
-    gain = tl.load(hyper + 1)
-    inv_gain = tl.load(hyper + 2)
+    alpha = as_acc(alpha, ACC)
+    gain = as_acc(gain, ACC)
+    inv_gain = as_acc(inv_gain, ACC)
     start, offs = _offsets(n, BLOCK, INDEX64)
     dy = _ptrs(dy_ptr, offs, ALIGNED)
     ref = _ptrs(ref_ptr, offs, ALIGNED)
@@ -253,12 +255,13 @@ def _bwd2_block(ddx, dy, ref, b_ptr, d_dy, d_ref, offs, mask, inner, channels, a
 
 
 @triton.jit
-def _bias_act_bwd2_kernel(ddx_ptr, dy_ptr, ref_ptr, b_ptr, d_dy_ptr, d_ref_ptr, hyper, n, inner, channels,
-                          DTYPE: tl.constexpr, ACT: tl.constexpr, FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, NEED_DDY: tl.constexpr,
+def _bias_act_bwd2_kernel(ddx_ptr, dy_ptr, ref_ptr, b_ptr, d_dy_ptr, d_ref_ptr, alpha: tl.float64, gain: tl.float64,
+                          inv_gain: tl.float64, n, inner, channels, ACC: tl.constexpr, DTYPE: tl.constexpr,
+                          ACT: tl.constexpr, FROM_Y: tl.constexpr, HAS_BIAS: tl.constexpr, NEED_DDY: tl.constexpr,
                           ALIGNED: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
-    alpha = tl.load(hyper)
-    gain = tl.load(hyper + 1)
-    inv_gain = tl.load(hyper + 2)
+    alpha = as_acc(alpha, ACC)
+    gain = as_acc(gain, ACC)
+    inv_gain = as_acc(inv_gain, ACC)
     start, offs = _offsets(n, BLOCK, INDEX64)
     ddx = _ptrs(ddx_ptr, offs, ALIGNED)
     dy = _ptrs(dy_ptr, offs, ALIGNED)
@@ -309,8 +312,8 @@ def forward(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha: float, 
     b = b.contiguous() if b is not None else None
     grid = (triton.cdiv(n, BLOCK),)
     _bias_act_fwd_kernel[grid](
-        x, b if b is not None else _dummy(x), y, _hyper(alpha, gain, x.dtype, x.device), n, inner, channels,
-        DTYPE=TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None, **_launch_args((x, y), n),
+        x, b if b is not None else _dummy(x), y, n=n, inner=inner, channels=channels,
+        **_hyper(alpha, gain, x.dtype), DTYPE=TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None, **_launch_args((x, y), n),
     )
     return y
 
@@ -337,7 +340,7 @@ def backward(dy: torch.Tensor, x: Optional[torch.Tensor], b: Optional[torch.Tens
     grid = (triton.cdiv(n, BLOCK),)
     _bias_act_bwd_kernel[grid](
         dy, ref if ref is not None else _dummy(dy), bias if bias is not None else _dummy(dy), dx,
-        _hyper(alpha, gain, dy.dtype, dy.device), n, inner, channels,
+        n=n, inner=inner, channels=channels, **_hyper(alpha, gain, dy.dtype),
         DTYPE=TL_DTYPES[dx.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None,
         **_launch_args((dy, ref, dx), n),
     )
@@ -359,7 +362,7 @@ def backward2(ddx: torch.Tensor, dy: torch.Tensor, x: Optional[torch.Tensor], b:
     grid = (triton.cdiv(n, BLOCK),)
     _bias_act_bwd2_kernel[grid](
         ddx, dy, ref, bias if bias is not None else _dummy(ddx), d_dy if need_ddy else _dummy(ddx), d_ref,
-        _hyper(alpha, gain, ddx.dtype, ddx.device), n, inner, channels,
+        n=n, inner=inner, channels=channels, **_hyper(alpha, gain, ddx.dtype),
         DTYPE=TL_DTYPES[d_ref.dtype], ACT=act, FROM_Y=from_y, HAS_BIAS=bias is not None, NEED_DDY=need_ddy,
         **_launch_args((ddx, dy, ref, d_dy if need_ddy else None, d_ref), n),
     )

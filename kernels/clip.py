@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, acc_dtype, device_constants, div_rn, sqrt_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn, sqrt_rn
 from ._multi_tensor import finish, flatten_lists, tensor_table
 
 BLOCK = 2048
@@ -48,21 +48,23 @@ def _base(addresses, index, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
 
 
 @triton.jit
-def _clip_chunk(x_ptr, mask, bounds, DTYPE: tl.constexpr):
-    x = tl.load(x_ptr, mask=mask).to(bounds.dtype.element_ty)
-    tl.store(x_ptr, _clamp_keep_nan(x, tl.load(bounds), tl.load(bounds + 1)).to(DTYPE), mask=mask)
+def _clip_chunk(x_ptr, mask, lo, hi, DTYPE: tl.constexpr):
+    x = tl.load(x_ptr, mask=mask).to(lo.dtype)
+    tl.store(x_ptr, _clamp_keep_nan(x, lo, hi).to(DTYPE), mask=mask)
 
 
 @triton.jit
-def _clip_kernel(addresses, numels, chunk_tensor, chunk_begin, bounds, DTYPE: tl.constexpr,
-                 ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+def _clip_kernel(addresses, numels, chunk_tensor, chunk_begin, lo: tl.float64, hi: tl.float64, ACC: tl.constexpr,
+                 DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     t, begin, n = _chunk(chunk_tensor, chunk_begin, numels, BLOCK)
     offsets = begin + tl.arange(0, BLOCK)
     x_ptr = _base(addresses, t, DTYPE, ALIGNED) + offsets
+    lo = as_acc(lo, ACC)
+    hi = as_acc(hi, ACC)
     if begin + BLOCK <= n:  # full chunk: unmasked, vectorisable
-        _clip_chunk(x_ptr, None, bounds, DTYPE)
+        _clip_chunk(x_ptr, None, lo, hi, DTYPE)
     else:
-        _clip_chunk(x_ptr, offsets < n, bounds, DTYPE)
+        _clip_chunk(x_ptr, offsets < n, lo, hi, DTYPE)
 
 
 def clip_(tensors: Sequence[torch.Tensor], clip_value: float) -> None:
@@ -72,29 +74,26 @@ def clip_(tensors: Sequence[torch.Tensor], clip_value: float) -> None:
         dtype = flat[0].dtype
         # Bounds rounded to the tensors' dtype, as Tensor.clamp_ rounds them, then held in
         # the float32/float64 compute type (the interpreter compares bfloat16 as raw bits).
-        rounded = tuple(torch.tensor([-clip_value, clip_value], dtype=dtype).tolist())
-        bounds = device_constants(rounded, acc_dtype(dtype), flat[0].device)
+        lo, hi = torch.tensor([-clip_value, clip_value], dtype=dtype).tolist()
         table = tensor_table([flat], BLOCK)
         _clip_kernel[(table.n_chunks,)](
-            table.addresses, table.numels, table.chunk_tensor, table.chunk_begin, bounds,
-            DTYPE=TL_DTYPES[dtype], ALIGNED=table.aligned, BLOCK=BLOCK,
+            table.addresses, table.numels, table.chunk_tensor, table.chunk_begin, lo, hi,
+            ACC=TL_DTYPES[acc_dtype(dtype)], DTYPE=TL_DTYPES[dtype], ALIGNED=table.aligned, BLOCK=BLOCK,
         )
     finish(write_back)
 
 
 @triton.jit
-def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, hyper, DTYPE: tl.constexpr,
-                        CENTERED: tl.constexpr, MOMENTUM: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr,
-                        ALIGNED: tl.constexpr):
-    lr = tl.load(hyper)
-    alpha = tl.load(hyper + 1)
-    one_minus_alpha = tl.load(hyper + 2)
-    eps = tl.load(hyper + 3)
-    weight_decay = tl.load(hyper + 4)
-    momentum = tl.load(hyper + 5)
-    grad_sign = tl.load(hyper + 6)
-    clip = tl.load(hyper + 7)
-    acc = hyper.dtype.element_ty
+def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, lr, alpha, eps, weight_decay, momentum, grad_sign, clip,
+                        ACC: tl.constexpr, DTYPE: tl.constexpr, CENTERED: tl.constexpr, MOMENTUM: tl.constexpr,
+                        HAS_WEIGHT_DECAY: tl.constexpr, ALIGNED: tl.constexpr):
+    # Scalars arrive in float64 and are rounded once to the compute type; 1 - alpha is
+    # taken in float64 first, as the C++ kernels do.
+    one_minus_alpha = as_acc(1 - alpha, ACC)
+    lr, alpha, eps = as_acc(lr, ACC), as_acc(alpha, ACC), as_acc(eps, ACC)
+    weight_decay, momentum = as_acc(weight_decay, ACC), as_acc(momentum, ACC)
+    grad_sign, clip = as_acc(grad_sign, ACC), as_acc(clip, ACC)
+    acc = ACC
     p_ptr = _base(addresses, t, DTYPE, ALIGNED) + offsets
     g_ptr = _base(addresses, n_tensors + t, DTYPE, ALIGNED) + offsets
     v_ptr = _base(addresses, 2 * n_tensors + t, DTYPE, ALIGNED) + offsets
@@ -126,17 +125,19 @@ def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, hyper, DTYPE: tl
 
 
 @triton.jit
-def _rmsprop_clip_kernel(addresses, n_tensors, numels, chunk_tensor, chunk_begin, hyper,
-                         DTYPE: tl.constexpr, CENTERED: tl.constexpr, MOMENTUM: tl.constexpr,
-                         HAS_WEIGHT_DECAY: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+def _rmsprop_clip_kernel(addresses, n_tensors, numels, chunk_tensor, chunk_begin, lr: tl.float64, alpha: tl.float64,
+                         eps: tl.float64, weight_decay: tl.float64, momentum: tl.float64, grad_sign: tl.float64,
+                         clip: tl.float64, ACC: tl.constexpr, DTYPE: tl.constexpr, CENTERED: tl.constexpr,
+                         MOMENTUM: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr, ALIGNED: tl.constexpr,
+                         BLOCK: tl.constexpr):
     t, begin, n = _chunk(chunk_tensor, chunk_begin, numels, BLOCK)
     offsets = begin + tl.arange(0, BLOCK)
     if begin + BLOCK <= n:  # full chunk: unmasked, vectorisable
-        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, None, hyper, DTYPE, CENTERED, MOMENTUM,
-                            HAS_WEIGHT_DECAY, ALIGNED)
+        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, None, lr, alpha, eps, weight_decay, momentum, grad_sign,
+                            clip, ACC, DTYPE, CENTERED, MOMENTUM, HAS_WEIGHT_DECAY, ALIGNED)
     else:
-        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, offsets < n, hyper, DTYPE, CENTERED, MOMENTUM,
-                            HAS_WEIGHT_DECAY, ALIGNED)
+        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, offsets < n, lr, alpha, eps, weight_decay, momentum,
+                            grad_sign, clip, ACC, DTYPE, CENTERED, MOMENTUM, HAS_WEIGHT_DECAY, ALIGNED)
 
 
 def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
@@ -152,13 +153,10 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
     flat, write_back = flatten_lists(lists, [True, False] + [True] * (len(lists) - 2))
     if flat[0]:
         dtype = flat[0][0].dtype
-        acc = acc_dtype(dtype)
-        values = (lr, alpha, 1.0 - alpha, eps, weight_decay, momentum, -1.0 if maximize else 1.0, clip_value)
-        hyper = device_constants(values, acc, flat[0][0].device)
         table = tensor_table(flat, BLOCK)
         _rmsprop_clip_kernel[(table.n_chunks,)](
-            table.addresses, table.n_tensors, table.numels, table.chunk_tensor, table.chunk_begin, hyper,
-            DTYPE=TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0,
+            table.addresses, table.n_tensors, table.numels, table.chunk_tensor, table.chunk_begin, lr, alpha, eps,
+            weight_decay, momentum, -1.0 if maximize else 1.0, clip_value, ACC=TL_DTYPES[acc_dtype(dtype)], DTYPE=TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0,
             HAS_WEIGHT_DECAY=weight_decay != 0, ALIGNED=table.aligned, BLOCK=BLOCK,
         )
     finish(write_back)

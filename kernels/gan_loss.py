@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, acc_dtype, div_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn
 
 BLOCK = 2048
 NUM_WARPS = 8
@@ -192,7 +192,7 @@ def _side_sum(x_ptr, g_ptr, n, pid, nprog, scale, TERM: tl.constexpr, ACC: tl.co
 @triton.jit
 def _scale_of(n, MEAN: tl.constexpr, ACC: tl.constexpr):
     """1/n (mean) or 1 (sum) in the accumulation type, rounded to nearest."""
-    d = n.to(ACC)
+    d = as_acc(n, ACC)
     one = d * 0 + 1
     if MEAN:
         s = div_rn(one, d)

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .._layout import batch_major, batch_major_pair
-from ._common import acc_dtype, device_constants, div_rn, sqrt_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn, sqrt_rn
 
 BLOCK = 4096
 ROWS = 32  # rows per step of the finishing program
@@ -74,10 +74,11 @@ def _penalty_term(norm, center, ONE_SIDED: tl.constexpr):
 
 
 @triton.jit
-def _penalty_finish_kernel(loss, norms, partial, hyper, rows, tiles, ONE_SIDED: tl.constexpr,
-                           REDUCTION: tl.constexpr, ROWS: tl.constexpr, TILES: tl.constexpr):
-    center = tl.load(hyper)
-    weight = tl.load(hyper + 1)
+def _penalty_finish_kernel(loss, norms, partial, center: tl.float64, weight: tl.float64, rows, tiles,
+                           ACC: tl.constexpr, ONE_SIDED: tl.constexpr, REDUCTION: tl.constexpr, ROWS: tl.constexpr,
+                           TILES: tl.constexpr):
+    center = as_acc(center, ACC)
+    weight = as_acc(weight, ACC)
     total = tl.zeros([ROWS], dtype=partial.dtype.element_ty)
     for first in range(0, rows, ROWS):
         r = first + tl.arange(0, ROWS)
@@ -97,23 +98,24 @@ def _penalty_finish_kernel(loss, norms, partial, hyper, rows, tiles, ONE_SIDED: 
     if REDUCTION != 0:
         scale = weight
         if REDUCTION == 1:
-            scale = div_rn(weight, rows.to(weight.dtype))
+            scale = div_rn(weight, as_acc(rows, ACC))
         tl.store(loss, (scale * tl.sum(total, axis=0)).to(loss.dtype.element_ty))
 
 
 @triton.jit
-def _penalty_backward_kernel(out, grads, grad_loss, norms, hyper, rows, row_len, tiles, ONE_SIDED: tl.constexpr,
-                             REDUCTION: tl.constexpr, BLOCK: tl.constexpr):
+def _penalty_backward_kernel(out, grads, grad_loss, norms, center: tl.float64, weight: tl.float64, rows, row_len,
+                             tiles, ACC: tl.constexpr, ONE_SIDED: tl.constexpr, REDUCTION: tl.constexpr,
+                             BLOCK: tl.constexpr):
     row, base, offsets, mask = _row_tile(row_len, tiles, BLOCK)
-    center = tl.load(hyper)
-    weight = tl.load(hyper + 1)
+    center = as_acc(center, ACC)
+    weight = as_acc(weight, ACC)
     norm = tl.load(norms + row)
     if REDUCTION == 0:
         upstream = tl.load(grad_loss + row).to(norm.dtype)
     else:
         upstream = tl.load(grad_loss).to(norm.dtype)
     if REDUCTION == 1:
-        weight = div_rn(weight, rows.to(weight.dtype))
+        weight = div_rn(weight, as_acc(rows, ACC))
     safe_norm = tl.where(norm == 0, 1.0, norm)
     coef = tl.where(norm == 0, 0.0, div_rn(2 * (norm - center), safe_norm))
     if ONE_SIDED:
@@ -126,6 +128,7 @@ def _penalty_backward_kernel(out, grads, grad_loss, norms, hyper, rows, row_len,
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     real, fake = batch_major_pair(real, fake)
+    eps = eps.contiguous()
     out = torch.empty_like(real)
     rows, row_len = real.shape[0], real[0].numel()
     tiles = _tiles(row_len)
@@ -135,7 +138,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> to
 
 def interpolate_backward(grad: torch.Tensor, eps: torch.Tensor, need_real: bool,
                          need_fake: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    grad = batch_major(grad)
+    grad, eps = batch_major(grad), eps.contiguous()
     grad_real = torch.empty_like(grad) if need_real else grad.new_empty(0)
     grad_fake = torch.empty_like(grad) if need_fake else grad.new_empty(0)
     rows, row_len = grad.shape[0], grad[0].numel()
@@ -158,9 +161,9 @@ def grad_norm_penalty(grads: torch.Tensor, center: float, weight: float, one_sid
     norms = torch.empty(rows, dtype=acc, device=grads.device)
     loss = grads.new_empty((rows,) if reduction == 0 else ())
     _sum_squares_kernel[(rows * tiles,)](partial, grads, row_len, tiles, BLOCK=BLOCK)
-    hyper = device_constants((center, weight), acc, grads.device)
-    _penalty_finish_kernel[(1,)](loss, norms, partial, hyper, rows, tiles, ONE_SIDED=one_sided, REDUCTION=reduction,
-                                 ROWS=ROWS, TILES=min(triton.next_power_of_2(tiles), 128))
+    _penalty_finish_kernel[(1,)](loss, norms, partial, center, weight, rows, tiles, ACC=TL_DTYPES[acc],
+                                 ONE_SIDED=one_sided, REDUCTION=reduction, ROWS=ROWS,
+                                 TILES=min(triton.next_power_of_2(tiles), 128))
     return loss, norms
 
 
@@ -170,7 +173,7 @@ def grad_norm_penalty_backward(grad_loss: torch.Tensor, grads: torch.Tensor, nor
     out = torch.empty_like(grads)
     rows, row_len = grads.shape[0], grads[0].numel()
     tiles = _tiles(row_len)
-    hyper = device_constants((center, weight), norms.dtype, grads.device)
-    _penalty_backward_kernel[(rows * tiles,)](out, grads, grad_loss.contiguous(), norms, hyper, rows, row_len, tiles,
-                                              ONE_SIDED=one_sided, REDUCTION=reduction, BLOCK=BLOCK)
+    _penalty_backward_kernel[(rows * tiles,)](out, grads, grad_loss.contiguous(), norms.contiguous(), center, weight, rows, row_len,
+                                              tiles, ACC=TL_DTYPES[norms.dtype], ONE_SIDED=one_sided,
+                                              REDUCTION=reduction, BLOCK=BLOCK)
     return out
