@@ -9,6 +9,7 @@ process-wide default set by :func:`set_backend` (or :func:`use_backend`), and
 the ``FASTGAN_BACKEND`` environment variable; else ``"auto"``.
 """
 import contextlib
+import functools
 import importlib.util
 import os
 from typing import Iterator, List, Optional
@@ -66,6 +67,7 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.lru_cache(maxsize=None)
 def _triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 

@@ -25,6 +25,13 @@ def check_real(name: str, value, *, minimum: Optional[float] = None, positive: b
     return value
 
 
+def check_flag(name: str, value) -> bool:
+    """`value` if it is a bool, else TypeError naming it (a string such as "no" is not False)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_positive_finite(name: str, value) -> float:
     """`value` as a float, or ValueError/TypeError if it is not a finite number > 0."""
     return check_real(name, value, positive=True)

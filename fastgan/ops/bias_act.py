@@ -27,6 +27,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._validate import check_floating, check_real
+from ._triton import triton_op
 
 # name -> (id, default alpha). Ids: csrc/bias_act_math.h (enum Act) and kernels/bias_act.py.
 _ACTS: Dict[str, Tuple[int, float]] = {
@@ -48,6 +49,14 @@ def _ref_is_y(act: int, alpha: float, gain: float) -> bool:
     if gain == 0:
         return False
     return act in (_RELU, _TANH, _SIGMOID) or (act == _LRELU and alpha >= 0)
+
+
+def _prefer_ref_y(act: int, alpha: float, gain: float, dtype: torch.dtype) -> bool:
+    """Whether the forward saves y (mirrors prefer_ref_y in csrc/bias_act_math.h): not for
+    tanh and sigmoid in float16/bfloat16, whose f' from a rounded y cancels where f saturates."""
+    if dtype in (torch.float16, torch.bfloat16) and act in (_TANH, _SIGMOID):
+        return False
+    return _ref_is_y(act, alpha, gain)
 
 
 def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -74,7 +83,7 @@ def _register_autograd(prefix: str) -> None:
         ctx.set_materialize_grads(False)
         if act == _LINEAR:
             ctx.ref = None
-        elif _ref_is_y(act, alpha, gain):
+        elif _prefer_ref_y(act, alpha, gain, x.dtype):
             ctx.ref = "y"
             ctx.save_for_backward(output)
         else:
@@ -141,21 +150,86 @@ def _register_autograd(prefix: str) -> None:
     torch.library.register_autograd(f"{prefix}::bias_act_grad2", grad2_backward, setup_context=grad2_setup)
 
 
-# ---- fake (meta) kernels of the C++ ops: the layout rules of csrc/bias_act_host.h ----
+# ---- checks of a direct torch.ops call (the fake kernels and the Triton ops' bodies;
+# the C++ ops make the same ones in csrc/bias_act_host.h) ----
 
 
-@torch.library.register_fake("fastgan::bias_act")
+def _require(condition: bool, op: str, message: str) -> None:
+    if not condition:
+        raise RuntimeError(f"fastgan::{op}: {message}")
+
+
+def _check_lead(op: str, name: str, t: torch.Tensor, act: int) -> None:
+    _require(0 <= act < len(_ACTS), op, f"unknown activation id {act}")
+    _require(t.layout == torch.strided and t.dtype.is_floating_point, op,
+             f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
+
+
+def _check_like(op: str, name: str, t: Optional[torch.Tensor], lead: torch.Tensor) -> None:
+    if t is None:
+        return
+    _require(t.layout == torch.strided and t.dtype == lead.dtype and t.device == lead.device and t.shape == lead.shape,
+             op, f"{name} must be a dense {lead.dtype} tensor of shape {tuple(lead.shape)} on {lead.device}, got "
+                 f"{t.dtype} {tuple(t.shape)} on {t.device}")
+
+
+def _check_bias(op: str, b: Optional[torch.Tensor], lead: torch.Tensor, dim: int) -> None:
+    if b is None:
+        return
+    _require(lead.dim() > 0 and -lead.dim() <= dim < lead.dim(), op,
+             f"dim {dim} is out of range for a {lead.dim()}-D tensor")
+    size = lead.shape[dim]
+    _require(b.dim() == 1 and b.shape[0] == size, op, f"bias must be 1-D of size {size}, got shape {tuple(b.shape)}")
+    _require(b.dtype == lead.dtype and b.device == lead.device, op,
+             f"bias must be {lead.dtype} on {lead.device}, got {b.dtype} on {b.device}")
+
+
+def _check_ref(op: str, lead, x, b, y, act, alpha, gain, dim) -> None:
+    if act == _LINEAR:
+        return
+    if y is not None:
+        _require(_ref_is_y(act, alpha, gain), op, f"the derivative of this activation cannot be taken from y with "
+                                                  f"alpha={alpha}, gain={gain}; pass x (and b) instead")
+        _check_like(op, "y", y, lead)
+        return
+    _require(x is not None, op, "needs x (with b) or y to take the derivative")
+    _check_like(op, "x", x, lead)
+    _check_bias(op, b, lead, dim)
+
+
+def _check_forward(x, b, act, alpha, gain, dim):
+    _check_lead("bias_act", "x", x, act)
+    _check_bias("bias_act", b, x, dim)
+
+
+def _check_grad(dy, x, b, y, act, alpha, gain, dim):
+    _check_lead("bias_act_grad", "dy", dy, act)
+    _check_ref("bias_act_grad", dy, x, b, y, act, alpha, gain, dim)
+
+
+def _check_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
+    op = "bias_act_grad2"
+    _check_lead(op, "ddx", ddx, act)
+    _require(act in _SECOND_ORDER, op, "only tanh, sigmoid, silu and elu have a second derivative")
+    _check_like(op, "dy", dy, ddx)
+    _check_ref(op, ddx, x, b, y, act, alpha, gain, dim)
+
+
+# ---- fake (meta) kernels, for both namespaces: the layout rules of csrc/bias_act_host.h ----
+
+
 def _bias_act_fake(x, b, act, alpha, gain, dim):
+    _check_forward(x, b, act, alpha, gain, dim)
     return torch.empty_like(x)
 
 
-@torch.library.register_fake("fastgan::bias_act_grad")
 def _bias_act_grad_fake(dy, x, b, y, act, alpha, gain, dim):
+    _check_grad(dy, x, b, y, act, alpha, gain, dim)
     return torch.empty_like(dy)
 
 
-@torch.library.register_fake("fastgan::bias_act_grad2")
 def _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
+    _check_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy)
     d_ref = torch.empty_like(ddx)
     return (torch.empty_like(d_ref) if need_ddy else ddx.new_empty(0)), d_ref
 
@@ -163,7 +237,7 @@ def _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
 # ---- the Triton kernels as custom ops ----
 
 
-@torch.library.custom_op("fastgan_triton::bias_act", mutates_args=())
+@triton_op("bias_act", _check_forward)
 def _bias_act_triton(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha: float, gain: float,
                      dim: int) -> torch.Tensor:
     from ..kernels import bias_act as kernels
@@ -171,12 +245,7 @@ def _bias_act_triton(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha
     return kernels.forward(x, b, act, alpha, gain, dim)
 
 
-@_bias_act_triton.register_fake
-def _(x, b, act, alpha, gain, dim):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("fastgan_triton::bias_act_grad", mutates_args=())
+@triton_op("bias_act_grad", _check_grad)
 def _bias_act_grad_triton(dy: torch.Tensor, x: Optional[torch.Tensor], b: Optional[torch.Tensor],
                           y: Optional[torch.Tensor], act: int, alpha: float, gain: float, dim: int) -> torch.Tensor:
     from ..kernels import bias_act as kernels
@@ -184,12 +253,7 @@ def _bias_act_grad_triton(dy: torch.Tensor, x: Optional[torch.Tensor], b: Option
     return kernels.backward(dy, x, b, y, act, alpha, gain, dim)
 
 
-@_bias_act_grad_triton.register_fake
-def _(dy, x, b, y, act, alpha, gain, dim):
-    return torch.empty_like(dy)
-
-
-@torch.library.custom_op("fastgan_triton::bias_act_grad2", mutates_args=())
+@triton_op("bias_act_grad2", _check_grad2)
 def _bias_act_grad2_triton(ddx: torch.Tensor, dy: torch.Tensor, x: Optional[torch.Tensor],
                            b: Optional[torch.Tensor], y: Optional[torch.Tensor], act: int, alpha: float, gain: float,
                            dim: int, need_ddy: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -198,9 +262,10 @@ def _bias_act_grad2_triton(ddx: torch.Tensor, dy: torch.Tensor, x: Optional[torc
     return kernels.backward2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy)
 
 
-@_bias_act_grad2_triton.register_fake
-def _(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
-    return _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy)
+for _ns in ("fastgan", "fastgan_triton"):
+    torch.library.register_fake(f"{_ns}::bias_act")(_bias_act_fake)
+    torch.library.register_fake(f"{_ns}::bias_act_grad")(_bias_act_grad_fake)
+    torch.library.register_fake(f"{_ns}::bias_act_grad2")(_bias_act_grad2_fake)
 
 
 # The fastgan:: ops have the same autograd in C++ (csrc/bias_act_autograd.cpp: no

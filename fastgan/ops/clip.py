@@ -1,42 +1,69 @@
 """Critic weight clipping (WGAN, THEORY.md §3): clamp every parameter into [-c, c],
 one multi-tensor pass per (device, dtype) group, optionally fused into RMSprop."""
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import reference
 from .._backend import resolve_backend
 from .._validate import TensorsLike, check_positive_finite, flatten_tensors, floating_groups
+from ._triton import triton_op
 
-# ---- registration: fake (meta) kernels for the C++ ops, Triton kernels as custom ops ----
+# ---- checks of a direct torch.ops call (the fake kernels and the Triton ops' bodies; the
+# C++ ops make the same ones in csrc/tensor_lists.h) ----
 
 
-@torch.library.register_fake("fastgan::clip_")
+def _check_lists(op: str, lists: Sequence[Tuple[str, List[torch.Tensor]]]) -> None:
+    """Every list as long as the first; tensor i of each list of the first list's tensor
+    i's shape; one floating dtype and one device throughout."""
+    name0, first = lists[0]
+    lead = first[0] if first else None
+    for name, tensors in lists:
+        if len(tensors) != len(first):
+            raise RuntimeError(f"fastgan::{op}: {name} has {len(tensors)} tensors but {name0} has {len(first)}")
+        for i, t in enumerate(tensors):
+            if t.layout != torch.strided or not t.dtype.is_floating_point:
+                raise RuntimeError(f"fastgan::{op}: {name}[{i}] must be a dense floating-point tensor, got {t.dtype}")
+            if t.dtype != lead.dtype or t.device != lead.device:
+                raise RuntimeError(f"fastgan::{op}: {name}[{i}] is {t.dtype} on {t.device}, but {name0}[0] is "
+                                   f"{lead.dtype} on {lead.device}: one dtype and device per call")
+            if t.shape != first[i].shape:
+                raise RuntimeError(f"fastgan::{op}: {name}[{i}] has shape {tuple(t.shape)} but {name0}[{i}] has "
+                                   f"{tuple(first[i].shape)}")
+
+
+def _check_clip(tensors, clip_value):
+    _check_lists("clip_", [("tensors", tensors)])
+
+
+def _check_rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
+                        momentum, centered, maximize, clip_value):
+    lists = [("params", params), ("grads", grads), ("square_avgs", square_avgs)]
+    lists += [("grad_avgs", grad_avgs)] if centered else []
+    lists += [("momentum_buffers", momentum_buffers)] if momentum > 0 else []
+    _check_lists("rmsprop_clip_", lists)
+
+
 def _clip_fake(tensors, clip_value):
-    return None
+    _check_clip(tensors, clip_value)
 
 
-@torch.library.register_fake("fastgan::rmsprop_clip_")
-def _rmsprop_clip_fake(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
-                       momentum, centered, maximize, clip_value):
-    return None
+def _rmsprop_clip_fake(*args):
+    _check_rmsprop_clip(*args)
 
 
-@torch.library.custom_op("fastgan_triton::clip_", mutates_args=("tensors",))
+# ---- the Triton kernels as custom ops ----
+
+
+@triton_op("clip_", _check_clip, mutates_args=("tensors",))
 def _clip_triton(tensors: List[torch.Tensor], clip_value: float) -> None:
     from ..kernels import clip as kernels
 
     kernels.clip_(tensors, clip_value)
 
 
-@_clip_triton.register_fake
-def _(tensors, clip_value):
-    return None
-
-
-@torch.library.custom_op(
-    "fastgan_triton::rmsprop_clip_", mutates_args=("params", "square_avgs", "grad_avgs", "momentum_buffers")
-)
+@triton_op("rmsprop_clip_", _check_rmsprop_clip,
+           mutates_args=("params", "square_avgs", "grad_avgs", "momentum_buffers"))
 def _rmsprop_clip_triton(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
                          grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], lr: float,
                          alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
@@ -47,10 +74,9 @@ def _rmsprop_clip_triton(params: List[torch.Tensor], grads: List[torch.Tensor], 
                           momentum, centered, maximize, clip_value)
 
 
-@_rmsprop_clip_triton.register_fake
-def _(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum, centered,
-      maximize, clip_value):
-    return None
+for _ns in ("fastgan", "fastgan_triton"):
+    torch.library.register_fake(f"{_ns}::clip_")(_clip_fake)
+    torch.library.register_fake(f"{_ns}::rmsprop_clip_")(_rmsprop_clip_fake)
 
 
 def _native_clip(tensors, clip_value):

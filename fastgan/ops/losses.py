@@ -32,6 +32,7 @@ import torch
 
 from .. import reference
 from .._backend import resolve_backend
+from ._triton import triton_op
 
 # Term codes of csrc/gan_loss_math.h (GanTerm).
 SOFTPLUS_NEG = 0  # softplus(-l) = -ln D
@@ -68,10 +69,90 @@ VALUE_TERMS = (NEG_SOFTPLUS_NEG, NEG_SOFTPLUS)
 REDUCTIONS: Dict[str, int] = {"none": 0, "mean": 1, "sum": 2}
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
+# ---- checks of a direct torch.ops call (fake kernels and Triton bodies; the C++ ops
+# check the same in csrc/gan_loss_host.h) ----
+
+
+def _require(condition: bool, op: str, message: str) -> None:
+    if not condition:
+        raise RuntimeError(f"fastgan::{op}: {message}")
+
+
+def _check_term(op: str, name: str, term: int) -> None:
+    _require(0 <= term < 10, op, f"{name} must be a GAN loss term code in [0, 10), got {term}")
+
+
+def _check_input(op: str, name: str, t: torch.Tensor, like: torch.Tensor) -> None:
+    _require(t.layout == torch.strided and t.dtype in SUPPORTED_DTYPES, op,
+             f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
+    _require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but the logits have {like.dtype}")
+    _require(t.device == like.device, op, f"{name} is on {t.device} but the logits are on {like.device}")
+
+
+def _check_terms(op: str, x_term: int, y_term: int, reduction: int) -> None:
+    _check_term(op, "x_term", x_term)
+    _check_term(op, "y_term", y_term)
+    _require(reduction in (1, 2), op, f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
+
+
+def _saved_shape(logits: torch.Tensor, term: int) -> Tuple[int, ...]:
+    return (0,) if term in LINEAR_TERMS else tuple(logits.shape)
+
+
+def _check_gan_loss(x, y, x_term, y_term, reduction):
+    op = "gan_loss"
+    _check_terms(op, x_term, y_term, reduction)
+    _check_input(op, "x", x, x)
+    if y is not None:
+        _check_input(op, "y", y, x)
+
+
+def _check_gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction):
+    op = "gan_loss_backward"
+    _check_gan_loss(x, y, x_term, y_term, reduction)
+    for name, t in (("grad", grad), ("x_grad", x_grad), ("y_grad", y_grad)):
+        _check_input(op, name, t, x)
+    _require(grad.numel() == 1, op, f"grad must have one element (the loss's gradient), got shape {tuple(grad.shape)}")
+    _require(tuple(x_grad.shape) == _saved_shape(x, x_term), op,
+             f"x_grad has shape {tuple(x_grad.shape)}, expected {_saved_shape(x, x_term)}")
+    want_y = (0,) if y is None else _saved_shape(y, y_term)
+    _require(tuple(y_grad.shape) == want_y, op, f"y_grad has shape {tuple(y_grad.shape)}, expected {want_y}")
+
+
+def _check_gan_loss_pointwise(logits, grad, term, order):
+    op = "gan_loss_pointwise"
+    _check_term(op, "term", term)
+    _require(order in (0, 1, 2), op, f"order must be 0, 1 or 2, got {order}")
+    _check_input(op, "logits", logits, logits)
+    if grad is not None:
+        _check_input(op, "grad", grad, logits)
+        _require(grad.shape == logits.shape, op,
+                 f"grad has shape {tuple(grad.shape)}, expected {tuple(logits.shape)}")
+
+
+# ---- fake (meta) kernels: same for both namespaces ----
+
+
+def _gan_loss_fake(x, y, x_term, y_term, reduction):
+    _check_gan_loss(x, y, x_term, y_term, reduction)
+    y_grad = x.new_empty((0,) if y is None else _saved_shape(y, y_term))
+    return x.new_empty(()), x.new_empty(_saved_shape(x, x_term)), y_grad
+
+
+def _gan_loss_backward_fake(grad, x_grad, y_grad, x, y, x_term, y_term, reduction):
+    _check_gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction)
+    return x.new_empty(x.shape), x.new_empty((0,) if y is None else y.shape)
+
+
+def _gan_loss_pointwise_fake(logits, grad, term, order):
+    _check_gan_loss_pointwise(logits, grad, term, order)
+    return logits.new_empty(logits.shape)
+
+
 # ---- Triton kernels as custom ops ----
 
 
-@torch.library.custom_op("fastgan_triton::gan_loss", mutates_args=())
+@triton_op("gan_loss", _check_gan_loss)
 def _gan_loss_triton(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_term: int,
                      reduction: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from ..kernels import gan_loss as kernels
@@ -79,7 +160,7 @@ def _gan_loss_triton(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_
     return kernels.gan_loss(x, y, x_term, y_term, reduction)
 
 
-@torch.library.custom_op("fastgan_triton::gan_loss_backward", mutates_args=())
+@triton_op("gan_loss_backward", _check_gan_loss_backward)
 def _gan_loss_backward_triton(grad: torch.Tensor, x_grad: torch.Tensor, y_grad: torch.Tensor, x: torch.Tensor,
                               y: Optional[torch.Tensor], x_term: int, y_term: int,
                               reduction: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -88,49 +169,12 @@ def _gan_loss_backward_triton(grad: torch.Tensor, x_grad: torch.Tensor, y_grad: 
     return kernels.gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction)
 
 
-@torch.library.custom_op("fastgan_triton::gan_loss_pointwise", mutates_args=())
+@triton_op("gan_loss_pointwise", _check_gan_loss_pointwise)
 def _gan_loss_pointwise_triton(logits: torch.Tensor, grad: Optional[torch.Tensor], term: int,
                                order: int) -> torch.Tensor:
     from ..kernels import gan_loss as kernels
 
     return kernels.gan_loss_pointwise(logits, grad, term, order)
-
-
-# ---- fake (meta) kernels: same for both namespaces ----
-
-
-def _check_term(term: int) -> None:
-    torch._check(0 <= term < 10, lambda: f"term must be a GAN loss term code in [0, 10), got {term}")
-
-
-def _saved_grad(logits, term):
-    return logits.new_empty((0,) if term in LINEAR_TERMS else logits.shape)
-
-
-def _gan_loss_fake(x, y, x_term, y_term, reduction):
-    _check_term(x_term)
-    _check_term(y_term)
-    torch._check(reduction in (1, 2), lambda: f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
-    if y is not None:
-        torch._check(y.dtype == x.dtype, lambda: f"y has dtype {y.dtype} but x has {x.dtype}")
-    y_grad = x.new_empty((0,)) if y is None else _saved_grad(y, y_term)
-    return x.new_empty(()), _saved_grad(x, x_term), y_grad
-
-
-def _gan_loss_backward_fake(grad, x_grad, y_grad, x, y, x_term, y_term, reduction):
-    _check_term(x_term)
-    _check_term(y_term)
-    torch._check(grad.numel() == 1, lambda: f"grad must have one element, got shape {tuple(grad.shape)}")
-    return x.new_empty(x.shape), x.new_empty((0,) if y is None else y.shape)
-
-
-def _gan_loss_pointwise_fake(logits, grad, term, order):
-    _check_term(term)
-    torch._check(order in (0, 1, 2), lambda: f"order must be 0, 1 or 2, got {order}")
-    if grad is not None:
-        torch._check(grad.shape == logits.shape, lambda: f"grad has shape {tuple(grad.shape)}, expected "
-                                                         f"{tuple(logits.shape)}")
-    return logits.new_empty(logits.shape)
 
 
 for _ns in ("fastgan", "fastgan_triton"):

@@ -14,30 +14,98 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._layout import acc_dtype, batch_major, batch_major_pair
-from .._validate import check_batch, check_real
+from .._validate import check_batch, check_flag, check_real
+from ._triton import triton_op
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 
 # ---------------------------------------------------------------- registration
+# Checks of a direct torch.ops call, shared by the fake kernels and the Triton ops' bodies
+# (the C++ ops make the same checks in csrc/penalty_host.h).
+
+
+def _require(condition: bool, op: str, message: str) -> None:
+    if not condition:
+        raise RuntimeError(f"fastgan::{op}: {message}")
+
+
+def _check_batch_arg(op: str, name: str, t: torch.Tensor) -> None:
+    _require(t.layout == torch.strided and t.dtype.is_floating_point, op,
+             f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
+    _require(t.dim() >= 1 and t.shape[0] >= 1 and t.numel() >= 1, op,
+             f"{name} must have shape (B, ...) with B >= 1 and elements per sample, got {tuple(t.shape)}")
+
+
+def _check_like(op: str, name: str, t: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
+    _require(t.shape == like.shape, op, f"{name} has shape {tuple(t.shape)} but {like_name} has {tuple(like.shape)}")
+    _require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but {like_name} has {like.dtype}")
+    _require(t.device == like.device, op, f"{name} is on {t.device} but {like_name} is on {like.device}")
+
+
+def _check_per_row(op: str, name: str, t: torch.Tensor, batch: torch.Tensor) -> None:
+    """A (B,) tensor in the accumulation dtype of `batch`, on its device."""
+    rows, acc = batch.shape[0], acc_dtype(batch.dtype)
+    _require(t.shape == (rows,), op, f"{name} must have shape (B,) = ({rows},), got {tuple(t.shape)}")
+    _require(t.dtype == acc, op, f"{name} must have dtype {acc} (the accumulation type of {batch.dtype}), "
+                                 f"got {t.dtype}")
+    _require(t.device == batch.device, op, f"{name} is on {t.device} but the batch is on {batch.device}")
+
+
+def _check_reduction(op: str, reduction: int) -> None:
+    _require(reduction in REDUCTIONS.values(), op,
+             f"reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
+
+
+def _check_interpolate(real, fake, eps):
+    _check_batch_arg("interpolate", "real", real)
+    _check_like("interpolate", "fake", fake, real, "real")
+    _check_per_row("interpolate", "eps", eps, real)
+
+
+def _check_interpolate_backward(grad, eps, need_real, need_fake):
+    _check_batch_arg("interpolate_backward", "grad", grad)
+    _check_per_row("interpolate_backward", "eps", eps, grad)
+
+
+def _check_penalty(grads, center, weight, one_sided, reduction):
+    _check_batch_arg("grad_norm_penalty", "grads", grads)
+    _check_reduction("grad_norm_penalty", reduction)
+
+
+def _check_penalty_backward(grad_loss, grads, norms, center, weight, one_sided, reduction):
+    op = "grad_norm_penalty_backward"
+    _check_batch_arg(op, "grads", grads)
+    _check_reduction(op, reduction)
+    _check_per_row(op, "norms", norms, grads)
+    want = (grads.shape[0],) if reduction == REDUCTIONS["none"] else ()
+    _require(tuple(grad_loss.shape) == want, op,
+             f"grad_loss must have shape {want} (the loss's), got {tuple(grad_loss.shape)}")
+    _require(grad_loss.dtype == grads.dtype and grad_loss.device == grads.device, op,
+             f"grad_loss must be {grads.dtype} on {grads.device}, got {grad_loss.dtype} on {grad_loss.device}")
+
 
 def _interpolate_fake(real, fake, eps):
+    _check_interpolate(real, fake, eps)
     return torch.empty_like(batch_major_pair(real, fake)[0])
 
 
 def _interpolate_backward_fake(grad, eps, need_real, need_fake):
+    _check_interpolate_backward(grad, eps, need_real, need_fake)
     g = batch_major(grad)
     empty = grad.new_empty(0)
     return (torch.empty_like(g) if need_real else empty), (torch.empty_like(g) if need_fake else empty)
 
 
 def _penalty_fake(grads, center, weight, one_sided, reduction):
+    _check_penalty(grads, center, weight, one_sided, reduction)
     rows = grads.shape[0]
     loss = grads.new_empty((rows,) if reduction == REDUCTIONS["none"] else ())
     return loss, grads.new_empty((rows,), dtype=acc_dtype(grads.dtype))
 
 
 def _penalty_backward_fake(grad_loss, grads, norms, center, weight, one_sided, reduction):
+    _check_penalty_backward(grad_loss, grads, norms, center, weight, one_sided, reduction)
     return torch.empty_like(batch_major(grads))
 
 
@@ -46,14 +114,14 @@ for _name, _fake in (("interpolate", _interpolate_fake), ("interpolate_backward"
     torch.library.register_fake(f"fastgan::{_name}")(_fake)
 
 
-@torch.library.custom_op("fastgan_triton::interpolate", mutates_args=())
+@triton_op("interpolate", _check_interpolate)
 def _interpolate_triton(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     from ..kernels import penalty as kernels
 
     return kernels.interpolate(real, fake, eps)
 
 
-@torch.library.custom_op("fastgan_triton::interpolate_backward", mutates_args=())
+@triton_op("interpolate_backward", _check_interpolate_backward)
 def _interpolate_backward_triton(grad: torch.Tensor, eps: torch.Tensor, need_real: bool,
                                  need_fake: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     from ..kernels import penalty as kernels
@@ -61,7 +129,7 @@ def _interpolate_backward_triton(grad: torch.Tensor, eps: torch.Tensor, need_rea
     return kernels.interpolate_backward(grad, eps, need_real, need_fake)
 
 
-@torch.library.custom_op("fastgan_triton::grad_norm_penalty", mutates_args=())
+@triton_op("grad_norm_penalty", _check_penalty)
 def _penalty_triton(grads: torch.Tensor, center: float, weight: float, one_sided: bool,
                     reduction: int) -> Tuple[torch.Tensor, torch.Tensor]:
     from ..kernels import penalty as kernels
@@ -69,7 +137,7 @@ def _penalty_triton(grads: torch.Tensor, center: float, weight: float, one_sided
     return kernels.grad_norm_penalty(grads, center, weight, one_sided, reduction)
 
 
-@torch.library.custom_op("fastgan_triton::grad_norm_penalty_backward", mutates_args=())
+@triton_op("grad_norm_penalty_backward", _check_penalty_backward)
 def _penalty_backward_triton(grad_loss: torch.Tensor, grads: torch.Tensor, norms: torch.Tensor, center: float,
                              weight: float, one_sided: bool, reduction: int) -> torch.Tensor:
     from ..kernels import penalty as kernels
@@ -137,7 +205,7 @@ def _register_autograd(ops: _Ops) -> None:
         grads, norms = ctx.saved_tensors
         return ops.penalty_backward(grad_loss, grads, norms, *ctx.hyper), None, None, None, None
 
-    # grad_norm_penalty_backward's own backward (second order of P), in torch ops.
+    # grad_norm_penalty_backward's own backward (second order of P): a composite C++ op.
     def penalty_backward_setup(ctx, inputs, output):
         grad_loss, grads, norms, center, weight, one_sided, reduction = inputs
         ctx.save_for_backward(grad_loss, grads, norms)
@@ -145,7 +213,7 @@ def _register_autograd(ops: _Ops) -> None:
 
     def penalty_backward_backward(ctx, v):
         grad_loss, grads, norms = ctx.saved_tensors
-        d_loss, d_grads = _penalty_second_order(grad_loss, grads, norms, v, *ctx.hyper)
+        d_loss, d_grads = torch.ops.fastgan.grad_norm_penalty_second_order(grad_loss, grads, norms, v, *ctx.hyper)
         return (d_loss if ctx.needs_input_grad[0] else None), (d_grads if ctx.needs_input_grad[1] else None), \
             None, None, None, None, None
 
@@ -157,32 +225,7 @@ def _register_autograd(ops: _Ops) -> None:
                                     setup_context=penalty_backward_setup)
 
 
-def _penalty_second_order(grad_loss, grads, norms, v, center, weight, one_sided, reduction):
-    """Derivatives of ``dg_b = u_b · s · coef(n_b) · g_b`` (u: upstream gradient, s: w or
-    w/B) along ``v``: w.r.t. u, ``s · coef(n_b) · <g_b, v_b>``; w.r.t. g,
-    ``u_b · s · (coef(n_b) v_b + coef'(n_b) <g_b, v_b> / n_b · g_b)``, with
-    ``coef(n) = 2 (n - c)/n`` and ``coef'(n) = 2c/n^2`` (both 0 where P is flat)."""
-    rows = grads.shape[0]
-    shape = (rows,) + (1,) * (grads.dim() - 1)
-    n = norms.to(grads.dtype)
-    safe_n = torch.where(n == 0, torch.ones_like(n), n)
-    active = n != 0 if center != 0 else torch.ones_like(n, dtype=torch.bool)
-    if one_sided and center != 0:
-        active = active & (n > center)
-    coef = torch.where(active, 2 * (n - center) / safe_n, torch.zeros_like(n)) if center != 0 else 2 + 0 * n
-    dcoef = torch.where(active, 2 * center / safe_n.square(), torch.zeros_like(n))
-    scale = weight / rows if reduction == REDUCTIONS["mean"] else weight
-    upstream = grad_loss if reduction == REDUCTIONS["none"] else grad_loss.expand(rows)
-    gv = (grads * v).reshape(rows, -1).sum(1)
-    d_loss = scale * coef * gv
-    if reduction != REDUCTIONS["none"]:
-        d_loss = d_loss.sum()
-    d_grads = (upstream * scale).reshape(shape) * (coef.reshape(shape) * v +
-                                                   (dcoef * gv / safe_n).reshape(shape) * grads)
-    return d_loss, d_grads
-
-
-_register_autograd(_NATIVE)
+# The C++ ops have the same autograd in C++ (csrc/penalty_autograd.cpp): no per-call Python.
 _register_autograd(_TRITON)
 
 _BACKEND_OPS: Dict[str, _Ops] = {"cpu": _NATIVE, "cuda": _NATIVE, "triton": _TRITON}
@@ -261,12 +304,13 @@ def grad_norm_penalty(grads: torch.Tensor, *, center: float = 1.0, weight: float
     check_batch("grads", grads)
     center = check_real("center", center, minimum=0.0)
     weight = check_real("weight", weight, minimum=0.0)
+    one_sided = check_flag("one_sided", one_sided)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {tuple(REDUCTIONS)}, got {reduction!r}")
     name = resolve_backend(backend, grads.device, "grad_norm_penalty")
     if name == "reference":
-        return reference.grad_norm_penalty(grads, center, weight, bool(one_sided), reduction)
-    loss, _ = _BACKEND_OPS[name].penalty(grads, center, weight, bool(one_sided), REDUCTIONS[reduction])
+        return reference.grad_norm_penalty(grads, center, weight, one_sided, reduction)
+    loss, _ = _BACKEND_OPS[name].penalty(grads, center, weight, one_sided, REDUCTIONS[reduction])
     return loss
 
 
@@ -314,6 +358,7 @@ def gradient_penalty(critic: Optional[Callable[[torch.Tensor], torch.Tensor]], r
 
     Returns a scalar whose backward fills the critic's parameter gradients.
     """
+    check_flag("one_sided", one_sided)
     if outputs is None:
         if critic is None:
             raise ValueError("pass a critic, or precomputed outputs= and inputs=")

@@ -1,0 +1,236 @@
+// Autograd of the gradient-penalty ops (fastgan::interpolate, interpolate_backward,
+// grad_norm_penalty, grad_norm_penalty_backward), in C++ for every device, as the
+// other families' (see gan_loss_autograd.cpp): a Python autograd.Function costs more
+// host time per call than the eager kernels it replaces.
+//
+//   interpolate:                x = e r + (1 - e) f      -> (e g, (1 - e) g): interpolate_backward
+//   interpolate_backward:       linear in g; its own backward is interpolate itself
+//   grad_norm_penalty:          dP/dg_b = u_b s coef(n_b) g_b: grad_norm_penalty_backward (norms are
+//                               saved, not differentiated)
+//   grad_norm_penalty_backward: second order of P: grad_norm_penalty_second_order, in ATen ops
+//                               (CompositeImplicitAutograd, so it serves the Triton ops too and
+//                               differentiates further)
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/full_like.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "penalty_math.h"
+
+namespace fastgan {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using Pair = std::tuple<at::Tensor, at::Tensor>;
+
+const auto& interpolate_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::interpolate", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  return op;
+}
+
+const auto& interpolate_backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::interpolate_backward", "")
+                             .typed<Pair(const at::Tensor&, const at::Tensor&, bool, bool)>();
+  return op;
+}
+
+const auto& penalty_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::grad_norm_penalty", "")
+                             .typed<Pair(const at::Tensor&, double, double, bool, int64_t)>();
+  return op;
+}
+
+const auto& penalty_backward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastgan::grad_norm_penalty_backward", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double, bool, int64_t)>();
+  return op;
+}
+
+const auto& second_order_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::grad_norm_penalty_second_order", "")
+                             .typed<Pair(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         double, double, bool, int64_t)>();
+  return op;
+}
+
+void save_hyper(AutogradContext* ctx, double center, double weight, bool one_sided, int64_t reduction) {
+  ctx->saved_data["center"] = center;
+  ctx->saved_data["weight"] = weight;
+  ctx->saved_data["one_sided"] = one_sided;
+  ctx->saved_data["reduction"] = reduction;
+}
+
+struct Hyper {
+  double center, weight;
+  bool one_sided;
+  int64_t reduction;
+};
+
+Hyper load_hyper(AutogradContext* ctx) {
+  return {ctx->saved_data["center"].toDouble(), ctx->saved_data["weight"].toDouble(),
+          ctx->saved_data["one_sided"].toBool(), ctx->saved_data["reduction"].toInt()};
+}
+
+struct InterpolateFunction : public torch::autograd::Function<InterpolateFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake,
+                            const at::Tensor& eps) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({eps});
+    return interpolate_op().call(real, fake, eps);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const bool need_real = ctx->needs_input_grad(0), need_fake = ctx->needs_input_grad(1);
+    if (!(need_real || need_fake)) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    auto [grad_real, grad_fake] =
+        interpolate_backward_op().call(grads[0], ctx->get_saved_variables()[0], need_real, need_fake);
+    return {need_real ? grad_real : at::Tensor(), need_fake ? grad_fake : at::Tensor(), at::Tensor()};
+  }
+};
+
+struct InterpolateBackwardFunction : public torch::autograd::Function<InterpolateBackwardFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& eps, bool need_real,
+                               bool need_fake) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({eps});
+    ctx->saved_data["need_real"] = need_real;
+    ctx->saved_data["need_fake"] = need_fake;
+    auto [grad_real, grad_fake] = interpolate_backward_op().call(grad, eps, need_real, need_fake);
+    return {grad_real, grad_fake};
+  }
+
+  // d/dgrad <(e g, (1 - e) g), (u, v)> = e u + (1 - e) v: interpolate itself.
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!ctx->needs_input_grad(0)) return variable_list(4);
+    const bool need_real = ctx->saved_data["need_real"].toBool(), need_fake = ctx->saved_data["need_fake"].toBool();
+    const at::Tensor& like = need_real ? grads[0] : grads[1];
+    const at::Tensor u = need_real ? grads[0] : at::zeros_like(like);
+    const at::Tensor v = need_fake ? grads[1] : at::zeros_like(like);
+    return {interpolate_op().call(u, v, ctx->get_saved_variables()[0]), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct PenaltyFunction : public torch::autograd::Function<PenaltyFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grads, double center, double weight,
+                               bool one_sided, int64_t reduction) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, norms] = penalty_op().call(grads, center, weight, one_sided, reduction);
+    ctx->mark_non_differentiable({norms});
+    ctx->save_for_backward({grads, norms});
+    save_hyper(ctx, center, weight, one_sided, reduction);
+    return {loss, norms};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Hyper h = load_hyper(ctx);
+    return {penalty_backward_op().call(grads[0], saved[0], saved[1], h.center, h.weight, h.one_sided, h.reduction),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct PenaltyBackwardFunction : public torch::autograd::Function<PenaltyBackwardFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_loss, const at::Tensor& grads,
+                            const at::Tensor& norms, double center, double weight, bool one_sided, int64_t reduction) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({grad_loss, grads, norms});
+    save_hyper(ctx, center, weight, one_sided, reduction);
+    return penalty_backward_op().call(grad_loss, grads, norms, center, weight, one_sided, reduction);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Hyper h = load_hyper(ctx);
+    auto [d_loss, d_grads] =
+        second_order_op().call(saved[0], saved[1], saved[2], grads[0], h.center, h.weight, h.one_sided, h.reduction);
+    return {ctx->needs_input_grad(0) ? d_loss : at::Tensor(), ctx->needs_input_grad(1) ? d_grads : at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Derivatives of dg_b = u_b s coef(n_b) g_b along v: w.r.t. u, s coef(n_b) <g_b, v_b>;
+// w.r.t. g, u_b s (coef(n_b) v_b + coef'(n_b) <g_b, v_b> / n_b g_b), with
+// coef(n) = 2 (n - c) / n and coef'(n) = 2c / n^2 (both 0 where P is flat; coef = 2 at
+// c = 0). In the accumulation type (coef' of a norm of 1e-4 overflows float16), rounded
+// once to the storage type.
+Pair penalty_second_order(const at::Tensor& grad_loss, const at::Tensor& grads, const at::Tensor& norms,
+                          const at::Tensor& v, double center, double weight, bool one_sided, int64_t reduction) {
+  const int64_t rows = grads.size(0);
+  const auto dtype = grads.scalar_type(), acc = norms.scalar_type();
+  std::vector<int64_t> shape(grads.dim(), 1);
+  shape[0] = rows;
+  const at::Tensor g = grads.to(acc), w = v.to(acc), n = norms;
+  const at::Tensor safe_n = at::where(n.eq(0), at::ones_like(n), n);
+  at::Tensor coef, dcoef;
+  if (center == 0.0) {
+    coef = at::full_like(n, 2.0);
+    dcoef = at::zeros_like(n);
+  } else {
+    at::Tensor active = n.ne(0);
+    if (one_sided) active = active.logical_and(n.gt(center));
+    coef = at::where(active, n.sub(center).mul(2.0).div(safe_n), at::zeros_like(n));
+    dcoef = at::where(active, safe_n.square().reciprocal().mul(2.0 * center), at::zeros_like(n));
+  }
+  const double scale = reduction == kPenaltyMean ? weight / static_cast<double>(rows) : weight;
+  const at::Tensor upstream = (reduction == kPenaltyNone ? grad_loss : grad_loss.expand({rows})).to(acc);
+  const at::Tensor gv = g.mul(w).reshape({rows, -1}).sum(1);
+  at::Tensor d_loss = coef.mul(gv).mul(scale);
+  if (reduction != kPenaltyNone) d_loss = d_loss.sum();
+  const at::Tensor d_grads =
+      upstream.mul(scale).reshape(shape).mul(coef.reshape(shape).mul(w).add(dcoef.mul(gv).div(safe_n).reshape(shape).mul(g)));
+  return {d_loss.to(dtype), d_grads.to(dtype)};
+}
+
+at::Tensor interpolate_autograd(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& eps) {
+  return InterpolateFunction::apply(real, fake, eps);
+}
+
+Pair interpolate_backward_autograd(const at::Tensor& grad, const at::Tensor& eps, bool need_real, bool need_fake) {
+  variable_list out = InterpolateBackwardFunction::apply(grad, eps, need_real, need_fake);
+  return {out[0], out[1]};
+}
+
+Pair penalty_autograd(const at::Tensor& grads, double center, double weight, bool one_sided, int64_t reduction) {
+  variable_list out = PenaltyFunction::apply(grads, center, weight, one_sided, reduction);
+  return {out[0], out[1]};
+}
+
+at::Tensor penalty_backward_autograd(const at::Tensor& grad_loss, const at::Tensor& grads, const at::Tensor& norms,
+                                     double center, double weight, bool one_sided, int64_t reduction) {
+  return PenaltyBackwardFunction::apply(grad_loss, grads, norms, center, weight, one_sided, reduction);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  m.def(
+      "grad_norm_penalty_second_order(Tensor grad_loss, Tensor grads, Tensor norms, Tensor v, float center, "
+      "float weight, bool one_sided, int reduction) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastgan, CompositeImplicitAutograd, m) {
+  m.impl("grad_norm_penalty_second_order", &penalty_second_order);
+}
+
+TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
+  m.impl("interpolate", &interpolate_autograd);
+  m.impl("interpolate_backward", &interpolate_backward_autograd);
+  m.impl("grad_norm_penalty", &penalty_autograd);
+  m.impl("grad_norm_penalty_backward", &penalty_backward_autograd);
+}
+
+}  // namespace fastgan
