@@ -127,3 +127,17 @@ def test_kernels_installed_as_fastgan_kernels_not_top_level(tmp_path):
 def test_import_does_not_import_triton(tmp_path):
     result = _run_python("import sys, fastgan, fastgan.ops; print('triton' in sys.modules)", tmp_path)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_cpu_and_cuda_kernels_share_their_element_math():
+    # CPU tests check the GPU's arithmetic only if the element math is the same on both
+    # sides: no libm/CUDA-intrinsic transcendental chosen for the device alone.
+    import glob
+    import re
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+    device_only = re.compile(r"::(expf|logf|log1pf|expm1f|tanhf)\(|__expf|__logf|__tanhf")
+    for path in glob.glob(os.path.join(root, "*_math.h")) + glob.glob(os.path.join(root, "fast_math.h")):
+        with open(path) as f:
+            text = f.read()
+        assert not device_only.search(text), (path, device_only.search(text).group(0))

@@ -671,3 +671,23 @@ def test_cuda_graph_capture(backend, act):
         assert (o is None) == (e is None)
         if o is not None:
             torch.testing.assert_close(o, e)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_tanh_second_derivative_bfloat16_saturated_with_gain(device, backend):
+    # From a rounded bfloat16 y, tanh' = 1 - (y/gain)^2 cancels where tanh saturates: the
+    # second derivative came out with the wrong sign. The forward keeps z there instead.
+    x = torch.tensor([[2.5, 3.0, -2.75, 4.0]], dtype=torch.bfloat16, device=device)
+    b = torch.tensor([0.25, 0.5, -0.5, 0.0], dtype=torch.bfloat16, device=device)
+    v = torch.ones_like(x)
+
+    def second(x, b, **kwargs):
+        x = x.clone().requires_grad_(True)
+        y = fastgan.ops.bias_act(x, b, "tanh", gain=1.7, **kwargs)
+        (dx,) = torch.autograd.grad(y, x, v, create_graph=True)
+        return torch.autograd.grad(dx, x, v)[0]
+
+    exact = second(x.double(), b.double(), backend="reference")
+    got = second(x, b, backend=backend).double()
+    assert torch.equal(torch.sign(got), torch.sign(exact)), (got, exact)
+    assert (got - exact).abs().max() <= 0.02 * exact.abs().max(), (got, exact)

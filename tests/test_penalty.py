@@ -1,10 +1,12 @@
 """Gradient penalties: interpolate, grad_norm_penalty, WGAN-GP/LP, R1, R2 against
 the eager autograd formula, for every backend."""
+import copy
 import itertools
+import os
 
 import pytest
 import torch
-from conftest import HAS_CUDA, capture_cuda_graph, device_backend_pairs, requires_cuda
+from conftest import HAS_CUDA, capture_cuda_graph, cpu_backends, device_backend_pairs, requires_cuda, stable_seed
 
 import fastgan
 from fastgan import reference
@@ -140,7 +142,7 @@ def _case_id(case):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("case", PENALTY_CASES, ids=_case_id)
 def test_penalty_matches_reference(device, backend, shape, reduction, case, poison_empty):
-    grads = _randn(shape, torch.float64, device, hash((shape, reduction)) % 1000, scale=0.6)
+    grads = _randn(shape, torch.float64, device, stable_seed(shape, reduction) % 1000, scale=0.6)
     grads.requires_grad_(True)
     out = grad_norm_penalty(grads, weight=3.0, reduction=reduction, backend=backend, **case)
     expected = reference.grad_norm_penalty(grads, weight=3.0, reduction=reduction, **case)
@@ -192,7 +194,7 @@ def test_penalty_propagates_nan(device, backend):
     assert torch.isnan(out[2]) and torch.isfinite(out[:2]).all()
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
+@pytest.mark.parametrize("backend", cpu_backends("cpu", "triton"))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("case", PENALTY_CASES, ids=_case_id)
 def test_penalty_gradcheck_and_gradgradcheck(backend, reduction, case):
@@ -205,7 +207,7 @@ def test_penalty_gradcheck_and_gradgradcheck(backend, reduction, case):
     assert torch.autograd.gradgradcheck(fn, (grads,))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", cpu_backends("cpu", "triton"))
 def test_interpolate_gradcheck_and_gradgradcheck(backend):
     real = _randn((3, 4), torch.float64, "cpu", 18).requires_grad_(True)
     fake = _randn((3, 4), torch.float64, "cpu", 19).requires_grad_(True)
@@ -252,7 +254,7 @@ def _assert_grads_close(got, want, **tol):
             torch.testing.assert_close(g, w, **tol)
 
 
-@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))
 @pytest.mark.parametrize("critic_name", sorted(CRITICS))
 @pytest.mark.parametrize("one_sided", [False, True])
 def test_gradient_penalty_matches_autograd_formula(device, backend, critic_name, one_sided):
@@ -285,7 +287,7 @@ FUSED_CRITICS = {
 }
 
 
-@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))
 @pytest.mark.parametrize("critic_name", sorted(FUSED_CRITICS))
 def test_gradient_penalty_through_fused_bias_act_critic(device, backend, critic_name):
     """fastgan's penalty through a critic whose bias + activation pairs are FusedBiasAct
@@ -313,7 +315,7 @@ def test_gradient_penalty_through_fused_bias_act_critic(device, backend, critic_
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))
 @pytest.mark.parametrize("which", ["r1", "r2"])
 def test_r1_r2_match_autograd_formula(device, backend, which):
     make, shape = CRITICS["conv"]
@@ -465,23 +467,35 @@ def test_first_order_pieces_compile():
 @requires_cuda
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_gradient_penalty_step_in_cuda_graph(backend):
+    # Replays of a captured penalty step train the critic exactly as the same steps run
+    # eagerly (fixed eps: the graph replays the same inputs).
     torch.manual_seed(6)
     critic = mlp_critic(2, 64, 3).cuda()
+    eager_critic = copy.deepcopy(critic)
     real, fake = torch.randn(64, 2, device="cuda"), torch.randn(64, 2, device="cuda")
-    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-4, capturable=True)
+    eps = torch.rand(64, device="cuda")
 
-    def step():
-        optimizer.zero_grad(set_to_none=False)
-        penalty = gradient_penalty(critic, real, fake, backend=backend)
-        penalty.backward()
-        optimizer.step()
-        return penalty
+    def make_step(net):
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, capturable=True)
 
-    graph, _, captured = capture_cuda_graph(step)
+        def step():
+            optimizer.zero_grad(set_to_none=False)
+            penalty = gradient_penalty(net, real, fake, eps=eps, backend=backend)
+            penalty.backward()
+            optimizer.step()
+            return penalty
+        return step
+
+    graph, _, captured = capture_cuda_graph(make_step(critic), warmup=3)
     for _ in range(3):
         graph.replay()
+    eager_step = make_step(eager_critic)
+    for _ in range(6):
+        expected = eager_step()
     torch.cuda.synchronize()
-    assert torch.isfinite(captured)
+    torch.testing.assert_close(captured, expected)
+    for p, q in zip(critic.parameters(), eager_critic.parameters()):
+        torch.testing.assert_close(p, q)
 
 
 @requires_cuda
@@ -505,7 +519,115 @@ def test_cuda_penalty_is_one_launch_forward_and_backward():
 
 
 def test_backend_default_applies(monkeypatch):
+    # The default backend (set_backend, else $FASTGAN_BACKEND) decides which
+    # implementation runs: spy on the reference and on the CPU op.
+    calls = []
+    monkeypatch.setattr(reference, "grad_norm_penalty", lambda *a: calls.append("reference") or a[0].sum())
+    monkeypatch.setattr(reference, "interpolate", lambda r, f, e: calls.append("reference") or r)
+    grads = torch.randn(3, 4)
     monkeypatch.setenv("FASTGAN_BACKEND", "reference")
-    grads = torch.randn(3, 4, requires_grad=True)
-    assert grad_norm_penalty(grads).grad_fn is not None
-    assert fastgan.get_backend() == "reference"
+    grad_norm_penalty(grads)
+    interpolate(grads, grads)
+    assert calls == ["reference", "reference"]
+    fastgan.set_backend("cpu")  # the process-wide default wins over the environment
+    grad_norm_penalty(grads)
+    interpolate(grads, grads)
+    assert calls == ["reference", "reference"]
+    with fastgan.use_backend("cuda"):  # a default that cannot run these tensors is an error, not ignored
+        with pytest.raises(fastgan.BackendError, match="cuda"):
+            grad_norm_penalty(grads)
+        with pytest.raises(fastgan.BackendError, match="cuda"):
+            interpolate(grads, grads)
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_penalty_graphs_captured_after_a_freed_graph(backend):
+    # The penalty's workspace must not outlive the graph it was made in: capture graph A,
+    # free it, then capture and replay graph B on the same capture stream.
+    grads = torch.randn(64, 3, 32, 32, device="cuda")
+    step = lambda: grad_norm_penalty(grads, backend=backend)  # noqa: E731
+    graph_a, _, _ = capture_cuda_graph(step)
+    graph_a.replay()
+    del graph_a
+    torch.cuda.empty_cache()
+    graph_b, _, captured = capture_cuda_graph(step)
+    for _ in range(3):
+        graph_b.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(captured, reference.grad_norm_penalty(grads))
+    torch.testing.assert_close(step(), reference.grad_norm_penalty(grads))  # and uncaptured after
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_penalty_graphs_replayed_concurrently_on_two_streams(backend):
+    # Two graphs captured on one stream, replayed at once on two others: each has its own
+    # counter, so neither sees the other's blocks.
+    inputs = [torch.randn(256, 3, 64, 64, device="cuda") for _ in range(2)]
+    graphs = [capture_cuda_graph(lambda g=g: grad_norm_penalty(g, backend=backend)) for g in inputs]
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    for _ in range(5):
+        for (graph, _, _), stream in zip(graphs, streams):
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                graph.replay()
+        for stream in streams:
+            torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        for (_, _, captured), g in zip(graphs, inputs):
+            torch.testing.assert_close(captured, reference.grad_norm_penalty(g))
+
+
+@requires_cuda
+def test_penalty_benchmark_sequence_runs(tmp_path):
+    # The first GPU run crashed here: the DCGAN-64 case after the toy-MLP case's graphs.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--suite", "penalty", "--device", "cuda", "--quick",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=900,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("layout", ["strided", "expanded"])
+def test_interpolate_reads_strided_and_expanded_eps(device, backend, layout):
+    # The Triton kernels read eps as if contiguous: a column of a (B, 3) tensor gave
+    # errors of 0.6-0.9, and an expanded scalar read past its one-element allocation.
+    generator = torch.Generator().manual_seed(stable_seed("eps", layout))
+    real = torch.randn(33, 5, generator=generator).to(device).requires_grad_(True)
+    fake = torch.randn(33, 5, generator=generator).to(device).requires_grad_(True)
+    eps = torch.rand(33, 3, generator=generator)[:, 1] if layout == "strided" else \
+        torch.rand(1, generator=generator).expand(33)
+    eps = eps.to(device)
+    out = interpolate(real, fake, eps, backend=backend)
+    want = reference.interpolate(real, fake, eps.contiguous())
+    torch.testing.assert_close(out, want)
+    upstream = torch.randn(33, 5, generator=generator).to(device)
+    got = torch.autograd.grad(out, (real, fake), upstream)
+    expected = torch.autograd.grad(want, (real, fake), upstream)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_penalty_second_derivative_low_precision_small_norms(device, backend, dtype):
+    # Per-sample norms of 1e-4..1e-3: coef'(n) = 2c/n^2 overflows float16 (it gave inf,
+    # and 32 in bfloat16, for a truth of 0.5) unless computed in the accumulation type.
+    generator = torch.Generator().manual_seed(stable_seed("small norms", str(dtype)))
+    base = torch.randn(6, 8, generator=generator, dtype=torch.float64)
+    base = base / base.norm(dim=1, keepdim=True) * torch.logspace(-4, -3, 6, dtype=torch.float64)[:, None]
+    direction = torch.randn(6, 8, generator=generator, dtype=torch.float64)
+
+    def second(grads, v, **kwargs):
+        grads = grads.clone().requires_grad_(True)
+        (first,) = torch.autograd.grad(grad_norm_penalty(grads, **kwargs), grads, create_graph=True)
+        return torch.autograd.grad(first, grads, v)[0]
+
+    exact = second(base.to(device), direction.to(device), backend="reference")
+    got = second(base.to(dtype).to(device), direction.to(dtype).to(device), backend=backend).double()
+    assert torch.isfinite(got).all(), got
+    err = (got - exact).abs().max().item()
+    assert err <= 8 * torch.finfo(dtype).eps * exact.abs().max().item(), (err, exact.abs().max().item())

@@ -1,0 +1,108 @@
+"""Every registered op checks its own arguments: a bad direct ``torch.ops.fastgan.*`` or
+``torch.ops.fastgan_triton.*`` call raises an error naming the argument, and never reads
+or writes out of bounds. The cases run in a child process, so that a crash fails its own
+case instead of the test run."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import backends_for
+
+NAMESPACES = ["fastgan"] + (["fastgan_triton"] if "triton" in backends_for("cpu") else [])
+
+# name -> (op, code building the arguments with t(*shape, dtype=...), the argument the error names)
+CASES = {
+    "interpolate_short_eps": ("interpolate", "t(4, 3), t(4, 3), t(2)", "eps"),
+    "interpolate_short_fake": ("interpolate", "t(4, 3), t(2, 3), t(4)", "fake"),
+    "interpolate_eps_dtype": ("interpolate", "t(4, 3), t(4, 3), t(4, dtype=torch.float64)", "eps"),
+    "interpolate_empty": ("interpolate", "t(0, 3), t(0, 3), t(0)", "real"),
+    "interpolate_meta_fake": ("interpolate", "t(4, 3), t(4, 3, device='meta'), t(4)", "fake"),
+    "interpolate_backward_short_eps": ("interpolate_backward", "t(4, 3), t(3), True, True", "eps"),
+    "penalty_reduction_code": ("grad_norm_penalty", "t(4, 3), 1.0, 1.0, False, 7", "reduction"),
+    "penalty_int_grads": ("grad_norm_penalty", "torch.ones(4, 3, dtype=torch.int32), 1.0, 1.0, False, 1", "grads"),
+    "penalty_backward_empty_grad_loss": (
+        "grad_norm_penalty_backward", "t(0), t(4, 3), t(4), 1.0, 1.0, False, 1", "grad_loss"),
+    "penalty_backward_short_norms": (
+        "grad_norm_penalty_backward", "t(), t(4, 3), t(2), 1.0, 1.0, False, 1", "norms"),
+    "penalty_backward_reduction_code": (
+        "grad_norm_penalty_backward", "t(), t(4, 3), t(4), 1.0, 1.0, False, 3", "reduction"),
+    "gan_loss_reduction_zero": ("gan_loss", "t(8), t(8), 0, 1, 0", "reduction"),
+    "gan_loss_reduction_three": ("gan_loss", "t(8), t(8), 0, 1, 3", "reduction"),
+    "gan_loss_term_code": ("gan_loss", "t(8), t(8), 10, 1, 1", "x_term"),
+    "gan_loss_y_dtype": ("gan_loss", "t(8), t(8, dtype=torch.float64), 0, 1, 1", "y"),
+    "gan_loss_meta_y": ("gan_loss", "t(8), t(8, device='meta'), 0, 1, 1", "y"),
+    "gan_loss_backward_empty_grad": ("gan_loss_backward", "t(0), t(8), t(8), t(8), t(8), 0, 1, 1", "grad"),
+    "gan_loss_backward_short_x_grad": ("gan_loss_backward", "t(), t(3), t(8), t(8), t(8), 0, 1, 1", "x_grad"),
+    "gan_loss_pointwise_short_grad": ("gan_loss_pointwise", "t(8), t(3), 0, 1", "grad"),
+    "gan_loss_pointwise_order": ("gan_loss_pointwise", "t(8), None, 0, 3", "order"),
+    "bias_act_short_bias": ("bias_act", "t(4, 8), t(3), 2, 0.2, 1.0, 1", "bias"),
+    "bias_act_act_id": ("bias_act", "t(4, 8), t(8), 7, 0.2, 1.0, 1", "activation"),
+    "bias_act_negative_act_id": ("bias_act", "t(4, 8), t(8), -1, 0.2, 1.0, 1", "activation"),
+    "bias_act_dim": ("bias_act", "t(4, 8), t(8), 2, 0.2, 1.0, 5", "dim"),
+    "bias_act_grad_short_y": ("bias_act_grad", "t(4, 8), None, None, t(4, 3), 2, 0.2, 1.0, 1", "y"),
+    "clip_mixed_dtypes": ("clip_", "[t(8, dtype=torch.float64), t(8)], 0.1", "tensors"),
+    "clip_meta_tensor": ("clip_", "[t(8), t(8, device='meta')], 0.1", "tensors"),
+    "rmsprop_short_list": (
+        "rmsprop_clip_", "[t(8), t(8)], [t(8), t(8)], [t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1",
+        "square_avgs"),
+    "rmsprop_short_state": (
+        "rmsprop_clip_", "[t(4096)], [t(4096)], [t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1",
+        "square_avgs"),
+    "rmsprop_short_grads_list": (
+        "rmsprop_clip_", "[t(8), t(8)], [t(8)], [t(8), t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1",
+        "grads"),
+}
+
+CHILD = r"""
+import json, sys, torch, fastgan
+namespace = getattr(torch.ops, sys.argv[1])
+t = lambda *shape, dtype=torch.float32, device="cpu": torch.randn(shape, dtype=dtype, device=device)
+for name, op, args in json.loads(sys.argv[2]):
+    print(json.dumps({"case": name, "started": True}), flush=True)
+    try:
+        getattr(namespace, op)(*eval("(" + args + ",)"))
+        result = {"case": name, "error": None}
+    except Exception as exc:
+        result = {"case": name, "error": type(exc).__name__, "message": str(exc)}
+    print(json.dumps(result), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    """{(namespace, case): outcome}: each namespace's cases in one child process, restarted
+    after the case that crashed it (outcome "crashed")."""
+    results = {}
+    env = {**os.environ}
+    for namespace in NAMESPACES:
+        pending = [(name, op, args) for name, (op, args, _) in CASES.items()]
+        while pending:
+            proc = subprocess.run([sys.executable, "-c", CHILD, namespace, json.dumps(pending)], capture_output=True,
+                                  text=True, env=env, timeout=600)
+            started = None
+            for line in proc.stdout.splitlines():
+                record = json.loads(line)
+                if record.get("started"):
+                    started = record["case"]
+                else:
+                    results[(namespace, record["case"])] = record
+                    started = None
+            if started is not None:  # the child died inside this case
+                results[(namespace, started)] = {"case": started, "error": "crashed",
+                                                 "message": f"exit {proc.returncode}: {proc.stderr[-500:]}"}
+            done = {case for (ns, case) in results if ns == namespace}
+            if proc.returncode != 0 and started is None:
+                raise AssertionError(proc.stderr[-2000:])
+            pending = [item for item in pending if item[0] not in done]
+    return results
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_direct_call_is_a_clear_error(outcomes, namespace, case):
+    outcome = outcomes[(namespace, case)]
+    argument = CASES[case][2]
+    assert outcome["error"] in ("RuntimeError", "ValueError", "TypeError", "IndexError"), outcome
+    assert argument in outcome["message"], outcome
