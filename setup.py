@@ -122,7 +122,8 @@ def _extension():
         return CppExtension("fastgan._C", cpp, extra_compile_args={"cxx": cxx}, **common), plan
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCHS_WITHOUT_GPU
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "the visible GPU's"
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "the visible GPUs' " + ";".join(sorted(
+        {"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
     plan = (f"compiling {len(cpp)} C++ sources and {len(cu)} CUDA sources for architectures {archs} "
             f"({reason}; each architecture adds minutes) in {NINJA_DIR}; FASTGAN_CUDA=0 skips the CUDA kernels")
     define.append(("FASTGAN_WITH_CUDA", None))
