@@ -23,6 +23,7 @@ from fastgan.ops import discriminator_loss, generator_loss
 from .harness import Case, Variant
 
 SMALL = [(64, 1), (256, 1), (4096, 1), (64, 1, 30, 30)]
+QUICK = [(256, 1), (64, 1, 30, 30)]  # --quick: a toy batch and a PatchGAN map
 LARGE = [(65536, 1), (1024, 1, 128, 128)]
 D_KINDS = ["minimax", "wasserstein", "hinge", "least_squares"]
 G_KINDS = ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares"]
@@ -73,7 +74,7 @@ def _check_agree(variants: List[Variant], inputs: Tuple[torch.Tensor, ...], name
 
 
 def loss_cases(device: torch.device, with_compile: bool, sizes: str) -> Iterator[Case]:
-    shapes = SMALL + (LARGE if sizes == "all" else [])
+    shapes = SMALL + LARGE if sizes == "all" else QUICK
     generator = torch.Generator(device=device).manual_seed(0)
     for shape in shapes:
         real = torch.randn(shape, device=device, generator=generator).mul_(2).requires_grad_()

@@ -189,7 +189,8 @@ def evaluate(case: Case, timer: Timer, machine: Dict[str, float]) -> List[Dict[s
         timing = timer.time(variant.fn)
         rows.append({"suite": case.suite, "case": case.name, "variant": variant.name,
                      "median_ms": timing.median_ms, "p20_ms": timing.p20_ms, "p80_ms": timing.p80_ms,
-                     "reps": timing.reps, "launches": variant.launches, "bytes": case.bytes_moved, **case.info})
+                     "reps": timing.reps, "threads": torch.get_num_threads(), "launches": variant.launches,
+                     "bytes": case.bytes_moved, **case.info})
     by_name = {row["variant"]: row for row in rows}
     bandwidth_floor_ms = case.bytes_moved / (machine["bandwidth_GBps"] * 1e9) * 1e3
     for row in rows:
@@ -205,9 +206,12 @@ def evaluate(case: Case, timer: Timer, machine: Dict[str, float]) -> List[Dict[s
     return rows
 
 
-def markdown_table(rows: List[Dict[str, object]], baseline: str = "eager") -> str:
-    header = ("| suite | case | variant | median ms | p20-p80 ms | launches | GB/s | vs eager | fraction of floor |\n"
-              "|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+TABLE_HEADER = ("| suite | case | variant | median ms | p20-p80 ms | launches | GB/s | vs eager | fraction of floor |\n"
+                "|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+
+
+def table_rows(rows: List[Dict[str, object]], baseline: str = "eager") -> str:
+    """The markdown lines of ``rows`` under :data:`TABLE_HEADER`, one per variant."""
     lines = []
     for r in rows:
         vs = r.get(f"speedup_vs_{baseline}", 1.0 if r["variant"] == baseline else float("nan"))
@@ -216,9 +220,9 @@ def markdown_table(rows: List[Dict[str, object]], baseline: str = "eager") -> st
             f"| {r['suite']} | {r['case']} | {r['variant']} | {r['median_ms']:.4f} | "
             f"{r['p20_ms']:.4f}-{r['p80_ms']:.4f} | {launches} | "
             f"{r['achieved_GBps']:.1f} | {vs:.2f}x | "
-            f"{'-' if r['fraction_of_floor'] is None else format(r['fraction_of_floor'], '.0%')} |"
+            f"{'-' if r['fraction_of_floor'] is None else format(r['fraction_of_floor'], '.0%')} |\n"
         )
-    return header + "\n".join(lines) + "\n"
+    return "".join(lines)
 
 
 def write_report(path_stem: str, env: Dict[str, object], machine: Dict[str, float], rows: List[Dict[str, object]],
@@ -234,10 +238,11 @@ def write_report(path_stem: str, env: Dict[str, object], machine: Dict[str, floa
             "Versions: " + ", ".join(f"{k} {env.get(k)}" for k in ("torch", "triton", "cuda", "python") if env.get(k)),
             "", f"Memory bandwidth {machine['bandwidth_GBps']:.1f} GB/s (read + write; copy "
             f"{machine['copy_bandwidth_GBps']:.1f}, in-place {machine['inplace_bandwidth_GBps']:.1f}), "
-            f"launch latency {machine['launch_latency_us']:.2f} us, {env['threads']} CPU threads.", "",
+            f"launch latency {machine['launch_latency_us']:.2f} us, every variant with {env['threads']} CPU "
+            "thread(s) (`--threads`).", "",
             "Medians over the repetitions; speed-ups are eager median / variant median; the floor is "
             "max(bytes moved / bandwidth, launches x launch latency), launches counted on CUDA only.", "",
-            markdown_table(rows)]
+            TABLE_HEADER + table_rows(rows)]
     with open(path_stem + ".md", "w") as handle:
         handle.write("\n".join(text))
     paths = [path_stem + ".json", path_stem + ".md"]

@@ -1,4 +1,4 @@
-"""Triton kernels for the fused GAN losses (THEORY.md §2–3).
+"""Triton kernels for the fused GAN losses (docs/theory.md §2–3).
 
 The element math follows ``csrc/gan_loss_math.h`` line for line. A loss is
 

@@ -1,18 +1,66 @@
 """The benchmark runner works end to end (timings are reported, never asserted)."""
 import json
+import os
+import shutil
+import subprocess
 
-from benchmarks.run import main
+import pytest
+import torch
+
+from benchmarks import cases_clip
+from benchmarks.harness import TABLE_HEADER
+from benchmarks.run import LOCAL_RESULTS, main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--device", "cpu", "--quick", "--reps", "2", "--warmup", "1"]
 
 
 def test_runner_writes_json_and_markdown(tmp_path):
-    assert main(["--suite", "clip", "--device", "cpu", "--quick", "--reps", "2", "--warmup", "1",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["--suite", "clip", *TINY, "--out", str(tmp_path)]) == 0
     payload = json.loads((tmp_path / "clip-cpu.json").read_text())
     variants = {(r["suite"], r["variant"]) for r in payload["results"]}
     assert ("clip", "fastgan-cpu") in variants and ("rmsprop+clip", "eager") in variants
     assert all(r["median_ms"] > 0 and r["fraction_of_floor"] > 0 for r in payload["results"])  # bandwidth cases
     assert payload["machine"]["bandwidth_GBps"] > 0
     assert "| clip |" in (tmp_path / "clip-cpu.md").read_text()
+
+
+def test_every_variant_runs_with_the_recorded_thread_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(cases_clip, "CRITICS", cases_clip.CRITICS[1:2])  # the toy MLP only
+    before = torch.get_num_threads()
+    threads = 2 if before == 1 else 1  # differs from the process's setting, so the runner must set it
+    assert main(["--suite", "clip", *TINY, "--threads", str(threads), "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "clip-cpu.json").read_text())
+    assert payload["environment"]["threads"] == threads
+    assert {r["threads"] for r in payload["results"]} == {threads}
+    assert f"every variant with {threads} CPU thread(s)" in (tmp_path / "clip-cpu.md").read_text()
+    assert torch.get_num_threads() == before  # restored for the rest of the process
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not os.path.exists(os.path.join(REPO, ".git")),
+                    reason="needs a git checkout")
+def test_quick_run_leaves_committed_results_untouched(monkeypatch):
+    def tracked_status():
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "benchmarks/results"],
+                              cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+    monkeypatch.setattr(cases_clip, "CRITICS", cases_clip.CRITICS[1:2])  # the toy MLP only
+    before = tracked_status()
+    assert main(["--suite", "clip", *TINY]) == 0  # default --out
+    assert tracked_status() == before
+    written = os.path.join(LOCAL_RESULTS, "clip-cpu.json")
+    assert os.path.isfile(written) and json.load(open(written))["command"].endswith("--warmup 1")
+    ignored = subprocess.run(["git", "check-ignore", "-q", written], cwd=REPO)
+    assert ignored.returncode == 0, f"{written} is not ignored by git"
+
+
+def test_bad_flags_exit_2_naming_the_flag(capsys):
+    for argv, flag in ((["--threads", "0"], "--threads"), (["--reps", "-1"], "--reps"),
+                       (["--device", "tpu"], "--device"), (["--thread", "1"], "--thread")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert flag in capsys.readouterr().err
 
 
 def test_penalty_suite_runs(tmp_path):
@@ -22,12 +70,14 @@ def test_penalty_suite_runs(tmp_path):
     suites = {r["suite"] for r in payload["results"]}
     assert suites == {"interpolate", "grad_norm_penalty fwd+bwd", "wgan-gp critic step"}
 
-def test_losses_suite_smoke(tmp_path, monkeypatch):
+
+def test_losses_suite_smoke_prints_one_table(tmp_path, monkeypatch, capsys):
     from benchmarks import cases_losses
 
-    monkeypatch.setattr(cases_losses, "SMALL", [(64, 1)])  # one shape: every kind and variant, fast
-    assert main(["--suite", "losses", "--device", "cpu", "--quick", "--reps", "2", "--warmup", "1",
-                 "--out", str(tmp_path)]) == 0
+    monkeypatch.setattr(cases_losses, "QUICK", [(64, 1)])  # one shape: every kind and variant, fast
+    assert main(["--suite", "losses", *TINY, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(TABLE_HEADER) == 1 and out.count(" | fastgan-cpu | ") == 9  # one header, 9 cases
     payload = json.loads((tmp_path / "losses-cpu.json").read_text())
     rows = {(r["suite"], r["case"], r["variant"]) for r in payload["results"]}
     assert len({(s, c) for s, c, _ in rows}) == 9  # 4 discriminator + 5 generator losses

@@ -1,4 +1,4 @@
-"""GAN losses (THEORY.md §2–3): every backend against the eager reference.
+"""GAN losses (docs/theory.md §2–3): every backend against the eager reference.
 
 Each test draws fresh inputs from its own seeded generator. Outputs our kernels
 allocate are poisoned with NaN (deterministic mode fills uninitialised memory),
@@ -277,7 +277,7 @@ def test_nan_logits_propagate(device, backend, case, reduction):
         torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-6)
 
 
-# ---- the game's value (THEORY.md §2) ----
+# ---- the game's value (docs/theory.md §2) ----
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))
@@ -295,7 +295,7 @@ def test_gan_value_at_half_is_minus_two_ln_two(device, backend, dtype):
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))
 def test_gan_value_with_optimal_discriminator_is_js(device, backend):
-    """THEORY.md §2's theorem on a discrete example: with D* = p / (p + q),
+    """docs/theory.md §2's theorem on a discrete example: with D* = p / (p + q),
     V(G, D*) = -2 ln 2 + 2 JS(p || q). Samples: each point repeated in
     proportion to its probability, logits ln(p / q) (so sigmoid = D*)."""
     p = torch.tensor([4, 2, 1, 1], dtype=torch.float64) / 8

@@ -1,4 +1,4 @@
-"""THEORY.md's results, checked numerically with fastgan's losses and penalties
+"""docs/theory.md's results, checked numerically with fastgan's losses and penalties
 (fastgan.train.theory); each check is also shown able to fail."""
 import math
 

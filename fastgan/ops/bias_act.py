@@ -1,6 +1,6 @@
 """Fused bias + activation (StyleGAN's ``bias_act``): ``y = gain * act(x + b)`` in one
 kernel, whose backward and double backward are fused kernels too, so that a
-critic's R1 / WGAN-GP double backward (THEORY.md §3) stays in fused kernels.
+critic's R1 / WGAN-GP double backward (docs/theory.md §3) stays in fused kernels.
 
 Three registered ops per kernel family (``fastgan::`` for the C++/CUDA kernels, with
 autograd in C++; ``fastgan_triton::`` for the Triton kernels, autograd here):

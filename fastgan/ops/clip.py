@@ -1,4 +1,4 @@
-"""Critic weight clipping (WGAN, THEORY.md §3): clamp every parameter into [-c, c],
+"""Critic weight clipping (WGAN, docs/theory.md §3): clamp every parameter into [-c, c],
 one multi-tensor pass per (device, dtype) group, optionally fused into RMSprop."""
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 

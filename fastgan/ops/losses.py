@@ -1,4 +1,4 @@
-"""GAN losses (THEORY.md §2–3) as fused reductions: the loss and its logits-gradient
+"""GAN losses (docs/theory.md §2–3) as fused reductions: the loss and its logits-gradient
 in one pass, the backward a single scaling of the saved gradient (for the linear
 terms, whose gradient is constant, nothing is saved and the backward writes it).
 
@@ -377,7 +377,7 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *, r
 
 def gan_value(real_logits: torch.Tensor, fake_logits: torch.Tensor, *, backend: Optional[str] = None) -> torch.Tensor:
     """``V(D, G) = E ln D(real) + E ln(1 - D(fake))`` with ``D = sigmoid(logits)``,
-    the value of the GAN game (THEORY.md §2): ``-2 ln 2`` where ``D = 1/2``
+    the value of the GAN game (docs/theory.md §2): ``-2 ln 2`` where ``D = 1/2``
     everywhere, ``= -discriminator_loss(real, fake, "minimax")``. Fused like
     :func:`discriminator_loss` and differentiable."""
     op = "gan_value"

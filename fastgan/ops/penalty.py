@@ -1,4 +1,4 @@
-"""Gradient penalties (THEORY.md §3): WGAN-GP, one-sided WGAN-LP, R1 and R2.
+"""Gradient penalties (docs/theory.md §3): WGAN-GP, one-sided WGAN-LP, R1 and R2.
 
 The fused pieces are the per-sample interpolation, the per-sample gradient norm
 and penalty with its reduction, and the penalty's backward ``dP/dg``; with

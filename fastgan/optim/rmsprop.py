@@ -1,4 +1,4 @@
-"""RMSprop with WGAN weight clipping fused into its step (THEORY.md §3)."""
+"""RMSprop with WGAN weight clipping fused into its step (docs/theory.md §3)."""
 from typing import Optional
 
 import torch

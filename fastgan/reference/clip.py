@@ -1,4 +1,4 @@
-"""Eager references for weight clipping and the clipped RMSprop step (THEORY.md §3)."""
+"""Eager references for weight clipping and the clipped RMSprop step (docs/theory.md §3)."""
 from typing import List
 
 import torch

@@ -1,8 +1,8 @@
-"""Eager references for the GAN losses (THEORY.md §2–3): plain ``torch`` /
+"""Eager references for the GAN losses (docs/theory.md §2–3): plain ``torch`` /
 ``torch.nn.functional`` ops, differentiated by autograd. They are the ground
 truth of every backend's tests and the ``backend="reference"`` implementation.
 
-With ``D = sigmoid(l)`` the log-probabilities use the stable forms of THEORY.md
+With ``D = sigmoid(l)`` the log-probabilities use the stable forms of docs/theory.md
 §2, through ``F.logsigmoid`` (exact for any finite logit, unlike ``F.softplus``
 whose default ``threshold=20`` returns ``x`` above 20):
 
@@ -88,5 +88,5 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating",
 
 def gan_value(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """``V(D, G) = E ln D(real) + E ln(1 - D(fake))`` with ``D = sigmoid(logits)``
-    (THEORY.md §2): ``-2 ln 2`` where D is 1/2 everywhere."""
+    (docs/theory.md §2): ``-2 ln 2`` where D is 1/2 everywhere."""
     return F.logsigmoid(real_logits).mean() + F.logsigmoid(-fake_logits).mean()

@@ -1,4 +1,4 @@
-"""Eager references for the gradient penalties (THEORY.md §3)."""
+"""Eager references for the gradient penalties (docs/theory.md §3)."""
 from typing import Optional, Tuple
 
 import torch

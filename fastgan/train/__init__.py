@@ -1,4 +1,4 @@
-"""Training primitives and the main job (THEORY.md §2–3).
+"""Training primitives and the main job (docs/theory.md §2–3).
 
 - :mod:`.recipes`: :func:`critic_step` / :func:`discriminator_step`, :func:`generator_step`,
   :class:`CriticStep` (``capture=True``: a CUDA graph), the ``"gan"``, ``"wgan"`` and

@@ -1,4 +1,4 @@
-"""Numerical checks of THEORY.md, run with ``python -m fastgan theory`` and in the tests.
+"""Numerical checks of docs/theory.md, run with ``python -m fastgan theory`` and in the tests.
 
 1. **Optimal discriminator** (§2): a discriminator trained with
    ``discriminator_loss(kind="minimax")`` on samples of two known 1-D densities p, q
