@@ -1,6 +1,6 @@
 """Training data that ships with fastgan's dependencies (no downloads).
 
-2-D toy mixtures (THEORY.md §2, mode collapse): ``8gaussians`` (8 modes on a ring of
+2-D toy mixtures (docs/theory.md §2, mode collapse): ``8gaussians`` (8 modes on a ring of
 radius 2, σ = 0.02), ``25gaussians`` (5×5 grid with spacing 2, σ = 0.05) and
 ``swissroll``; and ``digits``, scikit-learn's 1,797 8×8 handwritten digits scaled to
 [-1, 1]. Every sample is drawn from a :class:`DataSampler`'s own ``torch.Generator``,
@@ -11,12 +11,13 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .names import DATASETS
+
 MIXTURES: Dict[str, Tuple[float, float]] = {
     # name: (scale of the centres, standard deviation of each component)
     "8gaussians": (2.0, 0.02),
     "25gaussians": (2.0, 0.05),
 }
-DATASETS = ("8gaussians", "25gaussians", "swissroll", "digits")
 
 
 def _check_name(name: str) -> None:

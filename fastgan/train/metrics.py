@@ -1,4 +1,4 @@
-"""Sample-quality metrics (THEORY.md §2–3): modes covered and high-quality samples on
+"""Sample-quality metrics (docs/theory.md §2–3): modes covered and high-quality samples on
 Gaussian mixtures (PacGAN's definition), exact empirical W1 in 1-D and 2-D, and a
 critic's Kantorovich–Rubinstein dual estimate."""
 from typing import Callable, Dict
@@ -48,7 +48,7 @@ def _as_numpy(x, name: str) -> np.ndarray:
 def wasserstein1_1d(x, y) -> float:
     """Exact W1 between the empirical distributions of 1-D samples x (n,) and y (m,).
 
-    Equal sizes: ``mean |sort(x) − sort(y)|`` (THEORY.md §3). Any sizes: the integral
+    Equal sizes: ``mean |sort(x) − sort(y)|`` (docs/theory.md §3). Any sizes: the integral
     of the distance between the quantile functions, computed as
     ``∫ |F_x(t) − F_y(t)| dt`` over the merged sorted values (the CDFs are step
     functions, so the sum over the intervals is exact).

@@ -1,5 +1,5 @@
 """GAN, WGAN and WGAN-GP training steps built only from fastgan's public ops
-(THEORY.md §2–3).
+(docs/theory.md §2–3).
 
 A training iteration is ``n_critic`` calls of :func:`critic_step` (alias
 :func:`discriminator_step`) followed by one :func:`generator_step`. Steps return
