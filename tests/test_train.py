@@ -506,3 +506,20 @@ def test_quality_script_target_and_table():
                                            "first_at_target": {"step": 750, "time_s": 30.0}}}
     row = quality.table(results).splitlines()[2]
     assert "| 8/8 | 91.0% | 0.100 | 750 (0.5 min) | 17.3/25 at 94.8% |" in row
+
+
+def test_progress_rate_is_averaged_over_the_metric_pauses():
+    from fastgan.train.progress import WindowedRate
+
+    # 10 steps/s, with a 4 s pause for metrics and a checkpoint after every 400 steps (44 s per interval)
+    rate, now, count, readings = WindowedRate(window_s=120.0), 0.0, 0, []
+    for interval in range(10):
+        for _ in range(40):
+            now, count = now + 1.0, count + 10
+            readings.append(rate.add(now, count))
+        now += 4.0
+        readings.append(rate.add(now, count))
+    settled = readings[-200:]  # once the window is full
+    mean = 400 / 44
+    assert all(abs(r - mean) / mean < 0.06 for r in settled), (min(settled), max(settled))
+    assert WindowedRate().add(1.0, 0) is None

@@ -211,10 +211,9 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=config.steps, initial=start, desc=f"{config.recipe} {config.data}", unit="step",
-                   dynamic_ncols=True)
+        bar = progress_bar(config.steps, start, f"{config.recipe} {config.data}")
     t0 = time.perf_counter()
     last = config.steps if config.stop_after is None else min(config.steps, config.stop_after)
     for step in range(start + 1, last + 1):
@@ -243,8 +242,10 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
             checkpoint(step)
             t0 = time.perf_counter()
             if bar is not None:
-                bar.set_postfix({k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "modes", "high_quality", "w1")
-                                 if k in record})
+                shown = {k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "modes", "w1") if k in record}
+                if "high_quality" in record:
+                    shown["high_quality"] = f"{100 * record['high_quality']:.1f}%"
+                bar.set_postfix(shown)
     if bar is not None:
         bar.close()
 
@@ -253,7 +254,7 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
     if config.plots and records:
         from . import plots
 
-        plots.plot_run(config.out, config.data, evaluate.real, evaluate.samples(generator), critic, records)
+        plots.plot_run(config.out, config.recipe, config.data, evaluate.real, evaluate.samples(generator), critic, records)
     if log is not None:
         log(format_summary(summary))
     return summary
