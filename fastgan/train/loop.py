@@ -159,6 +159,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     on the CPU the result is bit for bit that of an uninterrupted run (``stop_after``
     ends this call early, after a checkpoint; the learning-rate schedule still ends at
     ``steps``, so a run resumed with the same ``steps`` is the uninterrupted run).
+
+    The run holds ``out/.lock`` (an exclusive ``flock``; another holder raises
+    :class:`~fastgan.train.checkpoint.RunFolderBusy`) and first deletes the ``.tmp-*``
+    files a killed run left. Resuming verifies the checkpoint's SHA-256 and its structure
+    (keys, shapes, finite values, a step in [0, steps]) and raises
+    :class:`~fastgan.train.checkpoint.CheckpointError` on any mismatch.
     """
     config = config.resolved()
     if config.stop_after is not None and config.stop_after < 1:
