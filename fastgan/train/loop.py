@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import models
 from . import checkpoint as ckpt
-from .data import MIXTURES, DataSampler, mixture_centers, mixture_std, sample_shape
+from .data import MIXTURES, DataSampler, mixture_centers, mixture_std
 from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
 from .names import LR_DECAYS
 from .recipes import generator_step, get_recipe, make_critic_step, make_optimizers
@@ -95,7 +95,8 @@ class Evaluator:
     def __init__(self, config: TrainConfig):
         device = torch.device(config.device)
         self.config = config
-        self.real = DataSampler(config.data, seed=(config.seed + 1_000_003) % 2**64, device=device).sample(config.eval_samples)
+        real_seed = (config.seed + 1_000_003) % 2**64  # seeds are in [0, 2**64)
+        self.real = DataSampler(config.data, seed=real_seed, device=device).sample(config.eval_samples)
         noise = torch.Generator().manual_seed((config.seed + 2_000_003) % 2**64)
         self.z = torch.randn(config.eval_samples, config.latent_dim, generator=noise).to(device)
 
@@ -260,7 +261,8 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
     if config.plots and records:
         from . import plots
 
-        plots.plot_run(config.out, config.recipe, config.data, evaluate.real, evaluate.samples(generator), critic, records)
+        plots.plot_run(config.out, config.recipe, config.data, evaluate.real, evaluate.samples(generator), critic,
+                       records)
     if log is not None:
         log(format_summary(summary))
     return summary
