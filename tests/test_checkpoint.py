@@ -105,10 +105,13 @@ def test_damaged_file_exits_2(run_folder, tmp_path, capsys, corrupt, message):
     (lambda s: s["opt_g"]["param_groups"][0]["params"].pop(), "opt_g is for"),
     (lambda s: s.update(sampler={"name": "8gaussians", "generator": torch.zeros(3, dtype=torch.uint8)}),
      "does not restore"),
+    (lambda s: s["config"].update(hidden=-3), "holds --hidden -3, which that flag refuses"),
+    (lambda s: s["config"].update(recipe="lsgan"), "holds --recipe 'lsgan', which that flag refuses"),
+    (lambda s: s["config"].update(lr="fast"), "holds --lr 'fast', which that flag refuses"),
     (lambda s: s["config"].update(hidden=64), "generator['0.weight'] is (16, 2), the model needs (64, 2)"),
 ], ids=["no-opt_d", "no-config", "records", "step-negative", "step-huge", "step-float", "elapsed-nan", "nan-weights",
         "wrong-shape", "extra-key", "inf-optimizer-state", "optimizer-shape", "optimizer-params", "sampler-state",
-        "other-run"])
+        "config-hidden", "config-recipe", "config-lr", "other-run"])
 def test_structurally_wrong_checkpoint_exits_2(run_folder, tmp_path, capsys, edit, message):
     out, path = _copy(run_folder, tmp_path)
     state = ckpt.load_checkpoint(path)

@@ -214,6 +214,24 @@ def _check_dependencies(error: Callable[[str], NoReturn], args: argparse.Namespa
               f"(or pip install {' '.join(missing)})")
 
 
+def _check_saved_config(error: Callable[[str], NoReturn], parser: argparse.ArgumentParser, path: str, saved,
+                        required) -> None:
+    """error() unless the checkpoint's config `saved` is a dict with the `required` keys
+    whose values pass their flags' own checks (type and choices)."""
+    if not isinstance(saved, dict) or not set(required) <= set(saved):
+        error(f"--resume: {path} lacks its config: not a fastgan run checkpoint")
+    for action in parser._actions:  # noqa: SLF001 - the flags' own checks, not a second copy of them
+        value = saved.get(action.dest)
+        if value is None or not (action.type or action.choices):
+            continue
+        try:
+            ok = (action.type is None or action.type(str(value)) == value) and value in (action.choices or [value])
+        except argparse.ArgumentTypeError:
+            ok = False
+        if not ok:
+            error(f"--resume: {path} holds {action.option_strings[0]} {value!r}, which that flag refuses")
+
+
 _DEFAULTS = {"recipe": "wgan-gp", "data": "8gaussians", "steps": 2000, "seed": 0, "hidden": 512, "eval_samples": 2500}
 
 
@@ -249,11 +267,10 @@ def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: s
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.resume:  # unset flags take the checkpoint's values; the model-defining ones must agree
         try:
-            saved = ckpt.load_checkpoint(path)["config"]
-            if not isinstance(saved, dict) or not set(FIXED_ON_RESUME) <= set(saved):
-                raise ckpt.CheckpointError(f"{path} has no complete config: not a fastgan run checkpoint")
-        except (ckpt.CheckpointError, KeyError) as exc:
-            error(f"--resume: {exc if not isinstance(exc, KeyError) else f'{path} lacks its config'}")
+            saved = ckpt.load_checkpoint(path).get("config")
+        except ckpt.CheckpointError as exc:
+            error(f"--resume: {exc}")
+        _check_saved_config(error, args.command_parser, path, saved, FIXED_ON_RESUME)
         for key in FIXED_ON_RESUME:
             if key in given and given[key] != saved[key]:
                 error(f"--resume: the checkpoint in {out} was made with --{key.replace('_', '-')} {saved[key]}; "
