@@ -1,7 +1,7 @@
 """fastgan: fused Triton and C++/CUDA kernels for GAN training.
 
 ``import fastgan.ops`` for the fused primitives, ``fastgan.optim`` for optimizers,
-``fastgan.nn`` for fused layers;
+``fastgan.nn`` for fused layers, ``fastgan.models`` for reference architectures;
 :func:`set_backend`, :func:`use_backend` and :func:`available_backends` choose
 among the ``"cuda"``, ``"triton"``, ``"cpu"`` and ``"reference"`` implementations.
 """
@@ -15,8 +15,8 @@ _FROM_BACKEND = ("BACKENDS", "BackendError", "available_backends", "get_backend"
                  "use_backend")
 _SUBMODULES = ("models", "nn", "ops", "optim", "reference")
 
-__all__ = ["BACKENDS", "BUILD_INFO", "BackendError", "available_backends", "get_backend", "nn", "ops", "optim",
-           "reference", "resolve_backend", "set_backend", "use_backend"]
+__all__ = ["BACKENDS", "BUILD_INFO", "BackendError", "available_backends", "get_backend", "models", "nn", "ops",
+           "optim", "reference", "resolve_backend", "set_backend", "use_backend"]
 
 
 def __getattr__(name: str) -> Any:

@@ -147,3 +147,14 @@ def test_threads_default_one_for_toy_mlps_and_flag_overrides(tmp_path):
     assert torch.get_num_threads() == 2
     torch.set_num_threads(3)  # digits' conv nets keep torch's (here: the process's) setting
     assert cli.default_threads("digits") == 3 and cli.default_threads("8gaussians") == 1
+
+
+def test_lazy_package_still_exposes_every_public_name():
+    import fastgan.train as train_package
+
+    for package in (fastgan, train_package):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+        with pytest.raises(AttributeError, match="no attribute 'bogus'"):
+            package.bogus
+    assert fastgan.BUILD_INFO["torch"] == torch.__version__ and fastgan.models.mlp_critic is not None
