@@ -39,7 +39,7 @@ def _exit(argv, capsys):
     (["--latent-dim", str(10**7)], "--latent-dim: must be > 0 and <= 4,096"),
     (["--eval-samples", str(10**9)], "--eval-samples: must be > 0 and <= 1,000,000"),
     (["--steps", str(10**12)], "--steps: must be > 0 and <= 1,000,000,000"),
-    (["--device", "cpu:1"], "--device cpu:1: the CPU is one device"),
+    (["--device", "cpu:1"], "--device cpu:1: the CPU has no device index; use --device cpu"),
     (["--out", ""], "--out: the output folder must not be empty"),
     (["--out", "/proc/fastgan-run"], "--out /proc/fastgan-run: is under /proc, a kernel pseudo file system"),
     (["--out", "/sys/kernel/fastgan"], "is under /sys"),

@@ -144,7 +144,7 @@ def _check_device(error: Callable[[str], NoReturn], text: str, capture: bool) ->
     if device.type not in ("cpu", "cuda"):
         error(f"--device: expected auto, cpu, cuda or cuda:N, got {text!r}")
     if device.type == "cpu" and device.index not in (None, 0):
-        error(f"--device {text}: the CPU is one device, cpu (torch runs on all its cores)")
+        error(f"--device {text}: the CPU has no device index; use --device cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             error(f"--device {text}: torch sees no CUDA device here (use --device cpu or auto)")
