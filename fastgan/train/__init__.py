@@ -5,19 +5,39 @@
   ``"wgan-gp"`` recipes and their optimizers;
 - :mod:`.data`: 2-D Gaussian mixtures, swiss roll, scikit-learn's 8×8 digits;
 - :mod:`.metrics`: modes covered / high-quality samples, exact W1, dual estimates;
-- :mod:`.checkpoint`: atomic checkpoints and RNG state; :mod:`.loop`: the training job;
+- :mod:`.checkpoint`: checksummed atomic checkpoints, RNG state, the run folder's lock;
+  :mod:`.loop`: the training job;
 - :mod:`.theory`: numerical checks of D*, V(D*, G) = −2 ln 2 + 2 JS and the W1 duality;
 - :mod:`.cli`: ``python -m fastgan train|theory``.
-"""
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from .data import DATASETS, DataSampler, load_digits, mixture_centers, mixture_std, sample_mixture, sample_swissroll
-from .loop import TrainConfig, train
-from .metrics import dual_estimate, mode_metrics, wasserstein1, wasserstein1_1d
-from .recipes import (RECIPES, CriticStep, Recipe, critic_step, discriminator_step, generator_step, get_recipe,
-                      make_critic_step, make_optimizers)
 
-__all__ = ["DATASETS", "RECIPES", "CriticStep", "DataSampler", "Recipe", "TrainConfig", "critic_step",
-           "discriminator_step", "dual_estimate", "generator_step", "get_recipe", "load_checkpoint", "load_digits",
-           "make_critic_step", "make_optimizers", "mixture_centers", "mixture_std", "mode_metrics", "rng_state",
-           "sample_mixture", "sample_swissroll", "save_checkpoint", "seed_everything", "set_rng_state", "train",
-           "wasserstein1", "wasserstein1_1d"]
+The names below load with their module on first use (PEP 562), so the command line
+answers ``--help`` before torch is imported.
+"""
+import importlib
+from typing import Any, List
+
+_HOMES = {
+    "checkpoint": ("CheckpointError", "RunFolderBusy", "load_checkpoint", "lock_run_folder", "rng_state",
+                   "save_checkpoint", "seed_everything", "set_rng_state"),
+    "data": ("DATASETS", "DataSampler", "load_digits", "mixture_centers", "mixture_std", "sample_mixture",
+             "sample_swissroll"),
+    "loop": ("TrainConfig", "train"),
+    "metrics": ("dual_estimate", "mode_metrics", "wasserstein1", "wasserstein1_1d"),
+    "recipes": ("RECIPES", "CriticStep", "Recipe", "critic_step", "discriminator_step", "generator_step", "get_recipe",
+                "make_critic_step", "make_optimizers"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -5,15 +5,25 @@
     fastgan theory [--quick]
 
 Bad flags exit with code 2 and a message naming the flag (``argparse``'s convention).
+``--help`` and argument errors answer before torch is imported: this module imports
+torch and fastgan's ops only inside the functions that run a command.
 """
 import argparse
+import contextlib
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, NoReturn, Optional
 
-from .._backend import BACKENDS
-from .data import DATASETS
-from .recipes import RECIPES
+from .names import BACKENDS, DATASETS, LR_DECAYS, RECIPE_NAMES
+
+THEORY_PAGE = "docs/theory.md"
+SEED_LIMIT = 2**64
+# Sane upper bounds: beyond them a run cannot allocate its tensors on any machine fastgan targets.
+LIMITS = {"--steps": 10**9, "--batch-size": 65_536, "--n-critic": 1_000, "--latent-dim": 4_096, "--hidden": 8_192,
+          "--interval": 10**9, "--eval-samples": 1_000_000, "--threads": 1_024, "--stop-after": 10**9}
+MAX_LR = 1.0
+MAX_PENALTY_WEIGHT = 1e6
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys")
 
 
 def _number(text: str, cast, accept, requirement: str):
@@ -21,64 +31,80 @@ def _number(text: str, cast, accept, requirement: str):
     try:
         value = cast(text)
     except ValueError:
-        kind = "a positive integer" if cast is int else "a number"
+        kind = "an integer" if cast is int else "a number"
         raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-    if not accept(value) or value == float("inf"):
+    if not accept(value) or value in (float("inf"), float("-inf")) or value != value:
         raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
-    return _number(text, int, lambda v: v > 0, "> 0")
+def _count(flag: str) -> Callable[[str], int]:
+    """argparse type of a positive integer flag, at most LIMITS[flag]."""
+    limit = LIMITS[flag]
+
+    def parse(text: str) -> int:
+        return _number(text, int, lambda v: 0 < v <= limit, f"> 0 and <= {limit:,}")
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    return _number(text, float, lambda v: v > 0, "finite and > 0")
+def _learning_rate(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v <= MAX_LR, f"finite, > 0 and <= {MAX_LR:g}")
 
 
-def _non_negative_float(text: str) -> float:
-    return _number(text, float, lambda v: v >= 0, "finite and >= 0")
+def _penalty_weight(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v <= MAX_PENALTY_WEIGHT, f"finite, >= 0 and <= {MAX_PENALTY_WEIGHT:g}")
+
+
+def _seed(text: str) -> int:
+    return _number(text, int, lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastgan", description="fastgan's training job and theory checks.")
+    """The ``fastgan`` parser; each subcommand's parser is its namespace's ``command_parser``."""
+    parser = argparse.ArgumentParser(prog="fastgan", description="fastgan's training job and theory checks.",
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="{train,theory}")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a GAN, WGAN or WGAN-GP", description=(
+    train = sub.add_parser("train", help="train a GAN, WGAN or WGAN-GP", allow_abbrev=False, description=(
         "Train a recipe on a dataset; writes log.json, summary.json, checkpoint.pt and plots under --out."))
-    train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+    train.set_defaults(command_parser=train)
+    train.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
                        help="gan (minimax D, non-saturating G), wgan (weight clipping) or wgan-gp (default)")
     train.add_argument("--data", choices=DATASETS, default=None, help="dataset (default 8gaussians)")
-    train.add_argument("--steps", type=_positive_int, default=None,
+    train.add_argument("--steps", type=_count("--steps"), default=None,
                        help="generator steps to train to, each after n_critic critic steps (default 2000; "
                             "with --resume, the checkpoint's)")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    train.add_argument("--out", default=None, help="output folder (default runs/<recipe>-<data>)")
-    train.add_argument("--seed", type=int, default=None, help="seeds every random number generator (default 0)")
-    train.add_argument("--batch-size", type=_positive_int, default=None, help="default 256 (toy), 64 (digits)")
-    train.add_argument("--n-critic", type=_positive_int, default=None,
+    train.add_argument("--out", default=None, help="output folder (default runs/<recipe>-<data>); one run at a time "
+                                                   "holds it")
+    train.add_argument("--seed", type=_seed, default=None,
+                       help="seeds every random number generator, in [0, 2**64) (default 0)")
+    train.add_argument("--batch-size", type=_count("--batch-size"), default=None,
+                       help="default 256 (toy), 64 (digits)")
+    train.add_argument("--n-critic", type=_count("--n-critic"), default=None,
                        help="critic steps per generator step (recipe default: 1 gan, 5 wgan/wgan-gp)")
-    train.add_argument("--lr", type=_positive_float, default=None,
+    train.add_argument("--lr", type=_learning_rate, default=None,
                        help="learning rate of both networks (recipe default: 2e-4, 5e-5, 1e-4)")
-    train.add_argument("--lr-decay", choices=("none", "linear"), default=None,
+    train.add_argument("--lr-decay", choices=LR_DECAYS, default=None,
                        help="none (default) or linear: both learning rates fall linearly to 0 at --steps")
-    train.add_argument("--gp-weight", type=_non_negative_float, default=None,
+    train.add_argument("--gp-weight", type=_penalty_weight, default=None,
                        help="wgan-gp: penalty weight λ (default 0.1 on toy data, 10 on digits)")
-    train.add_argument("--r1-gamma", type=_non_negative_float, default=None,
+    train.add_argument("--r1-gamma", type=_penalty_weight, default=None,
                        help="gan: R1 penalty γ on reals (default 0: off)")
-    train.add_argument("--latent-dim", type=_positive_int, default=None, help="noise size (default 2 toy, 32 digits)")
-    train.add_argument("--hidden", type=_positive_int, default=None, help="toy MLPs' width (default 512)")
-    train.add_argument("--interval", type=_positive_int, default=None,
+    train.add_argument("--latent-dim", type=_count("--latent-dim"), default=None,
+                       help="noise size (default 2 toy, 32 digits)")
+    train.add_argument("--hidden", type=_count("--hidden"), default=None, help="toy MLPs' width (default 512)")
+    train.add_argument("--interval", type=_count("--interval"), default=None,
                        help="steps between log records and checkpoints (default steps/10, at most 500)")
-    train.add_argument("--eval-samples", type=_positive_int, default=None,
+    train.add_argument("--eval-samples", type=_count("--eval-samples"), default=None,
                        help="samples the metrics use (default 2500)")
     train.add_argument("--backend", choices=BACKENDS, default=None, help="fastgan backend for every op")
-    train.add_argument("--threads", type=_positive_int, default=None,
-                       help="torch CPU threads (default torch's; 1 is often fastest for the toy MLPs on a busy machine)")
+    train.add_argument("--threads", type=_count("--threads"), default=None,
+                       help="torch CPU threads (default: 1 for the toy MLPs, torch's default for digits)")
     train.add_argument("--capture", action="store_true",
                        help="record the critic step as a CUDA graph and replay it (CUDA only)")
-    train.add_argument("--stop-after", type=_positive_int, default=None, metavar="STEP",
+    train.add_argument("--stop-after", type=_count("--stop-after"), default=None, metavar="STEP",
                        help="checkpoint and exit after this step; --resume continues (the schedule still ends at "
                             "--steps)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -86,15 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-plots", action="store_true", help="no plots")
 
-    theory = sub.add_parser("theory", help="check THEORY.md's results numerically", description=(
-        "Train small discriminators/critics on known 1-D densities and compare with D* = p/(p+q), "
-        "-2 ln 2 + 2 JS(p||q) and the exact W1; prints a table, exits 1 on failure."))
+    theory = sub.add_parser("theory", help=f"check the results of {THEORY_PAGE} numerically", allow_abbrev=False,
+                            description=(
+        f"Check {THEORY_PAGE} (the project's math page): train small discriminators/critics on known 1-D "
+        "densities and compare with D* = p/(p+q), -2 ln 2 + 2 JS(p||q) and the exact W1; prints a table, "
+        "exits 1 on failure."))
+    theory.set_defaults(command_parser=theory)
     theory.add_argument("--quick", action="store_true", help="fewer training steps (looser, faster)")
-    theory.add_argument("--seed", type=int, default=0)
+    theory.add_argument("--seed", type=_seed, default=0, help="seed, in [0, 2**64) (default 0)")
     return parser
 
 
-def _check_device(parser: argparse.ArgumentParser, text: str, capture: bool) -> str:
+def default_threads(data: str) -> int:
+    """Intra-op threads when --threads is not given: 1 for the toy MLPs (2-D data), whose
+    tiny matmuls only pay synchronisation for more threads (6x slower on a busy 2-core
+    machine), and torch's own default for the digits conv nets."""
+    import torch
+
+    return torch.get_num_threads() if data == "digits" else 1
+
+
+def _check_device(error: Callable[[str], NoReturn], text: str, capture: bool) -> str:
     import torch
 
     if text == "auto":
@@ -102,27 +140,68 @@ def _check_device(parser: argparse.ArgumentParser, text: str, capture: bool) -> 
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        parser.error(f"--device: expected auto, cpu, cuda or cuda:N, got {text!r}")
+        error(f"--device: expected auto, cpu, cuda or cuda:N, got {text!r}")
     if device.type not in ("cpu", "cuda"):
-        parser.error(f"--device: expected auto, cpu, cuda or cuda:N, got {text!r}")
+        error(f"--device: expected auto, cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cpu" and device.index not in (None, 0):
+        error(f"--device {text}: the CPU has no device index; use --device cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            parser.error(f"--device {text}: torch sees no CUDA device here (use --device cpu or auto)")
+            error(f"--device {text}: torch sees no CUDA device here (use --device cpu or auto)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            parser.error(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) here")
+            error(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) here")
     if capture and device.type != "cuda":
-        parser.error("--capture records the critic step as a CUDA graph: it needs --device cuda "
-                     f"(the device here is {device})")
-    return str(device)
+        error("--capture records the critic step as a CUDA graph: it needs --device cuda "
+              f"(the device here is {device})")
+    return "cpu" if device.type == "cpu" else str(device)
 
 
-# Settings a resumed run must share with its checkpoint (the models and data stream depend on them).
-_FIXED_ON_RESUME = ("recipe", "data", "seed", "batch_size", "latent_dim", "hidden")
-_DEFAULTS = {"recipe": "wgan-gp", "data": "8gaussians", "steps": 2000, "seed": 0, "hidden": 512, "eval_samples": 2500}
+def _check_backend(error: Callable[[str], NoReturn], backend: Optional[str], device: str) -> None:
+    """error() unless `backend` (None: $FASTGAN_BACKEND or auto) can run tensors on `device`."""
+    import torch
+
+    import fastgan
+
+    flag = "--backend" if backend is not None else "--backend (from $FASTGAN_BACKEND)"
+    try:
+        fastgan.resolve_backend(backend, torch.device(device), flag)
+    except (fastgan.BackendError, ValueError) as exc:
+        error(str(exc))
 
 
-def _check_dependencies(parser: argparse.ArgumentParser, args: argparse.Namespace, data: str) -> None:
-    """parser.error naming the missing package of fastgan's ``train`` extra, if any."""
+def _check_out_name(error: Callable[[str], NoReturn], out: str) -> None:
+    """The checks of --out that need no file system writes."""
+    if not out:
+        error("--out: the output folder must not be empty")
+    if "\0" in out:
+        error("--out: contains a NUL character")
+    real = os.path.realpath(out)
+    for top in PSEUDO_FILE_SYSTEMS:
+        if real == top or real.startswith(top + os.sep):
+            error(f"--out {out}: is under {top}, a kernel pseudo file system; choose a folder on disk")
+    if os.path.exists(out) and not os.path.isdir(out):
+        error(f"--out {out}: exists and is not a folder")
+
+
+@contextlib.contextmanager
+def _hold_out(error: Callable[[str], NoReturn], out: str):
+    """Create --out, take its lock and check that files can be written there, for the ``with`` block."""
+    from . import checkpoint as ckpt
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(ckpt.lock_run_folder(out))
+            ckpt.atomic_write(os.path.join(out, ".write-check"), lambda f: f.write(b"ok\n"))
+            os.unlink(os.path.join(out, ".write-check"))
+        except ckpt.RunFolderBusy as exc:
+            error(f"--out {exc}; wait for it to finish or choose another --out")
+        except OSError as exc:
+            error(f"--out {out}: cannot create or write files there ({exc.strerror or exc})")
+        yield
+
+
+def _check_dependencies(error: Callable[[str], NoReturn], args: argparse.Namespace, data: str) -> None:
+    """error() naming the missing package of fastgan's ``train`` extra, if any."""
     import importlib.util
 
     needed = [("ot", "pot")]
@@ -131,66 +210,106 @@ def _check_dependencies(parser: argparse.ArgumentParser, args: argparse.Namespac
     needed += [("sklearn", "scikit-learn")] if data == "digits" else []
     missing = [package for module, package in needed if importlib.util.find_spec(module) is None]
     if missing:
-        parser.error(f"the training job needs {', '.join(missing)}: pip install 'fastgan[train]' "
-                     f"(or pip install {' '.join(missing)})")
+        error(f"the training job needs {', '.join(missing)}: pip install 'fastgan[train]' "
+              f"(or pip install {' '.join(missing)})")
 
 
-def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _check_saved_config(error: Callable[[str], NoReturn], parser: argparse.ArgumentParser, path: str, saved,
+                        required) -> None:
+    """error() unless the checkpoint's config `saved` is a dict with the `required` keys
+    whose values pass their flags' own checks (type and choices)."""
+    if not isinstance(saved, dict) or not set(required) <= set(saved):
+        error(f"--resume: {path} lacks its config: not a fastgan run checkpoint")
+    for action in parser._actions:  # noqa: SLF001 - the flags' own checks, not a second copy of them
+        value = saved.get(action.dest)
+        if value is None or not (action.type or action.choices):
+            continue
+        try:
+            ok = (action.type is None or action.type(str(value)) == value) and value in (action.choices or [value])
+        except argparse.ArgumentTypeError:
+            ok = False
+        if not ok:
+            error(f"--resume: {path} holds {action.option_strings[0]} {value!r}, which that flag refuses")
+
+
+_DEFAULTS = {"recipe": "wgan-gp", "data": "8gaussians", "steps": 2000, "seed": 0, "hidden": 512, "eval_samples": 2500}
+
+
+def _train(args: argparse.Namespace) -> int:
+    error = args.command_parser.error
+    if args.resume and args.overwrite:
+        error("--resume and --overwrite exclude each other")
+    out = args.out if args.out is not None else os.path.join(
+        "runs", f"{args.recipe or _DEFAULTS['recipe']}-{args.data or _DEFAULTS['data']}")
+    _check_out_name(error, out)
+    device = _check_device(error, args.device, args.capture)
+    _check_backend(error, args.backend, device)
+    with _hold_out(error, out):
+        return _train_in(error, args, out, device)
+
+
+def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str) -> int:
+    """The rest of ``fastgan train`` while this process holds --out."""
     import dataclasses
 
     import torch
 
-    from .loop import CHECKPOINT, TrainConfig, train
+    from . import checkpoint as ckpt
+    from .loop import CHECKPOINT, FIXED_ON_RESUME, TrainConfig, train
 
-    if args.resume and args.overwrite:
-        parser.error("--resume and --overwrite exclude each other")
-    out = args.out or os.path.join("runs", f"{args.recipe or _DEFAULTS['recipe']}-{args.data or _DEFAULTS['data']}")
-    if os.path.exists(out) and not os.path.isdir(out):
-        parser.error(f"--out {out} exists and is not a folder")
     path = os.path.join(out, CHECKPOINT)
     has_checkpoint = os.path.isfile(path)
     if args.resume and not has_checkpoint:
-        parser.error(f"--resume: no checkpoint in {out} (expected {path})")
+        error(f"--resume: no checkpoint in {out} (expected {path})")
     if has_checkpoint and not (args.resume or args.overwrite):
-        parser.error(f"--out {out} already holds a checkpoint: pass --resume to continue it or --overwrite "
-                     "to start afresh")
+        error(f"--out {out} already holds a checkpoint: pass --resume to continue it or --overwrite to start afresh")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.resume:  # unset flags take the checkpoint's values; the model-defining ones must agree
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)["config"]
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad --resume
-            parser.error(f"--resume: cannot read {path}: {exc}")
-        for key in _FIXED_ON_RESUME:
+            saved = ckpt.load_checkpoint(path).get("config")
+        except ckpt.CheckpointError as exc:
+            error(f"--resume: {exc}")
+        _check_saved_config(error, args.command_parser, path, saved, FIXED_ON_RESUME)
+        for key in FIXED_ON_RESUME:
             if key in given and given[key] != saved[key]:
-                parser.error(f"--resume: the checkpoint in {out} was made with --{key.replace('_', '-')} "
-                             f"{saved[key]}; got {given[key]}")
+                error(f"--resume: the checkpoint in {out} was made with --{key.replace('_', '-')} {saved[key]}; "
+                      f"got {given[key]}")
         values = {k: v for k, v in saved.items() if k in fields}
         values.update({k: v for k, v in given.items() if k not in ("device", "capture", "stop_after")})
     else:
         values = {**_DEFAULTS, **given}
-    values.update(out=out, capture=args.capture, stop_after=args.stop_after, plots=not args.no_plots,
-                  device=_check_device(parser, args.device, args.capture))
+    values.update(out=out, capture=args.capture, stop_after=args.stop_after, plots=not args.no_plots, device=device)
     recipe = values["recipe"]
     if values.get("r1_gamma") and recipe != "gan":
-        parser.error(f"--r1-gamma applies to --recipe gan, not {recipe}")
+        error(f"--r1-gamma applies to --recipe gan, not {recipe}")
     if values.get("lr_decay", "none") != "none" and values["capture"]:
-        parser.error("--lr-decay linear cannot be combined with --capture: the captured critic step keeps the "
-                     "learning rate it was recorded with")
+        error("--lr-decay linear cannot be combined with --capture: the captured critic step keeps the "
+              "learning rate it was recorded with")
     if values.get("gp_weight") is not None and recipe != "wgan-gp":
-        parser.error(f"--gp-weight applies to --recipe wgan-gp, not {recipe}")
-    _check_dependencies(parser, args, values["data"])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    train(TrainConfig(**values), resume=args.resume, progress=not args.no_progress)
+        error(f"--gp-weight applies to --recipe wgan-gp, not {recipe}")
+    _check_dependencies(error, args, values["data"])
+    torch.set_num_threads(args.threads or default_threads(values["data"]))
+    try:
+        train(TrainConfig(**values), resume=args.resume, progress=not args.no_progress)
+    except ckpt.CheckpointError as exc:
+        error(f"--resume: {exc}")
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError; the CPU's is a plain one
+        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in str(exc):
+            raise
+        error(f"out of memory ({type(exc).__name__}): lower --batch-size, --hidden, --latent-dim or --eval-samples")
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Parse `argv` (default ``sys.argv[1:]``) and run the command; returns the exit code
+    (argument errors exit 2 through ``SystemExit``)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # shown with the subcommand's usage line (no abbreviations: --step is not --steps)
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "train":
-        return _train(parser, args)
+        return _train(args)
     from .theory import main as theory_main
 
     return theory_main(quick=args.quick, seed=args.seed)

@@ -11,12 +11,13 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .names import DATASETS
+
 MIXTURES: Dict[str, Tuple[float, float]] = {
     # name: (scale of the centres, standard deviation of each component)
     "8gaussians": (2.0, 0.02),
     "25gaussians": (2.0, 0.05),
 }
-DATASETS = ("8gaussians", "25gaussians", "swissroll", "digits")
 
 
 def _check_name(name: str) -> None:

@@ -13,14 +13,16 @@ from torch import nn
 
 from .. import models
 from . import checkpoint as ckpt
-from .data import MIXTURES, DataSampler, mixture_centers, mixture_std, sample_shape
+from .data import MIXTURES, DataSampler, mixture_centers, mixture_std
 from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
+from .names import LR_DECAYS
 from .recipes import generator_step, get_recipe, make_critic_step, make_optimizers
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.json"
 SUMMARY = "summary.json"
-LR_DECAYS = ("none", "linear")
+# Settings a resumed run must share with its checkpoint (the models and data stream depend on them).
+FIXED_ON_RESUME = ("recipe", "data", "seed", "batch_size", "latent_dim", "hidden")
 W1_SAMPLES = 2500  # samples per side of the exact W1 logged every interval (an O(n²) transport problem)
 
 
@@ -81,11 +83,8 @@ def _json_default(value):
 
 
 def _write_json(path: str, payload: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=1, default=_json_default) + "\n"
+    ckpt.atomic_write(path, lambda f: f.write(text.encode()))
 
 
 class Evaluator:
@@ -96,8 +95,9 @@ class Evaluator:
     def __init__(self, config: TrainConfig):
         device = torch.device(config.device)
         self.config = config
-        self.real = DataSampler(config.data, seed=config.seed + 1_000_003, device=device).sample(config.eval_samples)
-        noise = torch.Generator().manual_seed(config.seed + 2_000_003)
+        real_seed = (config.seed + 1_000_003) % 2**64  # seeds are in [0, 2**64)
+        self.real = DataSampler(config.data, seed=real_seed, device=device).sample(config.eval_samples)
+        noise = torch.Generator().manual_seed((config.seed + 2_000_003) % 2**64)
         self.z = torch.randn(config.eval_samples, config.latent_dim, generator=noise).to(device)
 
     @torch.no_grad()
@@ -121,6 +121,30 @@ class Evaluator:
         return out
 
 
+def _restore(path: str, config: TrainConfig, generator: nn.Module, critic: nn.Module,
+             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sampler: DataSampler):
+    """Load and check the checkpoint at `path` into the models, optimizers, sampler and
+    global RNGs; returns (step, elapsed seconds, records). Raises ckpt.CheckpointError."""
+    state = ckpt.load_checkpoint(path, map_location=config.device)
+    saved = state.get("config")
+    for key in FIXED_ON_RESUME if isinstance(saved, dict) else ():  # the likelier mistake first: another run
+        if saved.get(key) != getattr(config, key):
+            raise ckpt.CheckpointError(f"the checkpoint in {config.out} was made with {key}={saved.get(key)!r}, "
+                                       f"not {getattr(config, key)!r}")
+    ckpt.check_run_state(path, state, steps=config.steps, modules={"generator": generator, "critic": critic},
+                         optimizers={"opt_g": opt_g, "opt_d": opt_d})
+    try:
+        generator.load_state_dict(state["generator"])
+        critic.load_state_dict(state["critic"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sampler.load_state_dict(state["sampler"])
+        ckpt.set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise ckpt.CheckpointError(f"{path} does not restore: {type(exc).__name__}: {exc}") from None
+    return state["step"], float(state["elapsed"]), json.loads(state["records"])
+
+
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
           log: Optional[callable] = print) -> Dict[str, Any]:
     """Run (or, with ``resume``, continue) a training job; returns the summary.
@@ -136,6 +160,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     on the CPU the result is bit for bit that of an uninterrupted run (``stop_after``
     ends this call early, after a checkpoint; the learning-rate schedule still ends at
     ``steps``, so a run resumed with the same ``steps`` is the uninterrupted run).
+
+    The run holds ``out/.lock`` (an exclusive ``flock``; another holder raises
+    :class:`~fastgan.train.checkpoint.RunFolderBusy`) and first deletes the ``.tmp-*``
+    files a killed run left. Resuming verifies the checkpoint's SHA-256 and its structure
+    (keys, shapes, finite values, a step in [0, steps]) and raises
+    :class:`~fastgan.train.checkpoint.CheckpointError` on any mismatch.
     """
     config = config.resolved()
     if config.stop_after is not None and config.stop_after < 1:
@@ -147,8 +177,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
                          "recorded with")
     recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
                         gp_weight=config.gp_weight, r1_gamma=config.r1_gamma)
+    with ckpt.lock_run_folder(config.out):
+        ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
+        return _run(config, recipe, resume=resume, progress=progress, log=log)
+
+
+def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Optional[callable]) -> Dict[str, Any]:
     device = torch.device(config.device)
-    os.makedirs(config.out, exist_ok=True)
     path = os.path.join(config.out, CHECKPOINT)
 
     ckpt.seed_everything(config.seed)
@@ -159,20 +194,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if resume:
-        state = ckpt.load_checkpoint(path, map_location=device)
-        saved = state["config"]
-        for key in ("recipe", "data", "seed", "batch_size", "latent_dim", "hidden"):
-            if saved[key] != getattr(config, key):
-                raise ValueError(f"--resume: the checkpoint in {config.out} was made with {key}={saved[key]!r}, "
-                                 f"not {getattr(config, key)!r}")
-        generator.load_state_dict(state["generator"])
-        critic.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sampler.load_state_dict(state["sampler"])
-        ckpt.set_rng_state(state["rng"])
-        start, elapsed = int(state["step"]), float(state["elapsed"])
-        records = json.loads(state["records"])
+        start, elapsed, records = _restore(path, config, generator, critic, opt_g, opt_d, sampler)
 
     step_d = make_critic_step(recipe, critic, generator, opt_d, capture=config.capture, backend=config.backend)
     evaluate = Evaluator(config)
@@ -196,10 +218,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=config.steps, initial=start, desc=f"{config.recipe} {config.data}", unit="step",
-                   dynamic_ncols=True)
+        bar = progress_bar(config.steps, start, f"{config.recipe} {config.data}")
     t0 = time.perf_counter()
     last = config.steps if config.stop_after is None else min(config.steps, config.stop_after)
     for step in range(start + 1, last + 1):
@@ -228,8 +249,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
             checkpoint(step)
             t0 = time.perf_counter()
             if bar is not None:
-                bar.set_postfix({k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "modes", "high_quality", "w1")
-                                 if k in record})
+                shown = {k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "modes", "w1") if k in record}
+                if "high_quality" in record:
+                    shown["high_quality"] = f"{100 * record['high_quality']:.1f}%"
+                bar.set_postfix(shown)
     if bar is not None:
         bar.close()
 
@@ -238,7 +261,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     if config.plots and records:
         from . import plots
 
-        plots.plot_run(config.out, config.data, evaluate.real, evaluate.samples(generator), critic, records)
+        plots.plot_run(config.out, config.recipe, config.data, evaluate.real, evaluate.samples(generator), critic,
+                       records)
     if log is not None:
         log(format_summary(summary))
     return summary

@@ -1,10 +1,21 @@
 """Matplotlib figures of a run (Agg backend, PNG files): samples over the data with the
-critic's contours (2-D data), a sample grid (digits), and loss/metric curves."""
+critic's contours (2-D data), generated digits beside real ones, and loss/metric curves
+(the exact W1 and the critic's dual estimate on one panel; the high-quality share in
+percent, as in the summary line)."""
 import os
 from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import nn
+
+LABELS = {"w1": "exact W1", "dual_estimate": "critic's dual estimate E_p f - E_q f"}
+REAL_COLOR = "tab:blue"
+FAKE_COLOR = "tab:red"
+# Panels of curves.png: (title, keys drawn on it, scale of the values).
+CURVE_PANELS = (("d_loss", ("d_loss",), 1.0), ("g_loss", ("g_loss",), 1.0), ("gradient penalty", ("gp",), 1.0),
+                ("critic's W estimate (batch)", ("w_estimate",), 1.0),
+                ("W1 and its dual estimate", ("w1", "dual_estimate"), 1.0),
+                ("modes covered", ("modes",), 1.0), ("high-quality samples (%)", ("high_quality",), 100.0))
 
 
 def _pyplot():
@@ -19,8 +30,8 @@ def _pyplot():
 @torch.no_grad()
 def plot_toy(path: str, real: torch.Tensor, fake: torch.Tensor, critic: nn.Module, title: str = "",
              resolution: int = 200) -> None:
-    """Scatter of real (N, 2) and generated (M, 2) samples over filled contours of the
-    critic's output f(x) on a grid covering both."""
+    """Scatter of real (N, 2) and generated (M, 2) samples over filled grey contours of
+    the critic's output f(x) on a grid covering both (light = high f)."""
     plt = _pyplot()
     real, fake = real.detach().float().cpu(), fake.detach().float().cpu()
     both = torch.cat([real, fake[torch.isfinite(fake).all(1)]])
@@ -33,29 +44,69 @@ def plot_toy(path: str, real: torch.Tensor, fake: torch.Tensor, critic: nn.Modul
     param = next(critic.parameters())
     values = torch.cat([critic(chunk.to(param.device, param.dtype)).float().cpu().reshape(-1)
                         for chunk in grid.split(8192)]).reshape(resolution, resolution)
-    fig, ax = plt.subplots(figsize=(6, 6))
-    contour = ax.contourf(gx.numpy(), gy.numpy(), values.numpy(), levels=30, cmap="viridis", alpha=0.8)
+    fig, ax = plt.subplots(figsize=(6.4, 6))
+    contour = ax.contourf(gx.numpy(), gy.numpy(), values.numpy(), levels=30, cmap="Greys_r", alpha=0.55)
     fig.colorbar(contour, ax=ax, fraction=0.046, pad=0.04, label="critic f(x)")
-    ax.scatter(real[:, 0], real[:, 1], s=2, c="orange", alpha=0.5, label="data")
-    ax.scatter(fake[:, 0], fake[:, 1], s=2, c="white", edgecolors="none", alpha=0.7, label="generated")
+    ax.scatter(real[:, 0], real[:, 1], s=3, c=REAL_COLOR, edgecolors="none", alpha=0.5, label="data")
+    ax.scatter(fake[:, 0], fake[:, 1], s=3, c=FAKE_COLOR, edgecolors="none", alpha=0.6, label="generated")
     ax.set_xlim(float(lo[0]), float(hi[0]))
     ax.set_ylim(float(lo[1]), float(hi[1]))
     ax.set_aspect("equal")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2, markerscale=4, frameon=False)
+    legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, markerscale=5, frameon=False)
+    for handle in legend.legend_handles:
+        handle.set_alpha(1.0)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_digits(path: str, images: torch.Tensor, title: str = "", rows: int = 8, cols: int = 8) -> None:
-    """A rows × cols grid of (N, 1, 8, 8) images in [-1, 1]."""
+def plot_digits(path: str, images: torch.Tensor, real: torch.Tensor, title: str = "", rows: int = 8,
+                cols: int = 8) -> None:
+    """A row of `cols` real digits above a rows × cols grid of generated ones; both are
+    (N, 1, 8, 8) images in [-1, 1]."""
     plt = _pyplot()
     images = images.detach().float().cpu()[: rows * cols].clamp(-1, 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows))
-    for ax, image in zip(axes.flat, images):
+    real = real.detach().float().cpu()[:cols].clamp(-1, 1)
+    fig, axes = plt.subplots(rows + 2, cols, figsize=(cols, rows + 1.6),
+                             gridspec_kw={"height_ratios": [1, 0.35] + [1] * rows})
+    for ax, image in zip(axes[0], real):
+        ax.imshow(image[0].numpy(), cmap="gray_r", vmin=-1, vmax=1)
+    for ax, image in zip(axes[2:].flat, images):
         ax.imshow(image[0].numpy(), cmap="gray_r", vmin=-1, vmax=1)
     for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].set_title("real", loc="left", fontsize=10)
+    axes[2, 0].set_title("generated", loc="left", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(path: str, records: List[Dict[str, Any]], title: str = "",
+                panels: Sequence = CURVE_PANELS) -> None:
+    """One panel per entry of `panels` (title, keys, scale) that `records` hold, against the step."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    panels = [p for p in panels if any(k in r for r in records for k in p[1])]
+    steps = [r["step"] for r in records]
+    cols = min(4, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows + 0.4), squeeze=False)
+    for ax, (name, keys, scale) in zip(axes.flat, panels):
+        for key in keys:
+            ax.plot(steps, [scale * r.get(key, float("nan")) for r in records], label=LABELS.get(key, key),
+                    marker="." if len(steps) < 30 else None)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+        if keys == ("modes",):
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
@@ -63,38 +114,18 @@ def plot_digits(path: str, images: torch.Tensor, title: str = "", rows: int = 8,
     plt.close(fig)
 
 
-def plot_curves(path: str, records: List[Dict[str, Any]],
-                keys: Sequence[str] = ("d_loss", "g_loss", "gp", "w_estimate", "w1", "dual_estimate", "modes",
-                                       "high_quality")) -> None:
-    """One panel per logged quantity against the step."""
-    plt = _pyplot()
-    keys = [k for k in keys if any(k in r for r in records)]
-    steps = [r["step"] for r in records]
-    cols = min(4, len(keys))
-    rows = (len(keys) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        ax.plot(steps, [r.get(key, float("nan")) for r in records], marker="." if len(steps) < 30 else None)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_run(out: str, data: str, real: torch.Tensor, fake: torch.Tensor, critic: nn.Module,
+def plot_run(out: str, recipe: str, data: str, real: torch.Tensor, fake: torch.Tensor, critic: nn.Module,
              records: List[Dict[str, Any]]) -> List[str]:
-    """``samples.png`` (toy data: samples over the critic's contours; digits: a grid) and
-    ``curves.png`` under `out`; returns their paths."""
+    """``samples.png`` (toy data: samples over the critic's contours; digits: real and
+    generated digits) and ``curves.png`` under `out`, titled with the recipe, data and
+    last step; returns their paths."""
     step = records[-1]["step"] if records else 0
+    title = f"{recipe} on {data}, step {step}"
     samples = os.path.join(out, "samples.png")
     if data == "digits":
-        plot_digits(samples, fake, title=f"generated digits, step {step}")
+        plot_digits(samples, fake, real, title=title)
     else:
-        plot_toy(samples, real, fake, critic, title=f"{data}, step {step}")
+        plot_toy(samples, real, fake, critic, title=title)
     curves = os.path.join(out, "curves.png")
-    plot_curves(curves, records)
+    plot_curves(curves, records, title=title)
     return [samples, curves]
