@@ -56,7 +56,7 @@ CASES = {
 }
 
 CHILD = r"""
-import json, sys, torch, fastgan
+import json, sys, torch, fastgan.ops
 namespace = getattr(torch.ops, sys.argv[1])
 t = lambda *shape, dtype=torch.float32, device="cpu": torch.randn(shape, dtype=dtype, device=device)
 for name, op, args in json.loads(sys.argv[2]):
