@@ -76,6 +76,7 @@ def compile_one(item: Tuple) -> dict:
     ptx = compiled.asm["ptx"]
     record.update(
         v4_loads=ptx.count("ld.global.v4") + ptx.count("ld.global.L1::evict_last.v4"),
+        v4_stores=ptx.count("st.global.v4"),
         approx_sqrt=ptx.count("sqrt.approx"),
         approx_div=ptx.count("div.full") + ptx.count("div.approx"),
     )
