@@ -1,11 +1,18 @@
 """RMSprop with WGAN weight clipping fused into its step (THEORY.md §3)."""
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 
 from .._backend import _check_name, resolve_backend
 from .._validate import check_floating, check_positive_finite, check_real
 from ..ops.clip import clip_weights_, rmsprop_clip_
+
+
+def _checked_clip_value(index: int, value) -> float:
+    """A group's ``clip_value`` as a float, or ValueError/TypeError naming the group
+    unless it is a finite number > 0 (NaN would disable clipping, c <= 0 would pin
+    or zero every parameter)."""
+    return check_positive_finite(f"param_groups[{index}]['clip_value']", value)
 
 
 class ClippedRMSprop(torch.optim.RMSprop):
@@ -37,12 +44,36 @@ class ClippedRMSprop(torch.optim.RMSprop):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                          centered=centered, capturable=capturable, foreach=False, maximize=maximize,
                          differentiable=False)
+        # Groups added from now on take this default through torch's add_param_group.
         self.defaults["clip_value"] = clip_value
         for group in self.param_groups:
             group.setdefault("clip_value", clip_value)
-            group["clip_value"] = check_positive_finite("clip_value", group["clip_value"])
-            for index, p in enumerate(group["params"]):
-                check_floating(f"params[{index}]", p)
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.add_param_group``, refusing (and not adding) a group
+        whose ``clip_value`` is not a finite number > 0 or whose parameters are not
+        real floating-point tensors; errors name the group."""
+        index = len(self.param_groups)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            if "clip_value" in group:  # absent only while __init__ adds the groups it was given
+                group["clip_value"] = _checked_clip_value(index, group["clip_value"])
+            for position, p in enumerate(group["params"]):
+                check_floating(f"param_groups[{index}]['params'][{position}]", p)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.load_state_dict``, refusing a state dict with a bad
+        ``clip_value`` in any group before any state changes (groups without one, as
+        ``torch.optim.RMSprop``'s, take this optimizer's default)."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        for index, group in enumerate(groups if isinstance(groups, list) else []):
+            if isinstance(group, dict) and "clip_value" in group:
+                _checked_clip_value(index, group["clip_value"])
+        super().load_state_dict(state_dict)
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -95,13 +126,14 @@ class ClippedRMSprop(torch.optim.RMSprop):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        # Every group is checked before any state changes: a bad value set through
+        # param_groups after construction fails here, naming its group.
+        hyper = [(check_real(f"param_groups[{index}]['lr']", group["lr"], minimum=0.0),
+                  _checked_clip_value(index, group["clip_value"])) for index, group in enumerate(self.param_groups)]
+        for group, (lr, clip_value) in zip(self.param_groups, hyper):
             if group.get("differentiable", False):
                 raise NotImplementedError("ClippedRMSprop does not support differentiable=True")
             buckets, steps, no_grad = self._group_buckets(group)
-            lr = group["lr"]
-            lr = float(lr) if isinstance(lr, torch.Tensor) else lr
-            check_real("lr", lr, minimum=0.0)
             # Every bucket's backend is resolved before any state changes.
             backends = [resolve_backend(self.backend, device, "ClippedRMSprop.step") for device, _ in buckets]
             if steps:
@@ -111,8 +143,8 @@ class ClippedRMSprop(torch.optim.RMSprop):
                     params, grads, square_avgs, grad_avgs, buffers,
                     lr=lr, alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
                     momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
-                    clip_value=group["clip_value"], backend=backend,
+                    clip_value=clip_value, backend=backend,
                 )
             if no_grad:
-                clip_weights_(no_grad, group["clip_value"], backend=self.backend)
+                clip_weights_(no_grad, clip_value, backend=self.backend)
         return loss
