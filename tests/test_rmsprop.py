@@ -252,7 +252,7 @@ def test_rejects_bad_clip_value(bad):
 
 
 def test_rejects_bad_hyper_parameters_and_tensors():
-    with pytest.raises(ValueError, match="learning rate"):
+    with pytest.raises(ValueError, match="lr must be finite and >= 0.0, got -1.0"):
         ClippedRMSprop(mlp_critic(2, 4, 1).parameters(), lr=-1.0)
     with pytest.raises(TypeError, match="dtype torch.int64"):
         ClippedRMSprop([torch.zeros(3, dtype=torch.int64)])

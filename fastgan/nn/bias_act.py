@@ -1,12 +1,13 @@
 """Fused bias + activation modules: ``y = gain · act(x + b)`` in one kernel, with a
 fused backward and double backward (see :func:`fastgan.ops.bias_act`)."""
 import copy
-import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .._backend import _check_name
+from .._validate import check_real
 from ..ops.bias_act import ACTIVATIONS, _ACTS, bias_act
 
 
@@ -25,9 +26,13 @@ class FusedBiasAct(nn.Module):
         alpha: lrelu's negative slope (default 0.2) or elu's alpha (default 1.0).
         gain: scale applied after the activation.
         dim: the dimension of ``x`` the bias runs along: 1 for ``(B, C)`` and
-            ``(B, C, H, W)`` (NCHW or channels-last), -1 for ``(..., C)``.
+            ``(B, C, H, W)`` (NCHW or channels-last), -1 for ``(..., C)``, -3 for
+            ``(B, C, H, W)`` and unbatched ``(C, H, W)`` alike.
         bias: whether to hold a bias parameter (``False``: ``y = gain · act(x)``).
         bias_init: initial value of every bias entry.
+
+    ``alpha``, ``gain`` and ``bias_init`` must be finite real numbers and ``bias`` a
+    bool (ValueError/TypeError naming the argument otherwise).
         backend: the fastgan backend (``None``: the process default).
 
     Shape:
@@ -46,17 +51,19 @@ class FusedBiasAct(nn.Module):
             raise ValueError(f"channels must be a positive int, got {channels!r}")
         if not isinstance(act, str) or act not in _ACTS:
             raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
-        alpha = _ACTS[act][1] if alpha is None else float(alpha)
-        if not math.isfinite(alpha) or not math.isfinite(float(gain)):
-            raise ValueError(f"alpha and gain must be finite, got alpha={alpha}, gain={gain}")
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
         self.channels = channels
         self.act = act
-        self.alpha = alpha
-        self.gain = float(gain)
+        self.alpha = _ACTS[act][1] if alpha is None else check_real("alpha", alpha)
+        self.gain = check_real("gain", gain)
         self.dim = dim
-        self.backend = backend
+        self.backend = None if backend is None else _check_name(backend, "backend")
         if bias:
-            self.bias = nn.Parameter(torch.full((channels,), float(bias_init), device=device, dtype=dtype))
+            bias_init = check_real("bias_init", bias_init)
+            self.bias = nn.Parameter(torch.full((channels,), bias_init, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 
@@ -97,6 +104,7 @@ class FusedLeakyReLU(FusedBiasAct):
     def __init__(self, channels: int, negative_slope: float = 0.2, gain: float = 1.0, dim: int = 1,
                  bias: bool = True, bias_init: float = 0.0, backend: Optional[str] = None, *, device=None,
                  dtype=None):
+        negative_slope = check_real("negative_slope", negative_slope)
         super().__init__(channels, "lrelu", negative_slope, gain, dim, bias, bias_init, backend, device=device,
                          dtype=dtype)
 
@@ -181,6 +189,7 @@ def fuse_bias_act(module: nn.Module, inplace: bool = False, backend: Optional[st
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     if not isinstance(inplace, bool):
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
+    backend = None if backend is None else _check_name(backend, "backend")
     if not inplace:
         module = copy.deepcopy(module)
     # Every place (parent, slot name) each submodule is registered at, and what follows it there.

@@ -1,5 +1,5 @@
 """RMSprop with WGAN weight clipping fused into its step (THEORY.md §3)."""
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 
@@ -13,6 +13,23 @@ def _checked_clip_value(index: int, value) -> float:
     unless it is a finite number > 0 (NaN would disable clipping, c <= 0 would pin
     or zero every parameter)."""
     return check_positive_finite(f"param_groups[{index}]['clip_value']", value)
+
+
+_REALS = ("lr", "alpha", "eps", "weight_decay", "momentum")
+_FLAGS = ("centered", "maximize", "capturable")
+
+
+def _check_settings(where: str, settings: Dict[str, Any]) -> None:
+    """ValueError/TypeError naming the setting (``lr`` or ``param_groups[1]['lr']``)
+    unless every real one present is a finite number >= 0 and every flag a bool
+    (``centered="no"`` would be taken as True)."""
+    name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
+    for key in _REALS:
+        if key in settings:
+            check_real(name(key), settings[key], minimum=0.0)
+    for key in _FLAGS:
+        if key in settings and not isinstance(settings[key], bool):
+            raise TypeError(f"{name(key)} must be a bool, got {type(settings[key]).__name__}")
 
 
 class ClippedRMSprop(torch.optim.RMSprop):
@@ -40,6 +57,10 @@ class ClippedRMSprop(torch.optim.RMSprop):
                  clip_value: float = 0.01, *, maximize: bool = False, capturable: bool = False,
                  backend: Optional[str] = None):
         clip_value = check_positive_finite("clip_value", clip_value)
+        _check_settings("", dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                 centered=centered, maximize=maximize, capturable=capturable))
+        if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
+            raise TypeError(f"params must be an iterable of tensors or param groups, got {type(params).__name__}")
         self.backend = None if backend is None else _check_name(backend, "backend")
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                          centered=centered, capturable=capturable, foreach=False, maximize=maximize,
@@ -59,6 +80,7 @@ class ClippedRMSprop(torch.optim.RMSprop):
         try:
             if "clip_value" in group:  # absent only while __init__ adds the groups it was given
                 group["clip_value"] = _checked_clip_value(index, group["clip_value"])
+            _check_settings(f"param_groups[{index}]", group)
             for position, p in enumerate(group["params"]):
                 check_floating(f"param_groups[{index}]['params'][{position}]", p)
         except (TypeError, ValueError):
