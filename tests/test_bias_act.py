@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import capture_cuda_graph, device_backend_pairs, requires_cuda
+from conftest import assert_flash_close, capture_cuda_graph, device_backend_pairs, requires_cuda
 
 import fastgan
 from fastgan import reference
@@ -18,28 +18,7 @@ from fastgan.ops import bias_act
 from fastgan.ops.bias_act import ACTIVATIONS
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-# Floor of the tolerance rule, relative to the largest reference value (at least 1): four
-# units in the last place (float64: its reference is eager float64 itself).
-FLOOR = {torch.float64: 1e-12, **{d: 4 * torch.finfo(d).eps for d in (torch.float32, torch.bfloat16, torch.float16)}}
 PIECEWISE = ("relu", "lrelu")
-
-
-def _scale(t):
-    return max(1.0, t.abs().max().item()) if t.numel() else 1.0
-
-
-def assert_flash_close(out, eager, ref64, what=""):
-    """|out - ref64|max <= 2 |eager - ref64|max + floor, eager in out's dtype."""
-    if ref64 is None:
-        assert out is None or out.abs().max() == 0, what
-        return
-    assert out.shape == ref64.shape, what
-    if out.numel() == 0:
-        return
-    err = (out.double() - ref64).abs().max().item()
-    eager_err = (eager.double() - ref64).abs().max().item()
-    bound = 2 * eager_err + FLOOR[out.dtype] * _scale(ref64)
-    assert err <= bound, f"{what}: error {err:.3g} > bound {bound:.3g} (eager error {eager_err:.3g})"
 
 
 def make_inputs(shape, dim, act, dtype, device, seed=0, bias=True):
