@@ -46,14 +46,14 @@ def trial_seed(family: str, index: int) -> int:
 
 @dataclass
 class Input:
-    """One tensor argument: float64 values (rounded to the trial's dtype when `cast`) and
-    the view the op sees (`view(leaf)`: a transposed, strided, expanded or channels-last
-    view of the leaf gradients are taken with respect to)."""
+    """One tensor argument: float64 values, rounded to the trial's dtype (or to a fixed
+    `dtype`), and the view the op sees (`view(leaf)`: a transposed, strided, expanded or
+    channels-last view of the leaf gradients are taken with respect to)."""
     values: torch.Tensor
     view: Callable[[torch.Tensor], torch.Tensor]
     layout: str
     differentiable: bool = True
-    cast: bool = True
+    dtype: Optional[torch.dtype] = None
 
 
 MAX_NUMEL = 1500  # keeps a trial in the Triton interpreter to milliseconds
@@ -112,13 +112,13 @@ class Trial:
     `order` is the highest derivative checked (0: forward only, for in-place ops the
     mutated tensors); `exact` asks for bit-equality with eager instead of the rule."""
     family: str
-    seed: int
     dtype: torch.dtype
     inputs: List[Input]
     call: Callable[[str, List[torch.Tensor]], object]
     order: int
     settings: Dict[str, object] = field(default_factory=dict)
     exact: bool = False
+    seed: int = 0  # set by make_trial
 
     def describe(self) -> str:
         layouts = [f"{tuple(i.view(i.values).shape)}:{i.layout}" for i in self.inputs]
@@ -147,22 +147,21 @@ def bias_act_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype,
     def call(backend, views):
         return bias_act(views[0], views[1] if len(views) == 2 else None, act, alpha, gain, dim, backend=backend)
 
-    return Trial("bias_act", 0, dtype, inputs, call, 2, settings)
+    return Trial("bias_act", dtype, inputs, call, 2, settings)
 
 
 def interpolate_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
     shape = draw_shape(rng)
     eps_dtype = rng.choice([torch.float32, torch.float64, dtype])
     eps_layout, eps_leaf, eps_view = view_for(rng, [shape[0]], ("contiguous", "contiguous", "strided", "expanded"))
-    eps = Input(torch.rand(eps_leaf, generator=gen, dtype=torch.float64).to(eps_dtype).double(), eps_view, eps_layout,
-                differentiable=False, cast=False)
+    eps = Input(torch.rand(eps_leaf, generator=gen, dtype=torch.float64), eps_view, eps_layout, differentiable=False,
+                dtype=eps_dtype)
     inputs = [draw_input(rng, gen, shape), draw_input(rng, gen, shape), eps]
 
     def call(backend, views):
-        real, fake, e = views
-        return interpolate(real, fake, e.to(eps_dtype) if e.dtype != eps_dtype else e, backend=backend)
+        return interpolate(*views, backend=backend)
 
-    return Trial("interpolate", 0, dtype, inputs, call, 2, dict(eps_dtype=eps_dtype, eps_layout=eps_layout))
+    return Trial("interpolate", dtype, inputs, call, 2, dict(eps_dtype=eps_dtype, eps_layout=eps_layout))
 
 
 #: per-sample gradient norms of grad_norm_penalty trials (CI: away from the known small-norm bug)
@@ -189,7 +188,7 @@ def grad_norm_penalty_trial(rng: random.Random, gen: torch.Generator, dtype: tor
         return grad_norm_penalty(views[0], center=center, weight=weight, one_sided=one_sided, reduction=reduction,
                                  backend=backend)
 
-    return Trial("grad_norm_penalty", 0, dtype, [grads], call, 2, settings)
+    return Trial("grad_norm_penalty", dtype, [grads], call, 2, settings)
 
 
 def _scale_rows(item: Input, factor: torch.Tensor) -> None:
@@ -229,7 +228,7 @@ def loss_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> 
         def call(backend, views):
             return gan_value(views[0], views[1], backend=backend)
 
-    return Trial("losses", 0, dtype, inputs, call, 2, settings)
+    return Trial("losses", dtype, inputs, call, 2, settings)
 
 
 def penalty_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
@@ -242,7 +241,7 @@ def penalty_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) 
               Input(torch.randn(features, 3, generator=gen, dtype=torch.float64) / math.sqrt(features), lambda t: t,
                     "contiguous"),
               Input(torch.rand(shape[0], generator=gen, dtype=torch.float64), lambda t: t, "contiguous",
-                    differentiable=False, cast=False)]
+                    differentiable=False, dtype=torch.float64)]
     weight, center = rng.choice([10.0, 1.0]), rng.choice([1.0, 0.0, 0.5])
     one_sided, gamma = rng.random() < 0.3, rng.choice([10.0, 0.1])
     settings = dict(op=op, weight=weight, center=center, one_sided=one_sided, gamma=gamma)
@@ -263,16 +262,16 @@ def penalty_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) 
         fn = r1_penalty if op == "r1_penalty" else r2_penalty
         return fn(critic, samples, gamma=gamma, backend=backend)
 
-    return Trial("penalties", 0, dtype, inputs, call, 1, settings)
+    return Trial("penalties", dtype, inputs, call, 1, settings)
 
 
 def clip_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
     """clip_weights_ on 1-4 tensors of mixed dtypes and layouts, some with NaN and inf."""
     dtypes = [rng.choice(DTYPES) for _ in range(rng.randint(1, 4))]
     inputs = []
-    for _ in dtypes:
+    for tensor_dtype in dtypes:
         item = draw_input(rng, gen, draw_shape(rng), IN_PLACE_LAYOUTS, scale=rng.choice([0.01, 1.0, 100.0]),
-                          differentiable=False, cast=False)
+                          differentiable=False, dtype=tensor_dtype)
         if rng.random() < 0.2:
             flat = item.values.view(-1)
             flat[rng.randrange(flat.numel())] = rng.choice([math.nan, math.inf, -math.inf])
@@ -280,7 +279,7 @@ def clip_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> 
     clip_value = rng.choice([1e-3, 0.01, 0.5, 3.0, 1e4])
 
     def call(backend, views):
-        tensors = [v.to(d) if v.dtype != d else v for v, d in zip(views, dtypes)]
+        tensors = list(views)
         if backend == "reference":
             for tensor in tensors:
                 tensor.clamp_(-clip_value, clip_value)
@@ -288,7 +287,7 @@ def clip_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> 
             clip_weights_(tensors, clip_value, backend=backend)
         return tuple(tensors)
 
-    return Trial("clip", 0, dtype, inputs, call, 0, dict(dtypes=dtypes, clip_value=clip_value), exact=True)
+    return Trial("clip", dtype, inputs, call, 0, dict(dtypes=dtypes, clip_value=clip_value), exact=True)
 
 
 def rmsprop_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
@@ -316,7 +315,7 @@ def rmsprop_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) 
         rmsprop_clip_(*args, backend=backend, **hyper)
         return tuple(args[0] + args[2] + args[3] + args[4])
 
-    return Trial("rmsprop_clip", 0, dtype, inputs, call, 0, hyper)
+    return Trial("rmsprop_clip", dtype, inputs, call, 0, hyper)
 
 
 FAMILIES: Dict[str, Callable[..., Trial]] = {
@@ -385,7 +384,7 @@ def evaluate(trial: Trial, backend: str, dtype: torch.dtype, device: str) -> Dic
     the trial's dtype (so that the float64 run sees the very same inputs)."""
     leaves = []
     for item in trial.inputs:
-        values = item.values.to(trial.dtype).to(dtype) if item.cast else item.values
+        values = item.values.to(trial.dtype).to(dtype) if item.dtype is None else item.values.to(item.dtype)
         # a copy: in-place ops must not change the trial's values
         leaves.append(values.to(device, copy=True).requires_grad_(item.differentiable and trial.order > 0))
     outputs = trial.call(backend, [item.view(leaf) for item, leaf in zip(trial.inputs, leaves)])
