@@ -329,6 +329,18 @@ def test_load_state_dict_refuses_a_bad_clip_value_before_changing_state(bad):
     assert [g["clip_value"] for g in opt.param_groups] == [0.1, 0.1] and opt.param_groups[0]["lr"] == 5e-5
 
 
+def test_load_state_dict_refuses_bad_settings_naming_the_group():
+    _, groups = _two_groups()
+    opt = ClippedRMSprop(groups)
+    for key, value, error, message in [("lr", float("nan"), ValueError, "must be finite and >= 0.0, got nan"),
+                                       ("centered", "no", TypeError, "must be a bool, got str")]:
+        state = copy.deepcopy(opt.state_dict())
+        state["param_groups"][1][key] = value
+        with pytest.raises(error, match=rf"param_groups\[1\]\['{key}'\] {message}"):
+            opt.load_state_dict(state)
+    assert opt.param_groups[1]["centered"] is False
+
+
 @pytest.mark.parametrize("bad", BAD_CLIP_VALUES)
 @pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
 def test_step_refuses_a_clip_value_edited_in_param_groups(bad, backend):

@@ -32,6 +32,14 @@ def _check_settings(where: str, settings: Dict[str, Any]) -> None:
             raise TypeError(f"{name(key)} must be a bool, got {type(settings[key]).__name__}")
 
 
+def _check_group(index: int, group: Dict[str, Any]) -> None:
+    """Every setting of ``param_groups[index]`` that it holds (see _check_settings),
+    and its clip_value."""
+    if "clip_value" in group:  # absent only while __init__ adds the groups it was given
+        _checked_clip_value(index, group["clip_value"])
+    _check_settings(f"param_groups[{index}]", group)
+
+
 class ClippedRMSprop(torch.optim.RMSprop):
     """``torch.optim.RMSprop`` whose ``step()`` also clamps every parameter into
     ``[-clip_value, clip_value]``, fused into one pass over parameter, gradient and
@@ -50,6 +58,14 @@ class ClippedRMSprop(torch.optim.RMSprop):
             as in ``torch.optim.RMSprop`` (defaults from the WGAN paper: lr 5e-5).
         clip_value: c > 0.
         backend: fastgan backend for the fused step (see :func:`fastgan.set_backend`).
+
+    A ``clip_value`` that is not a finite number > 0 (NaN would disable clipping,
+    c <= 0 pin or zero every parameter), a real setting that is not finite and >= 0
+    and a flag that is not a bool raise ValueError/TypeError naming the argument, or
+    the group (``param_groups[1]['clip_value']``): at construction, in
+    ``add_param_group`` and ``load_state_dict`` (before any change), and for
+    ``clip_value`` and ``lr`` at every ``step()`` (a group edited through
+    ``param_groups``), before any parameter moves.
     """
 
     def __init__(self, params, lr: float = 5e-5, alpha: float = 0.99, eps: float = 1e-8,
@@ -72,15 +88,14 @@ class ClippedRMSprop(torch.optim.RMSprop):
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """``torch.optim.Optimizer.add_param_group``, refusing (and not adding) a group
-        whose ``clip_value`` is not a finite number > 0 or whose parameters are not
-        real floating-point tensors; errors name the group."""
+        whose ``clip_value`` is not a finite number > 0, whose other settings are bad
+        (see the class doc) or whose parameters are not real floating-point tensors;
+        errors name the group."""
         index = len(self.param_groups)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
-            if "clip_value" in group:  # absent only while __init__ adds the groups it was given
-                group["clip_value"] = _checked_clip_value(index, group["clip_value"])
-            _check_settings(f"param_groups[{index}]", group)
+            _check_group(index, group)
             for position, p in enumerate(group["params"]):
                 check_floating(f"param_groups[{index}]['params'][{position}]", p)
         except (TypeError, ValueError):
@@ -89,12 +104,12 @@ class ClippedRMSprop(torch.optim.RMSprop):
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """``torch.optim.Optimizer.load_state_dict``, refusing a state dict with a bad
-        ``clip_value`` in any group before any state changes (groups without one, as
-        ``torch.optim.RMSprop``'s, take this optimizer's default)."""
+        ``clip_value`` or other setting in any group before any state changes (groups
+        without a clip_value, as ``torch.optim.RMSprop``'s, take this optimizer's default)."""
         groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
         for index, group in enumerate(groups if isinstance(groups, list) else []):
-            if isinstance(group, dict) and "clip_value" in group:
-                _checked_clip_value(index, group["clip_value"])
+            if isinstance(group, dict):
+                _check_group(index, group)
         super().load_state_dict(state_dict)
 
     def __setstate__(self, state):
