@@ -216,6 +216,8 @@ def input_gradients_cases():
     x = t(4, 3, requires_grad=True)
     one = ("reference",)  # no backend argument: the case runs once
     yield Case("input_gradients", "ok", lambda backend: input_gradients(critic(x), x), backends=one)
+    meta = t(4, 3, device="meta", requires_grad=True)
+    yield Case("input_gradients", "meta", lambda backend: input_gradients(critic(meta), meta), backends=one)
     yield Case("input_gradients", "outputs-list", lambda backend: input_gradients([critic(x)], x),
                (TypeError, "the critic must return a tensor, got list"), backends=one)
     yield Case("input_gradients", "inputs-no-grad", lambda backend: input_gradients(critic(x), t(4, 3)),
@@ -379,6 +381,7 @@ def rmsprop_clip_cases():
     not_checked = "rmsprop_clip_ does not validate its arguments (documented 'Inputs are trusted')"
     yield Case("rmsprop_clip_", "ok", call())
     yield Case("rmsprop_clip_", "empty", call(n=0))
+    yield Case("rmsprop_clip_", "empty-tensors", call(lists=lambda a: [[t(0, 3)], [t(0, 3)], [t(0, 3)], [], []]))
     yield Case("rmsprop_clip_", "clip_value-nan", call(clip_value=NAN), (ValueError, "clip_value"),
                bugs={b: f"{not_checked}: clip_value=nan runs and leaves the parameters unclipped" for b in BACKENDS})
     yield Case("rmsprop_clip_", "clip_value-negative", call(clip_value=-0.5), (ValueError, "clip_value"),
@@ -515,6 +518,19 @@ def optimizer_cases():
             opt.step()
         return run
 
+    def step_on(device, shape):
+        def run(backend):
+            p = torch.nn.Parameter(t(*shape, device=device))
+            opt = ClippedRMSprop([p], lr=0.1, clip_value=0.5, backend=backend)
+            p.grad = t(*shape, device=device, seed=3)
+            opt.step()
+            return p.detach()
+        return run
+
+    yield Case("ClippedRMSprop", "step-meta", step_on("meta", (3, 4)),
+               (BackendError, r"ClippedRMSprop.step: backend '(cpu|triton)' cannot run these tensors: .*on meta"),
+               error_on=FUSED)
+    yield Case("ClippedRMSprop", "step-empty-param", step_on("cpu", (0, 4)))
     yield Case("ClippedRMSprop", "step-clip_value-edited-nan", edited("clip_value", NAN),
                (ValueError, r"param_groups\[0\]\['clip_value'\] must be finite and > 0, got nan"))
     yield Case("ClippedRMSprop", "step-lr-edited-inf", edited("lr", INF),
