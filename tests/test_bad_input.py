@@ -354,6 +354,9 @@ def clip_cases():
                (TypeError, r"params\[1\] must be a tensor, got str"))
     yield Case("clip_weights_", "sparse", call(params=lambda: [torch.eye(3).to_sparse()]),
                (TypeError, r"params\[0\] is a torch.sparse_coo tensor"))
+    yield Case("clip_weights_", "expanded", call(params=lambda: [t(1, 3).expand(4, 3)]),
+               (RuntimeError, "more than one element of the written-to tensor refers to a single memory location"))
+    yield Case("clip_weights_", "same-tensor-twice", call(params=lambda: [t(4, 3)] * 2))
     yield Case("clip_weights_", "empty-list", call(params=lambda: []))
     yield Case("clip_weights_", "empty-tensor", call(params=lambda: [t(0, 3)]))
     yield Case("clip_weights_", "nan-inf", call(params=lambda: [torch.tensor([NAN, INF, -INF, 0.7])]))
