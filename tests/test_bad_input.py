@@ -88,7 +88,8 @@ def interpolate_cases():
                (ValueError, "eps is on meta but real/fake are on cpu"))
     yield Case("interpolate", "shape-mismatch", call(fake=t(4, 2)),
                (ValueError, r"real and fake must have the same shape, got \(4, 3\) and \(4, 2\)"))
-    yield Case("interpolate", "eps-shape", call(eps=torch.rand(3)), (ValueError, r"eps must have shape \(B,\) = \(4,\)"))
+    yield Case("interpolate", "eps-shape", call(eps=torch.rand(3)),
+               (ValueError, r"eps must have shape \(B,\) = \(4,\)"))
     yield Case("interpolate", "eps-2d", call(eps=torch.rand(4, 1)), (ValueError, r"eps must have shape \(B,\)"))
     yield Case("interpolate", "scalar", call(real=torch.tensor(1.0), fake=torch.tensor(2.0)),
                (ValueError, "real must have a batch dimension"))
@@ -127,7 +128,8 @@ def penalty_cases():
         yield Case("grad_norm_penalty", f"grads-{kind}", call(of_dtype(dtype, 5, 3)),
                    (TypeError, rf"grads has dtype {dtype}; only real floating-point"))
     yield Case("grad_norm_penalty", "meta", call(t(5, 3, device="meta")), BACKEND_ON_META, error_on=FUSED)
-    yield Case("grad_norm_penalty", "scalar", call(torch.tensor(1.0)), (ValueError, "grads must have a batch dimension"))
+    yield Case("grad_norm_penalty", "scalar", call(torch.tensor(1.0)),
+               (ValueError, "grads must have a batch dimension"))
     yield Case("grad_norm_penalty", "empty-batch", call(t(0, 3)), (ValueError, "grads has a batch of 0 samples"))
     yield Case("grad_norm_penalty", "empty-sample", call(t(5, 0)), (ValueError, "grads has no elements per sample"))
     yield Case("grad_norm_penalty", "grads-list", call([[1.0, 2.0]]), (TypeError, "grads must be a tensor, got list"))
