@@ -410,6 +410,14 @@ def rmsprop_clip_cases():
                      "triton": f"{not_checked}: 2 params and 1 grad update params[0] only and silently skip "
                                "params[1]",
                      "reference": f"{not_checked}: 2 params and 1 grad raise IndexError"})
+    yield Case("rmsprop_clip_", "grad-shape", call(lists=lambda a: [a[0], [a[1][0].t()] + a[1][1:]] + a[2:]),
+               (ValueError, r"grads\[0\]"),
+               bugs={"cpu": f"{not_checked}: grads[0] of shape (4, 3) for params[0] of shape (3, 4) raises "
+                            "'tensor 0 of list 1 has shape [4, 3], expected [3, 4]' (no argument name)",
+                     "triton": f"{not_checked}: grads[0] of shape (4, 3) for params[0] of shape (3, 4) is read in "
+                               "memory order and the step runs without error",
+                     "reference": f"{not_checked}: grads[0] of shape (4, 3) for params[0] of shape (3, 4) raises "
+                                  "a broadcasting RuntimeError"})
     yield Case("rmsprop_clip_", "params-int", call(lists=lambda a: [[of_dtype(torch.int64, 3, 4)] + a[0][1:]] + a[1:]),
                (TypeError, r"params\[0\]"),
                bugs={"cpu": f"{not_checked}: an int64 params[0] raises 'all tensors must share one dtype, got "
