@@ -30,10 +30,10 @@ class FusedBiasAct(nn.Module):
             ``(B, C, H, W)`` and unbatched ``(C, H, W)`` alike.
         bias: whether to hold a bias parameter (``False``: ``y = gain · act(x)``).
         bias_init: initial value of every bias entry.
-
-    ``alpha``, ``gain`` and ``bias_init`` must be finite real numbers and ``bias`` a
-    bool (ValueError/TypeError naming the argument otherwise).
         backend: the fastgan backend (``None``: the process default).
+
+    ``alpha``, ``gain`` and ``bias_init`` must be finite real numbers, ``bias`` a bool
+    and ``dim`` an int (ValueError/TypeError naming the argument otherwise).
 
     Shape:
         - Input: ``(*)`` with ``x.shape[dim] == channels``.
