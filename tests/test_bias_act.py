@@ -5,6 +5,8 @@ twice as wrong (max abs error against a float64 reference) as eager PyTorch in t
 same dtype, plus a small floor.
 """
 import copy
+import random
+import zlib
 
 import pytest
 import torch
@@ -555,6 +557,48 @@ def test_fuse_bias_act_unbatched_conv_input(device, backend, net):
     inputs = [torch.randn(shape, device=device, dtype=torch.float64) for shape in (batched, unbatched)]
     fused = _assert_fusing_keeps_function(eager, inputs, backend)
     assert any(isinstance(m, FusedBiasAct) and m.bias is not None for m in fused.modules())
+
+
+_RANDOM_ACTIVATIONS = [lambda: torch.nn.LeakyReLU(0.1), torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.SiLU,
+                       lambda: torch.nn.ELU(0.5), torch.nn.Softplus, torch.nn.Identity]
+
+
+def _random_net(rng):
+    """A Sequential of 2-5 Linear or ConvNd layers (some bias-free, some used twice,
+    some wrapped with their activation or alone in a nested Sequential), each followed
+    by a random activation, fusable or not; and a batched and an unbatched input."""
+    spatial = rng.choice([0, 1, 2, 3])  # 0: Linear layers
+    width = rng.choice([3, 4, 5])  # equal widths so that any layer can be reused
+    make = (lambda bias: torch.nn.Linear(width, width, bias=bias)) if spatial == 0 else (
+        lambda bias: [torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d][spatial - 1](
+            width, width, rng.choice([1, 3]), padding="same", bias=bias))
+    layers = []
+    modules = []
+    for _ in range(rng.randint(2, 5)):
+        layer = rng.choice(layers) if layers and rng.random() < 0.3 else make(rng.random() < 0.8)
+        layers.append(layer)
+        pair = [layer, rng.choice(_RANDOM_ACTIVATIONS)()]
+        nest = rng.random()
+        modules += [torch.nn.Sequential(*pair)] if nest < 0.2 else [torch.nn.Sequential(pair[0]), pair[1]] \
+            if nest < 0.3 else pair
+    size = [width] + [width if rng.random() < 0.5 else rng.choice([2, 5])] * spatial
+    return torch.nn.Sequential(*modules).double(), [torch.randn([2] + size, dtype=torch.float64),
+                                                    torch.randn(size, dtype=torch.float64)]
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_fuse_bias_act_random_nets(device, backend, one_thread):
+    """Seeded random nets (shared layers, nesting, unbatched inputs, unfusable
+    activations): fusing keeps the outputs and the first and second derivatives."""
+    rng = random.Random(zlib.crc32(b"fuse_bias_act"))
+    torch.manual_seed(zlib.crc32(b"fuse_bias_act"))
+    fused_pairs = 0
+    for _ in range(25):
+        eager, inputs = _random_net(rng)
+        eager = eager.to(device)
+        fused = _assert_fusing_keeps_function(eager, [x.to(device) for x in inputs], backend)
+        fused_pairs += sum(isinstance(m, FusedBiasAct) for m in fused.modules())
+    assert fused_pairs >= 25  # the nets do exercise the rewrite
 
 
 class _ScaledBiasLinear(torch.nn.Linear):
