@@ -7,8 +7,9 @@ length: the trials of tests/test_fuzz.py (same seeds, same rule), as many as ask
 
 Trials that hit a known bug (tests/test_fuzz.py KNOWN_BUGS) are counted apart;
 ``--check-known`` runs them too and says whether each bug still shows. Prints one
-line per failing trial (its seed, dtype, shapes, layouts and settings reproduce it:
-``make_trial(family, index)``) and exits 1 when any trial outside the known bugs fails.
+line per failing trial, ``family#index`` first (``test_fuzz.make_trial(family, index)``
+draws it again; with --wide, pass the family's WIDE settings too), and exits 1 when
+any trial outside the known bugs fails.
 """
 import argparse
 import os

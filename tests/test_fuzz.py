@@ -124,11 +124,12 @@ class Trial:
     order: int
     settings: Dict[str, object] = field(default_factory=dict)
     exact: bool = False
-    seed: int = 0  # set by make_trial
+    index: int = 0  # set by make_trial: make_trial(family, index) draws this trial again
+    seed: int = 0
 
     def describe(self) -> str:
         layouts = [f"{tuple(i.view(i.values).shape)}:{i.layout}" for i in self.inputs]
-        return f"{self.family} seed={self.seed} {self.dtype} inputs={layouts} {self.settings}"
+        return f"{self.family}#{self.index} seed={self.seed} {self.dtype} inputs={layouts} {self.settings}"
 
 
 def bias_act_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype,
@@ -350,7 +351,7 @@ def make_trial(family: str, index: int, **kw) -> Trial:
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     trial = FAMILIES[family](rng, gen, rng.choice(DTYPES), **kw)
-    trial.seed = seed
+    trial.index, trial.seed = index, seed
     return trial
 
 
