@@ -105,11 +105,11 @@ def interpolate_cases():
     yield Case("interpolate", "real-inf", call(real=torch.tensor([[INF, -INF, NAN]] * 4)))
     yield Case("interpolate", "eps-float64", call(eps=torch.linspace(0, 1, 4, dtype=torch.float64)))
     yield Case("interpolate", "eps-strided", call(eps=torch.linspace(0, 1, 8)[::2]),
-               bugs={"triton": "Triton interpolate reads eps as contiguous: a strided eps (stride 2) mixes "
-                               "with the wrong weights"})
+               bugs={"triton": "Triton interpolate reads eps as contiguous: a strided float32 eps (stride 2; "
+                               "already in the accumulation dtype, so not copied) mixes with the wrong weights"})
     yield Case("interpolate", "eps-expanded", call(eps=torch.tensor([0.25]).expand(4)),
-               bugs={"triton": "Triton interpolate reads eps as contiguous: an expanded eps (stride 0) reads "
-                               "past its one element"})
+               bugs={"triton": "Triton interpolate reads eps as contiguous: an expanded float32 eps (stride 0) "
+                               "reads past its one element (garbage weights, up to 2e14 off in the fuzz)"})
     yield Case("interpolate", "generator-int",
                lambda backend: interpolate(t(4, 3), t(4, 3, seed=1), generator=3, backend=backend),
                (TypeError, "generator must be a torch.Generator"),
