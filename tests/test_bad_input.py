@@ -1,7 +1,8 @@
 """Bad input to every public entry point, as a table (issue 16): each case either
 raises a clear error (its type, and a message naming the argument) or returns what
 the reference backend returns for the same call. Every case runs on the backends
-that run on this machine's CPU: "cpu", "triton" (interpreted) and "reference".
+that run on this machine's CPU: "cpu", "triton" (interpreted, without a GPU) and
+"reference".
 
 A case that exposes a bug in a file this table does not own is kept, marked
 ``xfail(strict=True)`` with the bug as its reason, so that the fix shows as XPASS.
@@ -12,6 +13,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import pytest
 import torch
+from conftest import backends_for
 
 from fastgan import BackendError
 from fastgan.nn import FusedBiasAct, FusedLeakyReLU, fuse_bias_act
@@ -19,8 +21,8 @@ from fastgan.ops import (bias_act, clip_weights_, discriminator_loss, gan_value,
                          gradient_penalty, input_gradients, interpolate, r1_penalty, r2_penalty, rmsprop_clip_)
 from fastgan.optim import ClippedRMSprop
 
-BACKENDS = ("cpu", "triton", "reference")
-FUSED = ("cpu", "triton")
+BACKENDS = tuple(backends_for("cpu"))  # cpu, triton (interpreted without a GPU), reference
+FUSED = tuple(b for b in BACKENDS if b != "reference")
 NAN, INF = float("nan"), float("inf")
 
 
