@@ -63,6 +63,29 @@ def _reset_backend():
     fastgan.set_backend(None)
 
 
+# Floor of the flash-attention tolerance rule, relative to the largest reference value (at
+# least 1): four units in the last place (float64: its reference is eager float64 itself).
+FLASH_FLOOR = {torch.float64: 1e-12,
+               **{d: 4 * torch.finfo(d).eps for d in (torch.float32, torch.bfloat16, torch.float16)}}
+
+
+def assert_flash_close(out, eager, ref64, what=""):
+    """flash-attention's rule: ``|out - ref64|max <= 2 |eager - ref64|max + floor``, with
+    `eager` the eager PyTorch result in out's dtype and `ref64` the float64 result (None:
+    out must be None or all zeros)."""
+    if ref64 is None:
+        assert out is None or out.abs().max() == 0, what
+        return
+    assert out.shape == ref64.shape, what
+    if out.numel() == 0:
+        return
+    err = (out.double() - ref64).abs().max().item()
+    eager_err = (eager.double() - ref64).abs().max().item()
+    scale = max(1.0, ref64.abs().max().item())
+    bound = 2 * eager_err + FLASH_FLOOR[out.dtype] * scale
+    assert err <= bound, f"{what}: error {err:.3g} > bound {bound:.3g} (eager error {eager_err:.3g})"
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
 

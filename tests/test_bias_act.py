@@ -4,10 +4,14 @@ Low-precision tolerances follow flash-attention's rule: a kernel may be at most
 twice as wrong (max abs error against a float64 reference) as eager PyTorch in the
 same dtype, plus a small floor.
 """
+import copy
+import random
+import zlib
+
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import capture_cuda_graph, device_backend_pairs, requires_cuda
+from conftest import assert_flash_close, capture_cuda_graph, device_backend_pairs, requires_cuda
 
 import fastgan
 from fastgan import reference
@@ -16,28 +20,7 @@ from fastgan.ops import bias_act
 from fastgan.ops.bias_act import ACTIVATIONS
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-# Floor of the tolerance rule, relative to the largest reference value (at least 1): four
-# units in the last place (float64: its reference is eager float64 itself).
-FLOOR = {torch.float64: 1e-12, **{d: 4 * torch.finfo(d).eps for d in (torch.float32, torch.bfloat16, torch.float16)}}
 PIECEWISE = ("relu", "lrelu")
-
-
-def _scale(t):
-    return max(1.0, t.abs().max().item()) if t.numel() else 1.0
-
-
-def assert_flash_close(out, eager, ref64, what=""):
-    """|out - ref64|max <= 2 |eager - ref64|max + floor, eager in out's dtype."""
-    if ref64 is None:
-        assert out is None or out.abs().max() == 0, what
-        return
-    assert out.shape == ref64.shape, what
-    if out.numel() == 0:
-        return
-    err = (out.double() - ref64).abs().max().item()
-    eager_err = (eager.double() - ref64).abs().max().item()
-    bound = 2 * eager_err + FLOOR[out.dtype] * _scale(ref64)
-    assert err <= bound, f"{what}: error {err:.3g} > bound {bound:.3g} (eager error {eager_err:.3g})"
 
 
 def make_inputs(shape, dim, act, dtype, device, seed=0, bias=True):
@@ -492,6 +475,169 @@ def test_fuse_bias_act_bias_free_dcgan_critic(device, backend):
     torch.testing.assert_close(fused(x), eager(x))
     for got, want in zip(_r1_grads(fused, x), _r1_grads(eager, x)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def _value_and_grads(model, x, params):
+    """model(x), and the gradients of ``|model(x)|^2 + |d sum(model(x)) / dx|^2`` (a double
+    backward, as R1) with respect to `params` and x (zeros where unused)."""
+    x = x.detach().requires_grad_()
+    y = model(x)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    loss = y.square().sum() + gx.square().sum()
+    grads = torch.autograd.grad(loss, list(params) + [x], allow_unused=True)
+    return y.detach(), [torch.zeros_like(t) if g is None else g for g, t in zip(grads, list(params) + [x])]
+
+
+def _assert_fusing_keeps_function(eager, inputs, backend):
+    """fuse_bias_act(inplace) on a copy of `eager` gives the same outputs and the same
+    gradients for every parameter (matched by object: in place keeps them) and input.
+    Returns the fused model."""
+    fused = copy.deepcopy(eager)
+    pairs = list(zip(eager.parameters(), fused.parameters()))
+    assert fuse_bias_act(fused, inplace=True, backend=backend) is fused
+    for x in inputs:
+        y_eager, g_eager = _value_and_grads(eager, x, [p for p, _ in pairs])
+        y_fused, g_fused = _value_and_grads(fused, x, [q for _, q in pairs])
+        torch.testing.assert_close(y_fused, y_eager, rtol=1e-10, atol=1e-12)
+        for got, want in zip(g_fused, g_eager):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    return fused
+
+
+def _kinds(model):
+    return [type(m).__name__ for m in model.modules()]
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_fuse_bias_act_layer_used_twice_keeps_its_bias_on_both_uses(device, backend):
+    torch.manual_seed(2)
+    shared = torch.nn.Linear(5, 5)
+    eager = torch.nn.Sequential(shared, torch.nn.LeakyReLU(0.1), shared, torch.nn.Tanh(), torch.nn.Linear(5, 1))
+    eager = eager.to(device=device, dtype=torch.float64)
+    x = torch.randn(4, 5, device=device, dtype=torch.float64)
+    fused = _assert_fusing_keeps_function(eager, [x, x[0]], backend)
+    assert _kinds(fused).count("FusedLeakyReLU") == 1 and _kinds(fused).count("FusedBiasAct") == 1
+    assert fused[0].bias is None and fused[1].bias is fused[3].bias  # one bias, shared like the layer
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_fuse_bias_act_leaves_a_shared_layer_with_an_unfusable_use(device, backend):
+    """A layer used once before an activation and once before something else keeps its
+    bias (moving it would drop it from the second use); bias-free pairs still fuse."""
+    torch.manual_seed(3)
+    shared = torch.nn.Linear(4, 4)
+    eager = torch.nn.Sequential(
+        torch.nn.Sequential(shared, torch.nn.ReLU()), shared, torch.nn.Linear(4, 4, bias=False), torch.nn.SiLU(),
+    ).to(device=device, dtype=torch.float64)
+    x = torch.randn(3, 4, device=device, dtype=torch.float64)
+    fused = _assert_fusing_keeps_function(eager, [x], backend)
+    assert shared.bias is not None and isinstance(fused[0][1], torch.nn.ReLU)
+    assert isinstance(fused[3], FusedBiasAct) and fused[3].bias is None
+
+
+def _conv_nets():
+    """(net, batched input, unbatched input with a spatial size equal to the channels)."""
+    conv1 = torch.nn.Sequential(torch.nn.Conv1d(2, 5, 3, padding=1), torch.nn.ELU(0.5),
+                                torch.nn.Conv1d(5, 3, 1), torch.nn.Sigmoid())
+    conv2 = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.SiLU(),
+                                torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.LeakyReLU(0.2))
+    conv3 = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 1), torch.nn.Tanh())
+    return {"conv1d": (conv1, (2, 2, 5), (2, 5)), "conv2d": (conv2, (2, 3, 4, 4), (3, 4, 4)),
+            "conv2d-odd": (conv2, (2, 3, 5, 6), (3, 5, 6)), "conv3d": (conv3, (2, 2, 3, 3, 3), (2, 3, 2, 3))}
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("net", sorted(_conv_nets()))
+def test_fuse_bias_act_unbatched_conv_input(device, backend, net):
+    """Unbatched (C, *spatial) input: the bias runs along C, also when a spatial size
+    equals the channel count (it once ran along H there, and failed elsewhere)."""
+    torch.manual_seed(4)
+    eager, batched, unbatched = _conv_nets()[net]
+    eager = eager.to(device=device, dtype=torch.float64)
+    inputs = [torch.randn(shape, device=device, dtype=torch.float64) for shape in (batched, unbatched)]
+    fused = _assert_fusing_keeps_function(eager, inputs, backend)
+    assert any(isinstance(m, FusedBiasAct) and m.bias is not None for m in fused.modules())
+
+
+_RANDOM_ACTIVATIONS = [lambda: torch.nn.LeakyReLU(0.1), torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.SiLU,
+                       lambda: torch.nn.ELU(0.5), torch.nn.Softplus, torch.nn.Identity]
+
+
+def _random_net(rng):
+    """A Sequential of 2-5 Linear or ConvNd layers (some bias-free, some used twice,
+    some wrapped with their activation or alone in a nested Sequential), each followed
+    by a random activation, fusable or not; and a batched and an unbatched input."""
+    spatial = rng.choice([0, 1, 2, 3])  # 0: Linear layers
+    width = rng.choice([3, 4, 5])  # equal widths so that any layer can be reused
+    make = (lambda bias: torch.nn.Linear(width, width, bias=bias)) if spatial == 0 else (
+        lambda bias: [torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d][spatial - 1](
+            width, width, rng.choice([1, 3]), padding="same", bias=bias))
+    layers = []
+    modules = []
+    for _ in range(rng.randint(2, 5)):
+        layer = rng.choice(layers) if layers and rng.random() < 0.3 else make(rng.random() < 0.8)
+        layers.append(layer)
+        pair = [layer, rng.choice(_RANDOM_ACTIVATIONS)()]
+        nest = rng.random()
+        modules += [torch.nn.Sequential(*pair)] if nest < 0.2 else [torch.nn.Sequential(pair[0]), pair[1]] \
+            if nest < 0.3 else pair
+    size = [width] + [width if rng.random() < 0.5 else rng.choice([2, 5])] * spatial
+    return torch.nn.Sequential(*modules).double(), [torch.randn([2] + size, dtype=torch.float64),
+                                                    torch.randn(size, dtype=torch.float64)]
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_fuse_bias_act_random_nets(device, backend, one_thread):
+    """Seeded random nets (shared layers, nesting, unbatched inputs, unfusable
+    activations): fusing keeps the outputs and the first and second derivatives."""
+    rng = random.Random(zlib.crc32(b"fuse_bias_act"))
+    torch.manual_seed(zlib.crc32(b"fuse_bias_act"))
+    fused_pairs = 0
+    for _ in range(25):
+        eager, inputs = _random_net(rng)
+        eager = eager.to(device)
+        fused = _assert_fusing_keeps_function(eager, [x.to(device) for x in inputs], backend)
+        fused_pairs += sum(isinstance(m, FusedBiasAct) for m in fused.modules())
+    assert fused_pairs >= 25  # the nets do exercise the rewrite
+
+
+class _ScaledBiasLinear(torch.nn.Linear):
+    """An equalized-lr style layer: its forward scales the bias (moving it would drop the scale)."""
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight, self.bias * 0.5)
+
+
+class _ReversedSequential(torch.nn.Sequential):
+    def forward(self, x):
+        for module in reversed(self):
+            x = module(x)
+        return x
+
+
+def test_fuse_bias_act_leaves_pairs_it_cannot_prove_equal():
+    """Subclassed layers or activations, hooked modules and Sequential subclasses with
+    their own forward are left as they are (the result still computes the same)."""
+    torch.manual_seed(5)
+    hooked = torch.nn.Linear(3, 3)
+    outputs_seen = []
+    hooked.register_forward_hook(lambda module, args, output: outputs_seen.append(output.detach()))
+    eager = torch.nn.Sequential(
+        _ScaledBiasLinear(3, 3), torch.nn.ReLU(),
+        hooked, torch.nn.Tanh(),
+        _ReversedSequential(torch.nn.Tanh(), torch.nn.Linear(3, 3)),
+    ).double()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    fused = _assert_fusing_keeps_function(eager, [x], "cpu")
+    assert "FusedBiasAct" not in _kinds(fused)
+    assert len(outputs_seen) == 2 and torch.equal(outputs_seen[0], outputs_seen[1])  # with its bias, both times
+
+
+def test_fuse_bias_act_rejects_non_modules():
+    with pytest.raises(TypeError, match="module must be an nn.Module, got list"):
+        fuse_bias_act([torch.nn.Linear(2, 2), torch.nn.ReLU()])
+    with pytest.raises(TypeError, match="inplace must be a bool, got str"):
+        fuse_bias_act(torch.nn.Sequential(), inplace="yes")
 
 
 def test_modules_repr_and_defaults():

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import device_backend_pairs
+from conftest import backends_for, device_backend_pairs
 
 from fastgan.models import dcgan_critic, mlp_critic
 from fastgan.optim import ClippedRMSprop
@@ -252,7 +252,7 @@ def test_rejects_bad_clip_value(bad):
 
 
 def test_rejects_bad_hyper_parameters_and_tensors():
-    with pytest.raises(ValueError, match="learning rate"):
+    with pytest.raises(ValueError, match="lr must be finite and >= 0.0, got -1.0"):
         ClippedRMSprop(mlp_critic(2, 4, 1).parameters(), lr=-1.0)
     with pytest.raises(TypeError, match="dtype torch.int64"):
         ClippedRMSprop([torch.zeros(3, dtype=torch.int64)])
@@ -279,3 +279,89 @@ def test_opcheck_rmsprop_clip():
     for centered, momentum in itertools.product([False, True], repeat=2):
         torch.library.opcheck(torch.ops.fastgan.rmsprop_clip_.default, sample(centered, momentum))
         torch.library.opcheck(torch.ops.fastgan_triton.rmsprop_clip_.default, sample(centered, momentum))
+
+
+BAD_CLIP_VALUES = [float("nan"), float("inf"), -0.5, 0.0]
+
+
+def _two_groups(**second):
+    big = [torch.nn.Parameter(torch.full((3,), 2.0)), torch.nn.Parameter(torch.full((3,), -2.0))]
+    return big, [{"params": [big[0]]}, {"params": [big[1]], **second}]
+
+
+@pytest.mark.parametrize("bad", BAD_CLIP_VALUES)
+def test_construction_names_the_bad_group(bad):
+    _, groups = _two_groups(clip_value=bad)
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['clip_value'\] must be finite and > 0, got"):
+        ClippedRMSprop(groups, clip_value=0.1)
+
+
+@pytest.mark.parametrize("bad", BAD_CLIP_VALUES)
+def test_add_param_group_refuses_a_bad_clip_value_and_keeps_the_groups(bad):
+    params, groups = _two_groups()
+    opt = ClippedRMSprop(groups[:1], clip_value=0.1)
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['clip_value'\] must be finite and > 0"):
+        opt.add_param_group({"params": [params[1]], "clip_value": bad})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [params[1]]})  # the refused group left nothing behind
+    assert opt.param_groups[1]["clip_value"] == 0.1
+
+
+def test_add_param_group_refuses_non_numbers_and_integer_params():
+    params, groups = _two_groups()
+    opt = ClippedRMSprop(groups[:1])
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['clip_value'\] must be a real number, got str"):
+        opt.add_param_group({"params": [params[1]], "clip_value": "0.1"})
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['params'\]\[0\] has dtype torch.int64"):
+        opt.add_param_group({"params": [torch.zeros(2, dtype=torch.int64)]})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("bad", BAD_CLIP_VALUES)
+def test_load_state_dict_refuses_a_bad_clip_value_before_changing_state(bad):
+    _, groups = _two_groups()
+    opt = ClippedRMSprop(groups, clip_value=0.1)
+    state = copy.deepcopy(opt.state_dict())
+    state["param_groups"][1]["clip_value"] = bad
+    state["param_groups"][0]["lr"] = 0.5
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['clip_value'\] must be finite and > 0"):
+        opt.load_state_dict(state)
+    assert [g["clip_value"] for g in opt.param_groups] == [0.1, 0.1] and opt.param_groups[0]["lr"] == 5e-5
+
+
+def test_load_state_dict_refuses_bad_settings_naming_the_group():
+    _, groups = _two_groups()
+    opt = ClippedRMSprop(groups)
+    for key, value, error, message in [("lr", float("nan"), ValueError, "must be finite and >= 0.0, got nan"),
+                                       ("centered", "no", TypeError, "must be a bool, got str")]:
+        state = copy.deepcopy(opt.state_dict())
+        state["param_groups"][1][key] = value
+        with pytest.raises(error, match=rf"param_groups\[1\]\['{key}'\] {message}"):
+            opt.load_state_dict(state)
+    assert opt.param_groups[1]["centered"] is False
+
+
+@pytest.mark.parametrize("bad", BAD_CLIP_VALUES)
+@pytest.mark.parametrize("backend", backends_for("cpu"))
+def test_step_refuses_a_clip_value_edited_in_param_groups(bad, backend):
+    params, groups = _two_groups()
+    opt = ClippedRMSprop(groups, lr=1e-2, clip_value=0.1, backend=backend)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.param_groups[1]["clip_value"] = bad
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['clip_value'\] must be finite and > 0"):
+        opt.step()
+    # nothing changed: every group is validated before group 0 is stepped
+    assert all(torch.equal(p, b) for p, b in zip(params, before)) and len(opt.state) == 0
+    opt.param_groups[1]["clip_value"] = 0.25
+    opt.step()
+    assert params[0].abs().max() <= 0.1 and params[1].abs().max() <= 0.25
+
+
+def test_step_refuses_a_negative_lr_naming_the_group():
+    params, groups = _two_groups()
+    opt = ClippedRMSprop(groups)
+    opt.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['lr'\] must be finite and >= 0.0, got -1.0"):
+        opt.step()

@@ -1,11 +1,43 @@
 """RMSprop with WGAN weight clipping fused into its step (docs/theory.md §3)."""
-from typing import Optional
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 
 from .._backend import _check_name, resolve_backend
 from .._validate import check_floating, check_positive_finite, check_real
 from ..ops.clip import clip_weights_, rmsprop_clip_
+
+
+def _checked_clip_value(index: int, value) -> float:
+    """A group's ``clip_value`` as a float, or ValueError/TypeError naming the group
+    unless it is a finite number > 0 (NaN would disable clipping, c <= 0 would pin
+    or zero every parameter)."""
+    return check_positive_finite(f"param_groups[{index}]['clip_value']", value)
+
+
+_REALS = ("lr", "alpha", "eps", "weight_decay", "momentum")
+_FLAGS = ("centered", "maximize", "capturable")
+
+
+def _check_settings(where: str, settings: Dict[str, Any]) -> None:
+    """ValueError/TypeError naming the setting (``lr`` or ``param_groups[1]['lr']``)
+    unless every real one present is a finite number >= 0 and every flag a bool
+    (``centered="no"`` would be taken as True)."""
+    name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
+    for key in _REALS:
+        if key in settings:
+            check_real(name(key), settings[key], minimum=0.0)
+    for key in _FLAGS:
+        if key in settings and not isinstance(settings[key], bool):
+            raise TypeError(f"{name(key)} must be a bool, got {type(settings[key]).__name__}")
+
+
+def _check_group(index: int, group: Dict[str, Any]) -> None:
+    """Every setting of ``param_groups[index]`` that it holds (see _check_settings),
+    and its clip_value."""
+    if "clip_value" in group:  # absent only while __init__ adds the groups it was given
+        _checked_clip_value(index, group["clip_value"])
+    _check_settings(f"param_groups[{index}]", group)
 
 
 class ClippedRMSprop(torch.optim.RMSprop):
@@ -26,6 +58,14 @@ class ClippedRMSprop(torch.optim.RMSprop):
             as in ``torch.optim.RMSprop`` (defaults from the WGAN paper: lr 5e-5).
         clip_value: c > 0.
         backend: fastgan backend for the fused step (see :func:`fastgan.set_backend`).
+
+    A ``clip_value`` that is not a finite number > 0 (NaN would disable clipping,
+    c <= 0 pin or zero every parameter), a real setting that is not finite and >= 0
+    and a flag that is not a bool raise ValueError/TypeError naming the argument, or
+    the group (``param_groups[1]['clip_value']``): at construction, in
+    ``add_param_group`` and ``load_state_dict`` (before any change), and for
+    ``clip_value`` and ``lr`` at every ``step()`` (a group edited through
+    ``param_groups``), before any parameter moves.
     """
 
     def __init__(self, params, lr: float = 5e-5, alpha: float = 0.99, eps: float = 1e-8,
@@ -33,16 +73,44 @@ class ClippedRMSprop(torch.optim.RMSprop):
                  clip_value: float = 0.01, *, maximize: bool = False, capturable: bool = False,
                  backend: Optional[str] = None):
         clip_value = check_positive_finite("clip_value", clip_value)
+        _check_settings("", dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                 centered=centered, maximize=maximize, capturable=capturable))
+        if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
+            raise TypeError(f"params must be an iterable of tensors or param groups, got {type(params).__name__}")
         self.backend = None if backend is None else _check_name(backend, "backend")
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                          centered=centered, capturable=capturable, foreach=False, maximize=maximize,
                          differentiable=False)
+        # Groups added from now on take this default through torch's add_param_group.
         self.defaults["clip_value"] = clip_value
         for group in self.param_groups:
             group.setdefault("clip_value", clip_value)
-            group["clip_value"] = check_positive_finite("clip_value", group["clip_value"])
-            for index, p in enumerate(group["params"]):
-                check_floating(f"params[{index}]", p)
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.add_param_group``, refusing (and not adding) a group
+        whose ``clip_value`` is not a finite number > 0, whose other settings are bad
+        (see the class doc) or whose parameters are not real floating-point tensors;
+        errors name the group."""
+        index = len(self.param_groups)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _check_group(index, group)
+            for position, p in enumerate(group["params"]):
+                check_floating(f"param_groups[{index}]['params'][{position}]", p)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.load_state_dict``, refusing a state dict with a bad
+        ``clip_value`` or other setting in any group before any state changes (groups
+        without a clip_value, as ``torch.optim.RMSprop``'s, take this optimizer's default)."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        for index, group in enumerate(groups if isinstance(groups, list) else []):
+            if isinstance(group, dict):
+                _check_group(index, group)
+        super().load_state_dict(state_dict)
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -95,13 +163,14 @@ class ClippedRMSprop(torch.optim.RMSprop):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        # Every group is checked before any state changes: a bad value set through
+        # param_groups after construction fails here, naming its group.
+        hyper = [(check_real(f"param_groups[{index}]['lr']", group["lr"], minimum=0.0),
+                  _checked_clip_value(index, group["clip_value"])) for index, group in enumerate(self.param_groups)]
+        for group, (lr, clip_value) in zip(self.param_groups, hyper):
             if group.get("differentiable", False):
                 raise NotImplementedError("ClippedRMSprop does not support differentiable=True")
             buckets, steps, no_grad = self._group_buckets(group)
-            lr = group["lr"]
-            lr = float(lr) if isinstance(lr, torch.Tensor) else lr
-            check_real("lr", lr, minimum=0.0)
             # Every bucket's backend is resolved before any state changes.
             backends = [resolve_backend(self.backend, device, "ClippedRMSprop.step") for device, _ in buckets]
             if steps:
@@ -111,8 +180,8 @@ class ClippedRMSprop(torch.optim.RMSprop):
                     params, grads, square_avgs, grad_avgs, buffers,
                     lr=lr, alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
                     momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
-                    clip_value=group["clip_value"], backend=backend,
+                    clip_value=clip_value, backend=backend,
                 )
             if no_grad:
-                clip_weights_(no_grad, group["clip_value"], backend=self.backend)
+                clip_weights_(no_grad, clip_value, backend=self.backend)
         return loss
