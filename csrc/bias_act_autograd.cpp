@@ -105,7 +105,7 @@ struct BiasActFunction : public torch::autograd::Function<BiasActFunction> {
     ctx->saved_data["has_bias"] = defined(b);
     if (act == kLinear) {
       ctx->saved_data["ref"] = static_cast<int64_t>(kSavedNone);
-    } else if (prefer_ref_y(static_cast<int>(act), alpha, gain, c10::isReducedFloatingType(x.scalar_type()))) {
+    } else if (prefer_ref_y(static_cast<int>(act), alpha, gain)) {
       ctx->saved_data["ref"] = static_cast<int64_t>(kSavedY);
       ctx->save_for_backward({y});  // only y: x need not stay alive
     } else {

@@ -64,10 +64,11 @@ inline bool can_ref_y(int act, double alpha, double gain) {
 }
 
 // Whether the forward saves y rather than z = x + b: when y can give f', except tanh
-// and sigmoid in float16/bfloat16, whose f' = 1 - u^2 or u (1 - u) from a rounded
-// y = gain * f(z) cancels catastrophically where f saturates (z is exact).
-inline bool prefer_ref_y(int act, double alpha, double gain, bool reduced_precision) {
-  if (reduced_precision && (act == kTanh || act == kSigmoid)) return false;
+// and sigmoid with gain != 1, whose f' = 1 - u^2 or u (1 - u) from u = y / gain carries
+// the rounding of gain * f(z) and of the division, which cancels where f saturates
+// (eager PyTorch saves f(z) itself; z is exact).
+inline bool prefer_ref_y(int act, double alpha, double gain) {
+  if ((act == kTanh || act == kSigmoid) && gain != 1.0) return false;
   return can_ref_y(act, alpha, gain);
 }
 

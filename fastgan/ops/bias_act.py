@@ -51,10 +51,11 @@ def _ref_is_y(act: int, alpha: float, gain: float) -> bool:
     return act in (_RELU, _TANH, _SIGMOID) or (act == _LRELU and alpha >= 0)
 
 
-def _prefer_ref_y(act: int, alpha: float, gain: float, dtype: torch.dtype) -> bool:
+def _prefer_ref_y(act: int, alpha: float, gain: float) -> bool:
     """Whether the forward saves y (mirrors prefer_ref_y in csrc/bias_act_math.h): not for
-    tanh and sigmoid in float16/bfloat16, whose f' from a rounded y cancels where f saturates."""
-    if dtype in (torch.float16, torch.bfloat16) and act in (_TANH, _SIGMOID):
+    tanh and sigmoid with gain != 1, whose f' from u = y / gain carries two more roundings,
+    which cancel where f saturates."""
+    if act in (_TANH, _SIGMOID) and gain != 1:
         return False
     return _ref_is_y(act, alpha, gain)
 
@@ -83,7 +84,7 @@ def _register_autograd(prefix: str) -> None:
         ctx.set_materialize_grads(False)
         if act == _LINEAR:
             ctx.ref = None
-        elif _prefer_ref_y(act, alpha, gain, x.dtype):
+        elif _prefer_ref_y(act, alpha, gain):
             ctx.ref = "y"
             ctx.save_for_backward(output)
         else:
