@@ -28,7 +28,7 @@ def check_real(name: str, value, *, minimum: Optional[float] = None, positive: b
 def check_flag(name: str, value) -> bool:
     """`value` if it is a bool, else TypeError naming it (a string such as "no" is not False)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
     return value
 
 

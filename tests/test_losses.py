@@ -636,7 +636,7 @@ def test_wrong_backend_for_device_raises():
 
 def test_direct_op_calls_check_codes():
     x = torch.randn(3)
-    with pytest.raises(RuntimeError, match="term must be in"):
+    with pytest.raises(RuntimeError, match="x_term must be a GAN loss term code in"):
         torch.ops.fastgan.gan_loss(x, None, 10, 0, 1)
     with pytest.raises(RuntimeError, match="reduction must be 1 .mean. or 2 .sum."):
         torch.ops.fastgan.gan_loss(x, x, 0, 1, 0)

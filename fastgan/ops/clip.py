@@ -6,7 +6,8 @@ import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from .._validate import TensorsLike, check_positive_finite, flatten_tensors, floating_groups
+from .._validate import (TensorsLike, check_flag, check_floating, check_positive_finite, check_real, flatten_tensors,
+                         floating_groups)
 from ._triton import triton_op
 
 # ---- checks of a direct torch.ops call (the fake kernels and the Triton ops' bodies; the
@@ -136,6 +137,32 @@ def clip_weights_(params: TensorsLike, clip_value: float, *, backend: Optional[s
             impl(group, c)
 
 
+def _check_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, centered: bool,
+                         momentum: float) -> None:
+    """TypeError/ValueError naming the list or tensor unless every list the step reads
+    holds, at each index i, a floating tensor of params[i]'s shape, dtype and device."""
+    named = [("params", params), ("grads", grads), ("square_avgs", square_avgs)]
+    named += [("grad_avgs", grad_avgs)] if centered else []
+    named += [("momentum_buffers", momentum_buffers)] if momentum > 0 else []
+    for name, tensors in named:
+        if not isinstance(tensors, (list, tuple)):
+            raise TypeError(f"{name} must be a list of tensors, got {type(tensors).__name__}")
+        if len(tensors) != len(params):
+            why = " (centered=True reads it)" if name == "grad_avgs" else \
+                " (momentum > 0 reads it)" if name == "momentum_buffers" else ""
+            raise ValueError(f"{name} has {len(tensors)} tensors but params has {len(params)}{why}")
+        for i, t in enumerate(tensors):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}[{i}] must be a tensor, got {type(t).__name__}")
+            check_floating(f"{name}[{i}]", t)
+            lead = params[i]
+            if t.shape != lead.shape:
+                raise ValueError(f"{name}[{i}] has shape {tuple(t.shape)} but params[{i}] has {tuple(lead.shape)}")
+            if t.dtype != params[0].dtype or t.device != params[0].device:
+                raise TypeError(f"{name}[{i}] is {t.dtype} on {t.device} but params[0] is {params[0].dtype} on "
+                                f"{params[0].device}: one dtype and device per call")
+
+
 def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
                   grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], *, lr: float, alpha: float,
                   eps: float, weight_decay: float, momentum: float, centered: bool, maximize: bool,
@@ -145,7 +172,27 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
     :class:`fastgan.optim.ClippedRMSprop`; see :func:`fastgan.reference.rmsprop_clip_`
     for the math). ``grad_avgs`` is read when ``centered``, ``momentum_buffers``
     when ``momentum > 0``; pass empty lists otherwise. All tensors of index i
-    share one shape. Inputs are trusted: the optimizer validates them."""
+    share one shape.
+
+    lr, eps, weight_decay and momentum must be finite and >= 0, alpha in [0, 1],
+    clip_value finite and > 0, centered and maximize bools; the lists as above, of
+    floating tensors of one dtype and device: else ValueError/TypeError naming the
+    argument, before any tensor is modified."""
+    for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)):
+        check_real(name, value, minimum=0.0)
+    if not 0.0 <= check_real("alpha", alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_positive_finite("clip_value", clip_value)
+    check_flag("centered", centered)
+    check_flag("maximize", maximize)
+    _check_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, centered, momentum)
+    _rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
+                  centered, maximize, clip_value, backend)
+
+
+def _rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
+                  centered, maximize, clip_value, backend) -> None:
+    """rmsprop_clip_ on arguments already checked (ClippedRMSprop builds and checks its own)."""
     if not params:
         return
     impl = _RMSPROP_CLIP[resolve_backend(backend, params[0].device, "rmsprop_clip_")]

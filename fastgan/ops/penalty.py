@@ -264,6 +264,8 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: Optional[torch.Tens
     _check_pair(real, fake)
     rows = real.shape[0]
     acc = acc_dtype(real.dtype)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if eps is None:
         if generator is not None and generator.device.type != real.device.type:
             raise ValueError(f"generator is on {generator.device} but real/fake are on {real.device}: "
@@ -321,6 +323,8 @@ def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor, *, scaler=None)
     the gradients unscaled after, without a host synchronisation."""
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(f"the critic must return a tensor, got {type(outputs).__name__}")
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor (the critic's input), got {type(inputs).__name__}")
     if not inputs.requires_grad:
         raise ValueError("the critic's inputs must require grad: evaluate the critic on "
                          "x.requires_grad_(True) (or let fastgan run the critic)")
@@ -359,6 +363,7 @@ def gradient_penalty(critic: Optional[Callable[[torch.Tensor], torch.Tensor]], r
     Returns a scalar whose backward fills the critic's parameter gradients.
     """
     check_flag("one_sided", one_sided)
+    _check_critic(critic)
     if outputs is None:
         if critic is None:
             raise ValueError("pass a critic, or precomputed outputs= and inputs=")
@@ -374,8 +379,15 @@ def gradient_penalty(critic: Optional[Callable[[torch.Tensor], torch.Tensor]], r
     return grad_norm_penalty(grads, center=center, weight=weight, one_sided=one_sided, backend=backend)
 
 
+def _check_critic(critic) -> None:
+    if critic is not None and not callable(critic):
+        raise TypeError(f"critic must be callable (an nn.Module or a function of the samples), got "
+                        f"{type(critic).__name__}")
+
+
 def _zero_centered(critic, samples, gamma, outputs, scaler, backend, name):
     gamma = check_real("gamma", gamma, minimum=0.0)
+    _check_critic(critic)
     check_batch(name, samples)
     if outputs is None:
         if critic is None:

@@ -5,7 +5,7 @@ import torch
 
 from .._backend import _check_name, resolve_backend
 from .._validate import check_floating, check_positive_finite, check_real
-from ..ops.clip import clip_weights_, rmsprop_clip_
+from ..ops.clip import _rmsprop_clip, clip_weights_
 
 
 def _checked_clip_value(index: int, value) -> float:
@@ -176,12 +176,9 @@ class ClippedRMSprop(torch.optim.RMSprop):
             if steps:
                 torch._foreach_add_(steps, 1.0)
             for backend, (params, grads, square_avgs, grad_avgs, buffers) in zip(backends, buckets.values()):
-                rmsprop_clip_(
-                    params, grads, square_avgs, grad_avgs, buffers,
-                    lr=lr, alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
-                    momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
-                    clip_value=clip_value, backend=backend,
-                )
+                _rmsprop_clip(params, grads, square_avgs, grad_avgs, buffers, lr, group["alpha"], group["eps"],
+                              group["weight_decay"], group["momentum"], group["centered"], group["maximize"],
+                              clip_value, backend)
             if no_grad:
                 clip_weights_(no_grad, clip_value, backend=self.backend)
         return loss
