@@ -12,7 +12,7 @@ import contextlib
 import functools
 import importlib.util
 import os
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -105,12 +105,23 @@ def available_backends(device: Optional[torch.device] = None) -> List[str]:
     return [b for b in CONCRETE_BACKENDS if any(_can_run(b, d) is None for d in devices)]
 
 
+# (requested name, device type, TRITON_INTERPRET) -> the backend it resolved to: every op
+# call resolves its backend, and the answer only changes with these.
+_RESOLVED: Dict[Tuple[str, str, bool], str] = {}
+
+
 def resolve_backend(backend: Optional[str], device: torch.device, op: str) -> str:
     """The concrete backend that runs `op` on tensors of `device`."""
-    name = get_backend() if backend is None else _check_name(backend, "backend")
+    requested = get_backend() if backend is None else backend
+    key = (requested, device.type, triton_interpret())
+    resolved = _RESOLVED.get(key) if isinstance(requested, str) else None
+    if resolved is not None:
+        return resolved
+    name = _check_name(requested, "backend")
     if name == "auto":
         for candidate in ("cuda", "triton", "reference") if device.type == "cuda" else ("cpu", "reference"):
             if _can_run(candidate, device) is None:
+                _RESOLVED[key] = candidate
                 return candidate
     reason = _can_run(name, device)
     if reason is not None:
@@ -118,4 +129,5 @@ def resolve_backend(backend: Optional[str], device: torch.device, op: str) -> st
             f"{op}: backend {name!r} cannot run these tensors: {reason}. "
             f"Usable here: {available_backends(device)} (or backend='auto')."
         )
+    _RESOLVED[key] = name
     return name

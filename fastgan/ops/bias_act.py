@@ -310,12 +310,8 @@ def _check_args(x, bias, act, alpha, gain, dim) -> Tuple[Optional[torch.Tensor],
 # ---- public API ----
 
 
-def _native(x, b, act, alpha, gain, dim):
-    return torch.ops.fastgan.bias_act(x, b, act, alpha, gain, dim)
-
-
-def _triton(x, b, act, alpha, gain, dim):
-    return torch.ops.fastgan_triton.bias_act(x, b, act, alpha, gain, dim)
+_native = torch.ops.fastgan.bias_act.default
+_triton = torch.ops.fastgan_triton.bias_act.default
 
 
 def _reference(x, b, act, alpha, gain, dim):

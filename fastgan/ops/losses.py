@@ -26,7 +26,7 @@ autograd is in C++ (``csrc/gan_loss_autograd.cpp``): at small batch sizes a step
 is bound by host overhead, and a Python ``autograd.Function`` costs as much as the
 eager kernels it replaces. The Triton ops' is registered here, same formulas.
 """
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -266,7 +266,18 @@ def _register_autograd(ns: str) -> None:
 # autograd.Function would cost as much host time per call as a dozen eager kernels.
 _register_autograd("fastgan_triton")
 
-_OPS: Dict[str, object] = {"cpu": torch.ops.fastgan, "cuda": torch.ops.fastgan, "triton": torch.ops.fastgan_triton}
+class _LossOps(NamedTuple):
+    """One backend's ops, as resolved overloads (a packet re-resolves on every call)."""
+    gan_loss: object
+    gan_loss_pointwise: object
+
+
+def _loss_ops(namespace) -> _LossOps:
+    return _LossOps(namespace.gan_loss.default, namespace.gan_loss_pointwise.default)
+
+
+_NATIVE_OPS = _loss_ops(torch.ops.fastgan)
+_OPS: Dict[str, _LossOps] = {"cpu": _NATIVE_OPS, "cuda": _NATIVE_OPS, "triton": _loss_ops(torch.ops.fastgan_triton)}
 
 # ---- argument checks (once, here: every backend sees validated input) ----
 
