@@ -371,28 +371,9 @@ class KnownBug:
     trial_kw: Dict[str, object] = field(default_factory=dict)
 
 
-_LOW = (torch.float16, torch.bfloat16)
-KNOWN_BUGS: Dict[str, KnownBug] = {
-    "interpolate-strided-eps": KnownBug(
-        "interpolate", "Triton interpolate reads eps as if contiguous: a strided or expanded eps already in the "
-        "accumulation dtype (float32; float64 for float64 inputs) is not copied and mixes with wrong weights",
-        lambda trial, backend: backend == "triton" and trial.settings["eps_layout"] != "contiguous"
-        and trial.settings["eps_dtype"] == (torch.float64 if trial.dtype == torch.float64 else torch.float32),
-        ("triton",)),
-    "bias_act-tanh-sigmoid-gain": KnownBug(
-        "bias_act", "bias_act tanh and sigmoid with gain != 1 take f(z) as y / gain from the stored y (rounded "
-        "twice), so f' and f'' lose accuracy where f saturates: up to a few times eager's error in float32 and "
-        "float16, a tanh second derivative of the wrong sign in bfloat16",
-        lambda trial, backend: backend != "reference" and trial.dtype != torch.float64
-        and trial.settings["act"] in ("tanh", "sigmoid") and trial.settings["gain"] != 1.0, ("cpu", "triton"),
-        dict(scales=(6.0,))),
-    "grad_norm_penalty-low-precision-second-order": KnownBug(
-        "grad_norm_penalty", "grad_norm_penalty's second derivative in float16/bfloat16 is computed in the storage "
-        "dtype: 2(n - c)/n and 2c/n^2 cancel where the per-sample norm n is below the center c (inf or NaN for n "
-        "of 1e-4 to 1e-3; up to 2.3x the rule's bound for n in [0.1, 10] with c of 1 to 3)",
-        lambda trial, backend: backend != "reference" and trial.dtype in _LOW and trial.settings["center"] > 0,
-        ("cpu", "triton"), dict(norm_range=(1e-4, 1e-3))),
-}
+# None now: the strided/expanded Triton eps, bias_act tanh/sigmoid with gain != 1 and the
+# low-precision penalty second derivative were fixed (issues 10 and 16).
+KNOWN_BUGS: Dict[str, KnownBug] = {}
 
 
 def known_bug(trial: Trial, backend: str) -> Optional[str]:
