@@ -56,6 +56,14 @@ def cpu_backends(*names):
             for name in names]
 
 
+def cpu_namespaces():
+    """pytest params of the op namespaces whose ops run CPU tensors here: fastgan_triton
+    only with the interpreter (on a GPU machine it is skipped, not an error)."""
+    usable = "triton" in backends_for("cpu")
+    return ["fastgan", pytest.param("fastgan_triton", id="fastgan_triton", marks=pytest.mark.skipif(
+        not usable, reason="Triton runs CPU tensors only under TRITON_INTERPRET=1"))]
+
+
 @pytest.fixture(autouse=True)
 def _reset_backend():
     fastgan.set_backend(None)

@@ -11,7 +11,8 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_flash_close, capture_cuda_graph, device_backend_pairs, requires_cuda
+from conftest import (assert_flash_close, capture_cuda_graph, cpu_namespaces, device_backend_pairs,
+                      requires_cuda)
 
 import fastgan
 from fastgan import reference
@@ -161,7 +162,7 @@ def test_gradcheck_and_gradgradcheck(backend, act, alpha, gain):
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
 
-@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_triton"])
+@pytest.mark.parametrize("namespace", cpu_namespaces())
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "silu", "elu"])
 def test_grad_op_is_differentiable_on_its_own(namespace, act):
     # bias_act_grad as a function of its own inputs (dy and its ref) has the
@@ -291,7 +292,7 @@ def _opcheck_samples(dtype=torch.float32):
     return [(x, b, 1), (cl, b, 1), (x2, b2, 1), (x2, None, 1), (x2, b2[:6], 0)]
 
 
-@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_triton"])
+@pytest.mark.parametrize("namespace", cpu_namespaces())
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_opcheck(namespace, act):
     ops = getattr(torch.ops, namespace)

@@ -6,7 +6,8 @@ import os
 
 import pytest
 import torch
-from conftest import HAS_CUDA, capture_cuda_graph, cpu_backends, device_backend_pairs, requires_cuda, stable_seed
+from conftest import (HAS_CUDA, capture_cuda_graph, cpu_backends, cpu_namespaces, device_backend_pairs, requires_cuda,
+                      stable_seed)
 
 import fastgan
 from fastgan import reference
@@ -433,10 +434,11 @@ def test_input_gradients_direct():
     assert g.requires_grad
 
 
-def test_opcheck_penalty_ops():
+@pytest.mark.parametrize("namespace", cpu_namespaces())
+def test_opcheck_penalty_ops(namespace):
     grads = torch.randn(5, 3, 4)
     eps = torch.rand(5)
-    for ns in (torch.ops.fastgan, torch.ops.fastgan_triton):
+    for ns in (getattr(torch.ops, namespace),):
         torch.library.opcheck(ns.interpolate.default, (torch.randn(5, 3, 4, requires_grad=True),
                                                        torch.randn(5, 3, 4, requires_grad=True), eps))
         torch.library.opcheck(ns.interpolate_backward.default, (torch.randn(5, 3, 4, requires_grad=True), eps,

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import backends_for, device_backend_pairs
+from conftest import backends_for, cpu_namespaces, device_backend_pairs
 
 from fastgan.models import dcgan_critic, mlp_critic
 from fastgan.optim import ClippedRMSprop
@@ -265,7 +265,8 @@ def test_repr_names_backend():
     assert text.startswith("ClippedRMSprop[backend=cpu]") and "clip_value: 0.01" in text
 
 
-def test_opcheck_rmsprop_clip():
+@pytest.mark.parametrize("namespace", cpu_namespaces())
+def test_opcheck_rmsprop_clip(namespace):
     def sample(centered, momentum):
         n = [5, 12]
         params = [torch.randn(k) for k in n]
@@ -277,8 +278,7 @@ def test_opcheck_rmsprop_clip():
                 False, 0.1)
 
     for centered, momentum in itertools.product([False, True], repeat=2):
-        torch.library.opcheck(torch.ops.fastgan.rmsprop_clip_.default, sample(centered, momentum))
-        torch.library.opcheck(torch.ops.fastgan_triton.rmsprop_clip_.default, sample(centered, momentum))
+        torch.library.opcheck(getattr(torch.ops, namespace).rmsprop_clip_.default, sample(centered, momentum))
 
 
 BAD_CLIP_VALUES = [float("nan"), float("inf"), -0.5, 0.0]
