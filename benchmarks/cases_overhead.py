@@ -156,12 +156,14 @@ def _gradient_penalty_case(device, backend) -> Case:
 
 
 def overhead_cases(device: torch.device, compile_peers: bool, sizes: str) -> List[Case]:
-    """The host-overhead cases on `device` (CPU: the cpu backend; CUDA: cuda and triton)."""
+    """The host-overhead cases on `device` (CPU: the cpu backend; CUDA: cuda and triton),
+    timed without a cache flush: a training loop's host code and data stay warm."""
     backends = ["cpu"] if device.type == "cpu" else ["cuda", "triton"]
     cases = []
     for build in (_loss_case, _penalty_case, _bias_act_case, _clip_case, _rmsprop_case, _gradient_penalty_case):
         case = build(device, backends[0])
         for backend in backends[1:]:
             case.variants += [v for v in build(device, backend).variants if v.name.startswith("fastgan")]
+        case.flush = False
         cases.append(case)
     return cases

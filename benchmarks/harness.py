@@ -41,6 +41,7 @@ class Case:
     variants: List[Variant]
     baseline: str = "eager"
     info: Dict[str, object] = dataclasses.field(default_factory=dict)
+    flush: bool = True  # flush caches before each repetition (not for host-overhead cases: a loop keeps them warm)
 
 
 @dataclasses.dataclass
@@ -85,7 +86,7 @@ class Timer:
             if calls >= 4 * max(1, self.warmup) or (calls >= self.warmup and elapsed <= 1.5 * fastest):
                 return
 
-    def time(self, fn: Callable[[], object]) -> Timing:
+    def time(self, fn: Callable[[], object], flush: bool = True) -> Timing:
         self._warm_up(fn)
         samples: List[float] = []
         if self.device.type == "cuda":
@@ -93,7 +94,8 @@ class Timer:
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                       for _ in range(self.reps)]
             for start, end in events:
-                self._flush.zero_()
+                if flush:
+                    self._flush.zero_()
                 start.record()
                 fn()
                 end.record()
@@ -102,7 +104,8 @@ class Timer:
         else:
             deadline = time.perf_counter() + self.min_seconds
             while len(samples) < self.reps or time.perf_counter() < deadline:
-                self._flush.zero_()
+                if flush:
+                    self._flush.zero_()
                 begin = time.perf_counter()
                 fn()
                 samples.append((time.perf_counter() - begin) * 1e3)
@@ -186,7 +189,7 @@ def evaluate(case: Case, timer: Timer, machine: Dict[str, float]) -> List[Dict[s
     rows = []
     for variant in case.variants:
         variant.launches = count_launches(variant.fn, timer.device)
-        timing = timer.time(variant.fn)
+        timing = timer.time(variant.fn, flush=case.flush)
         rows.append({"suite": case.suite, "case": case.name, "variant": variant.name,
                      "median_ms": timing.median_ms, "p20_ms": timing.p20_ms, "p80_ms": timing.p80_ms,
                      "reps": timing.reps, "threads": torch.get_num_threads(), "launches": variant.launches,
