@@ -11,6 +11,13 @@ from typing import Callable, Optional, Sequence
 import torch
 
 
+def require(condition: bool, op: str, message: str) -> None:
+    """A registered op's own argument check (fake kernels and Triton bodies): RuntimeError
+    ``fastgan::<op>: <message>`` unless `condition`, as the C++ ops' TORCH_CHECK."""
+    if not condition:
+        raise RuntimeError(f"fastgan::{op}: {message}")
+
+
 def _first_tensor(args) -> Optional[torch.Tensor]:
     for arg in args:
         if isinstance(arg, torch.Tensor):

@@ -27,7 +27,7 @@ import torch
 from .. import reference
 from .._backend import resolve_backend
 from .._validate import check_floating, check_real
-from ._triton import triton_op
+from ._triton import require, triton_op
 
 # name -> (id, default alpha). Ids: csrc/bias_act_math.h (enum Act) and kernels/bias_act.py.
 _ACTS: Dict[str, Tuple[int, float]] = {
@@ -155,21 +155,16 @@ def _register_autograd(prefix: str) -> None:
 # the C++ ops make the same ones in csrc/bias_act_host.h) ----
 
 
-def _require(condition: bool, op: str, message: str) -> None:
-    if not condition:
-        raise RuntimeError(f"fastgan::{op}: {message}")
-
-
 def _check_lead(op: str, name: str, t: torch.Tensor, act: int) -> None:
-    _require(0 <= act < len(_ACTS), op, f"unknown activation id {act}")
-    _require(t.layout == torch.strided and t.dtype.is_floating_point, op,
+    require(0 <= act < len(_ACTS), op, f"unknown activation id {act}")
+    require(t.layout == torch.strided and t.dtype.is_floating_point, op,
              f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
 
 
 def _check_like(op: str, name: str, t: Optional[torch.Tensor], lead: torch.Tensor) -> None:
     if t is None:
         return
-    _require(t.layout == torch.strided and t.dtype == lead.dtype and t.device == lead.device and t.shape == lead.shape,
+    require(t.layout == torch.strided and t.dtype == lead.dtype and t.device == lead.device and t.shape == lead.shape,
              op, f"{name} must be a dense {lead.dtype} tensor of shape {tuple(lead.shape)} on {lead.device}, got "
                  f"{t.dtype} {tuple(t.shape)} on {t.device}")
 
@@ -177,11 +172,11 @@ def _check_like(op: str, name: str, t: Optional[torch.Tensor], lead: torch.Tenso
 def _check_bias(op: str, b: Optional[torch.Tensor], lead: torch.Tensor, dim: int) -> None:
     if b is None:
         return
-    _require(lead.dim() > 0 and -lead.dim() <= dim < lead.dim(), op,
+    require(lead.dim() > 0 and -lead.dim() <= dim < lead.dim(), op,
              f"dim {dim} is out of range for a {lead.dim()}-D tensor")
     size = lead.shape[dim]
-    _require(b.dim() == 1 and b.shape[0] == size, op, f"bias must be 1-D of size {size}, got shape {tuple(b.shape)}")
-    _require(b.dtype == lead.dtype and b.device == lead.device, op,
+    require(b.dim() == 1 and b.shape[0] == size, op, f"bias must be 1-D of size {size}, got shape {tuple(b.shape)}")
+    require(b.dtype == lead.dtype and b.device == lead.device, op,
              f"bias must be {lead.dtype} on {lead.device}, got {b.dtype} on {b.device}")
 
 
@@ -189,11 +184,11 @@ def _check_ref(op: str, lead, x, b, y, act, alpha, gain, dim) -> None:
     if act == _LINEAR:
         return
     if y is not None:
-        _require(_ref_is_y(act, alpha, gain), op, f"the derivative of this activation cannot be taken from y with "
+        require(_ref_is_y(act, alpha, gain), op, f"the derivative of this activation cannot be taken from y with "
                                                   f"alpha={alpha}, gain={gain}; pass x (and b) instead")
         _check_like(op, "y", y, lead)
         return
-    _require(x is not None, op, "needs x (with b) or y to take the derivative")
+    require(x is not None, op, "needs x (with b) or y to take the derivative")
     _check_like(op, "x", x, lead)
     _check_bias(op, b, lead, dim)
 
@@ -211,7 +206,7 @@ def _check_grad(dy, x, b, y, act, alpha, gain, dim):
 def _check_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
     op = "bias_act_grad2"
     _check_lead(op, "ddx", ddx, act)
-    _require(act in _SECOND_ORDER, op, "only tanh, sigmoid, silu and elu have a second derivative")
+    require(act in _SECOND_ORDER, op, "only tanh, sigmoid, silu and elu have a second derivative")
     _check_like(op, "dy", dy, ddx)
     _check_ref(op, ddx, x, b, y, act, alpha, gain, dim)
 

@@ -8,7 +8,7 @@ from .. import reference
 from .._backend import resolve_backend
 from .._validate import (TensorsLike, check_flag, check_floating, check_positive_finite, check_real, flatten_tensors,
                          floating_groups)
-from ._triton import triton_op
+from ._triton import require, triton_op
 
 # ---- checks of a direct torch.ops call (the fake kernels and the Triton ops' bodies; the
 # C++ ops make the same ones in csrc/tensor_lists.h) ----
@@ -20,17 +20,15 @@ def _check_lists(op: str, lists: Sequence[Tuple[str, List[torch.Tensor]]]) -> No
     name0, first = lists[0]
     lead = first[0] if first else None
     for name, tensors in lists:
-        if len(tensors) != len(first):
-            raise RuntimeError(f"fastgan::{op}: {name} has {len(tensors)} tensors but {name0} has {len(first)}")
+        require(len(tensors) == len(first), op, f"{name} has {len(tensors)} tensors but {name0} has {len(first)}")
         for i, t in enumerate(tensors):
-            if t.layout != torch.strided or not t.dtype.is_floating_point:
-                raise RuntimeError(f"fastgan::{op}: {name}[{i}] must be a dense floating-point tensor, got {t.dtype}")
-            if t.dtype != lead.dtype or t.device != lead.device:
-                raise RuntimeError(f"fastgan::{op}: {name}[{i}] is {t.dtype} on {t.device}, but {name0}[0] is "
-                                   f"{lead.dtype} on {lead.device}: one dtype and device per call")
-            if t.shape != first[i].shape:
-                raise RuntimeError(f"fastgan::{op}: {name}[{i}] has shape {tuple(t.shape)} but {name0}[{i}] has "
-                                   f"{tuple(first[i].shape)}")
+            require(t.layout == torch.strided and t.dtype.is_floating_point, op,
+                    f"{name}[{i}] must be a dense floating-point tensor, got {t.dtype}")
+            require(t.dtype == lead.dtype and t.device == lead.device, op,
+                    f"{name}[{i}] is {t.dtype} on {t.device}, but {name0}[0] is {lead.dtype} on {lead.device}: "
+                    "one dtype and device per call")
+            require(t.shape == first[i].shape, op,
+                    f"{name}[{i}] has shape {tuple(t.shape)} but {name0}[{i}] has {tuple(first[i].shape)}")
 
 
 def _check_clip(tensors, clip_value):

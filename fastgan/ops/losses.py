@@ -32,7 +32,7 @@ import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from ._triton import triton_op
+from ._triton import require, triton_op
 
 # Term codes of csrc/gan_loss_math.h (GanTerm).
 SOFTPLUS_NEG = 0  # softplus(-l) = -ln D
@@ -73,26 +73,21 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # check the same in csrc/gan_loss_host.h) ----
 
 
-def _require(condition: bool, op: str, message: str) -> None:
-    if not condition:
-        raise RuntimeError(f"fastgan::{op}: {message}")
-
-
 def _check_term(op: str, name: str, term: int) -> None:
-    _require(0 <= term < 10, op, f"{name} must be a GAN loss term code in [0, 10), got {term}")
+    require(0 <= term < 10, op, f"{name} must be a GAN loss term code in [0, 10), got {term}")
 
 
 def _check_input(op: str, name: str, t: torch.Tensor, like: torch.Tensor) -> None:
-    _require(t.layout == torch.strided and t.dtype in SUPPORTED_DTYPES, op,
+    require(t.layout == torch.strided and t.dtype in SUPPORTED_DTYPES, op,
              f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
-    _require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but the logits have {like.dtype}")
-    _require(t.device == like.device, op, f"{name} is on {t.device} but the logits are on {like.device}")
+    require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but the logits have {like.dtype}")
+    require(t.device == like.device, op, f"{name} is on {t.device} but the logits are on {like.device}")
 
 
 def _check_terms(op: str, x_term: int, y_term: int, reduction: int) -> None:
     _check_term(op, "x_term", x_term)
     _check_term(op, "y_term", y_term)
-    _require(reduction in (1, 2), op, f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
+    require(reduction in (1, 2), op, f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
 
 
 def _saved_shape(logits: torch.Tensor, term: int) -> Tuple[int, ...]:
@@ -112,21 +107,21 @@ def _check_gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reducti
     _check_gan_loss(x, y, x_term, y_term, reduction)
     for name, t in (("grad", grad), ("x_grad", x_grad), ("y_grad", y_grad)):
         _check_input(op, name, t, x)
-    _require(grad.numel() == 1, op, f"grad must have one element (the loss's gradient), got shape {tuple(grad.shape)}")
-    _require(tuple(x_grad.shape) == _saved_shape(x, x_term), op,
+    require(grad.numel() == 1, op, f"grad must have one element (the loss's gradient), got shape {tuple(grad.shape)}")
+    require(tuple(x_grad.shape) == _saved_shape(x, x_term), op,
              f"x_grad has shape {tuple(x_grad.shape)}, expected {_saved_shape(x, x_term)}")
     want_y = (0,) if y is None else _saved_shape(y, y_term)
-    _require(tuple(y_grad.shape) == want_y, op, f"y_grad has shape {tuple(y_grad.shape)}, expected {want_y}")
+    require(tuple(y_grad.shape) == want_y, op, f"y_grad has shape {tuple(y_grad.shape)}, expected {want_y}")
 
 
 def _check_gan_loss_pointwise(logits, grad, term, order):
     op = "gan_loss_pointwise"
     _check_term(op, "term", term)
-    _require(order in (0, 1, 2), op, f"order must be 0, 1 or 2, got {order}")
+    require(order in (0, 1, 2), op, f"order must be 0, 1 or 2, got {order}")
     _check_input(op, "logits", logits, logits)
     if grad is not None:
         _check_input(op, "grad", grad, logits)
-        _require(grad.shape == logits.shape, op,
+        require(grad.shape == logits.shape, op,
                  f"grad has shape {tuple(grad.shape)}, expected {tuple(logits.shape)}")
 
 

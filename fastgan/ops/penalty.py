@@ -15,7 +15,7 @@ from .. import reference
 from .._backend import resolve_backend
 from .._layout import acc_dtype, batch_major, batch_major_pair
 from .._validate import check_batch, check_flag, check_real
-from ._triton import triton_op
+from ._triton import require, triton_op
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
@@ -25,35 +25,30 @@ REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 # (the C++ ops make the same checks in csrc/penalty_host.h).
 
 
-def _require(condition: bool, op: str, message: str) -> None:
-    if not condition:
-        raise RuntimeError(f"fastgan::{op}: {message}")
-
-
 def _check_batch_arg(op: str, name: str, t: torch.Tensor) -> None:
-    _require(t.layout == torch.strided and t.dtype.is_floating_point, op,
+    require(t.layout == torch.strided and t.dtype.is_floating_point, op,
              f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
-    _require(t.dim() >= 1 and t.shape[0] >= 1 and t.numel() >= 1, op,
+    require(t.dim() >= 1 and t.shape[0] >= 1 and t.numel() >= 1, op,
              f"{name} must have shape (B, ...) with B >= 1 and elements per sample, got {tuple(t.shape)}")
 
 
 def _check_like(op: str, name: str, t: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
-    _require(t.shape == like.shape, op, f"{name} has shape {tuple(t.shape)} but {like_name} has {tuple(like.shape)}")
-    _require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but {like_name} has {like.dtype}")
-    _require(t.device == like.device, op, f"{name} is on {t.device} but {like_name} is on {like.device}")
+    require(t.shape == like.shape, op, f"{name} has shape {tuple(t.shape)} but {like_name} has {tuple(like.shape)}")
+    require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but {like_name} has {like.dtype}")
+    require(t.device == like.device, op, f"{name} is on {t.device} but {like_name} is on {like.device}")
 
 
 def _check_per_row(op: str, name: str, t: torch.Tensor, batch: torch.Tensor) -> None:
     """A (B,) tensor in the accumulation dtype of `batch`, on its device."""
     rows, acc = batch.shape[0], acc_dtype(batch.dtype)
-    _require(t.shape == (rows,), op, f"{name} must have shape (B,) = ({rows},), got {tuple(t.shape)}")
-    _require(t.dtype == acc, op, f"{name} must have dtype {acc} (the accumulation type of {batch.dtype}), "
+    require(t.shape == (rows,), op, f"{name} must have shape (B,) = ({rows},), got {tuple(t.shape)}")
+    require(t.dtype == acc, op, f"{name} must have dtype {acc} (the accumulation type of {batch.dtype}), "
                                  f"got {t.dtype}")
-    _require(t.device == batch.device, op, f"{name} is on {t.device} but the batch is on {batch.device}")
+    require(t.device == batch.device, op, f"{name} is on {t.device} but the batch is on {batch.device}")
 
 
 def _check_reduction(op: str, reduction: int) -> None:
-    _require(reduction in REDUCTIONS.values(), op,
+    require(reduction in REDUCTIONS.values(), op,
              f"reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
 
 
@@ -79,9 +74,9 @@ def _check_penalty_backward(grad_loss, grads, norms, center, weight, one_sided, 
     _check_reduction(op, reduction)
     _check_per_row(op, "norms", norms, grads)
     want = (grads.shape[0],) if reduction == REDUCTIONS["none"] else ()
-    _require(tuple(grad_loss.shape) == want, op,
+    require(tuple(grad_loss.shape) == want, op,
              f"grad_loss must have shape {want} (the loss's), got {tuple(grad_loss.shape)}")
-    _require(grad_loss.dtype == grads.dtype and grad_loss.device == grads.device, op,
+    require(grad_loss.dtype == grads.dtype and grad_loss.device == grads.device, op,
              f"grad_loss must be {grads.dtype} on {grads.device}, got {grad_loss.dtype} on {grad_loss.device}")
 
 
