@@ -313,7 +313,8 @@ def forward(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha: float, 
     grid = (triton.cdiv(n, BLOCK),)
     _bias_act_fwd_kernel[grid](
         x, b if b is not None else _dummy(x), y, n=n, inner=inner, channels=channels,
-        **_hyper(alpha, gain, x.dtype), DTYPE=TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None, **_launch_args((x, y), n),
+        **_hyper(alpha, gain, x.dtype), DTYPE=TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None,
+        **_launch_args((x, y), n),
     )
     return y
 

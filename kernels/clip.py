@@ -156,7 +156,8 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
         table = tensor_table(flat, BLOCK)
         _rmsprop_clip_kernel[(table.n_chunks,)](
             table.addresses, table.n_tensors, table.numels, table.chunk_tensor, table.chunk_begin, lr, alpha, eps,
-            weight_decay, momentum, -1.0 if maximize else 1.0, clip_value, ACC=TL_DTYPES[acc_dtype(dtype)], DTYPE=TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0,
-            HAS_WEIGHT_DECAY=weight_decay != 0, ALIGNED=table.aligned, BLOCK=BLOCK,
+            weight_decay, momentum, -1.0 if maximize else 1.0, clip_value, ACC=TL_DTYPES[acc_dtype(dtype)],
+            DTYPE=TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0, HAS_WEIGHT_DECAY=weight_decay != 0,
+            ALIGNED=table.aligned, BLOCK=BLOCK,
         )
     finish(write_back)

@@ -173,7 +173,7 @@ def grad_norm_penalty_backward(grad_loss: torch.Tensor, grads: torch.Tensor, nor
     out = torch.empty_like(grads)
     rows, row_len = grads.shape[0], grads[0].numel()
     tiles = _tiles(row_len)
-    _penalty_backward_kernel[(rows * tiles,)](out, grads, grad_loss.contiguous(), norms.contiguous(), center, weight, rows, row_len,
-                                              tiles, ACC=TL_DTYPES[norms.dtype], ONE_SIDED=one_sided,
+    _penalty_backward_kernel[(rows * tiles,)](out, grads, grad_loss.contiguous(), norms.contiguous(), center, weight,
+                                              rows, row_len, tiles, ACC=TL_DTYPES[norms.dtype], ONE_SIDED=one_sided,
                                               REDUCTION=reduction, BLOCK=BLOCK)
     return out
