@@ -24,7 +24,7 @@ _HOMES = {
     "loop": ("TrainConfig", "train"),
     "metrics": ("dual_estimate", "mode_metrics", "wasserstein1", "wasserstein1_1d"),
     "recipes": ("RECIPES", "CriticStep", "Recipe", "critic_step", "discriminator_step", "generator_step", "get_recipe",
-                "make_critic_step", "make_optimizers"),
+                "lazy_optimizer_args", "make_critic_step", "make_optimizers"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

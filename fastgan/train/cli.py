@@ -20,7 +20,8 @@ THEORY_PAGE = "docs/theory.md"
 SEED_LIMIT = 2**64
 # Sane upper bounds: beyond them a run cannot allocate its tensors on any machine fastgan targets.
 LIMITS = {"--steps": 10**9, "--batch-size": 65_536, "--n-critic": 1_000, "--latent-dim": 4_096, "--hidden": 8_192,
-          "--interval": 10**9, "--eval-samples": 1_000_000, "--threads": 1_024, "--stop-after": 10**9}
+          "--interval": 10**9, "--eval-samples": 1_000_000, "--threads": 1_024, "--stop-after": 10**9,
+          "--reg-every": 10_000}
 MAX_LR = 1.0
 MAX_PENALTY_WEIGHT = 1e6
 PSEUDO_FILE_SYSTEMS = ("/proc", "/sys")
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="wgan-gp: penalty weight λ (default 0.1 on toy data, 10 on digits)")
     train.add_argument("--r1-gamma", type=_penalty_weight, default=None,
                        help="gan: R1 penalty γ on reals (default 0: off)")
+    train.add_argument("--reg-every", type=_count("--reg-every"), default=None, metavar="K",
+                       help="lazy regularisation (StyleGAN2): the penalty on every K-th critic step only, its weight "
+                            "times K, the critic's Adam rescaled (default 1: every step)")
     train.add_argument("--latent-dim", type=_count("--latent-dim"), default=None,
                        help="noise size (default 2 toy, 32 digits)")
     train.add_argument("--hidden", type=_count("--hidden"), default=None, help="toy MLPs' width (default 512)")
@@ -288,6 +292,11 @@ def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: s
               "learning rate it was recorded with")
     if values.get("gp_weight") is not None and recipe != "wgan-gp":
         error(f"--gp-weight applies to --recipe wgan-gp, not {recipe}")
+    if (values.get("reg_every") or 1) > 1 and not (recipe == "wgan-gp" or values.get("r1_gamma")):
+        error(f"--reg-every applies to a penalty (--recipe wgan-gp, or gan with --r1-gamma), not {recipe} without one")
+    if (values.get("reg_every") or 1) > 1 and values["capture"]:
+        error("--reg-every cannot be combined with --capture: the captured critic step is one step, lazy "
+              "regularisation alternates two")
     _check_dependencies(error, args, values["data"])
     torch.set_num_threads(args.threads or default_threads(values["data"]))
     try:

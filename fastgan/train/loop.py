@@ -44,6 +44,7 @@ class TrainConfig:
     lr_decay: str = "none"
     gp_weight: Optional[float] = None
     r1_gamma: Optional[float] = None
+    reg_every: Optional[int] = None  # lazy regularisation: penalties on every k-th critic step (recipe default 1)
     latent_dim: Optional[int] = None
     hidden: int = 512
     interval: Optional[int] = None
@@ -176,7 +177,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         raise ValueError("lr_decay needs capture=False: a captured critic step keeps the learning rate it was "
                          "recorded with")
     recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
-                        gp_weight=config.gp_weight, r1_gamma=config.r1_gamma)
+                        gp_weight=config.gp_weight, r1_gamma=config.r1_gamma, reg_every=config.reg_every)
     with ckpt.lock_run_folder(config.out):
         ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
         return _run(config, recipe, resume=resume, progress=progress, log=log)
@@ -190,6 +191,7 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
     nets = build_models(config)
     generator, critic = nets["generator"].to(device), nets["critic"].to(device)
     opt_g, opt_d = make_optimizers(recipe, generator, critic, capturable=config.capture, backend=config.backend)
+    base_lr = {opt: opt.param_groups[0]["lr"] for opt in (opt_g, opt_d)}  # the critic's is lazily rescaled
     sampler = DataSampler(config.data, seed=config.seed, device=device)
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0
@@ -227,11 +229,11 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
         if config.lr_decay == "linear":  # stateless: lr·(1 − (step − 1)/steps), so resuming needs nothing
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
-                    group["lr"] = recipe.lr * (1 - (step - 1) / config.steps)
-        for _ in range(recipe.n_critic):
+                    group["lr"] = base_lr[opt] * (1 - (step - 1) / config.steps)
+        for index in range((step - 1) * recipe.n_critic, step * recipe.n_critic):
             real = sampler.sample(config.batch_size)
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
-            accumulate(step_d(real, z))
+            accumulate(step_d(real, z, regularize=index % recipe.reg_every == 0))
         z = torch.randn(config.batch_size, config.latent_dim, device=device)
         accumulate(generator_step(generator, critic, opt_g, z, loss=recipe.g_loss, backend=config.backend))
         if bar is not None:
@@ -276,7 +278,8 @@ def summarize(config: TrainConfig, recipe, records: List[Dict[str, Any]]) -> Dic
             "steps": last.get("step", 0), "time_s": last.get("time_s", 0.0),
             "steps_per_s": (last["step"] / last["time_s"]) if last.get("time_s") else None,
             "n_critic": recipe.n_critic, "lr": recipe.lr, "lr_decay": config.lr_decay, "gp_weight": recipe.gp_weight,
-            "r1_gamma": recipe.r1_gamma, "batch_size": config.batch_size, "seed": config.seed,
+            "r1_gamma": recipe.r1_gamma, "reg_every": recipe.reg_every, "batch_size": config.batch_size,
+            "seed": config.seed,
             "final": last, "out": config.out}
 
 

@@ -29,6 +29,9 @@ class Recipe:
     ``"rmsprop"`` (the critic's is :class:`fastgan.optim.ClippedRMSprop` when
     ``clip_value`` is set). gp_weight: λ of the WGAN-GP penalty (0: none; None: the
     data's default, 0.1 on 2-D toy data and 10 on images). r1_gamma: γ of R1 (0: none).
+    reg_every: lazy regularisation (StyleGAN2 §B): the penalties are applied on every
+    ``reg_every``-th critic step only, with their weight multiplied by ``reg_every``, and
+    the critic's optimizer takes :func:`lazy_optimizer_args` (1: every step, as in the papers).
     """
 
     name: str
@@ -41,6 +44,7 @@ class Recipe:
     clip_value: Optional[float] = None
     gp_weight: Optional[float] = 0.0
     r1_gamma: float = 0.0
+    reg_every: int = 1
 
 
 RECIPES: Dict[str, Recipe] = {
@@ -74,23 +78,45 @@ def get_recipe(name: str, *, data: Optional[str] = None, **overrides) -> Recipe:
         raise ValueError(f"lr must be > 0, got {recipe.lr}")
     if recipe.gp_weight < 0 or recipe.r1_gamma < 0:
         raise ValueError(f"gp_weight and r1_gamma must be >= 0, got {recipe.gp_weight} and {recipe.r1_gamma}")
+    if isinstance(recipe.reg_every, bool) or not isinstance(recipe.reg_every, int) or recipe.reg_every < 1:
+        raise ValueError(f"reg_every must be an integer >= 1, got {recipe.reg_every!r}")
     return recipe
+
+
+def lazy_optimizer_args(lr: float, betas: Tuple[float, float], reg_every: int) -> Tuple[float, Tuple[float, float]]:
+    """Adam's arguments for lazy regularisation every ``k = reg_every`` steps (StyleGAN2 §B):
+    ``(lr · c, (β1^c, β2^c))`` with ``c = k / (k + 1)``, so that the optimizer's momentum
+    and step size over the k + 1 gradient evaluations of a k-step cycle match those of
+    regularising every step. ``k = 1`` (no laziness) returns the arguments unchanged."""
+    if isinstance(reg_every, bool) or not isinstance(reg_every, int) or reg_every < 1:
+        raise ValueError(f"reg_every must be an integer >= 1, got {reg_every!r}")
+    if reg_every == 1:
+        return lr, tuple(betas)
+    c = reg_every / (reg_every + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)
+
+
+def _has_penalty(recipe: Recipe) -> bool:
+    return bool(recipe.gp_weight) or bool(recipe.r1_gamma)
 
 
 def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, capturable: bool = False,
                     backend: Optional[str] = None) -> Tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """(generator optimizer, critic optimizer) for `recipe`. ``capturable=True`` builds a
-    critic optimizer whose step can be recorded in a CUDA graph (state on the device)."""
+    critic optimizer whose step can be recorded in a CUDA graph (state on the device).
+    With lazy regularisation (``reg_every`` > 1 and a penalty) the critic's optimizer
+    takes :func:`lazy_optimizer_args` (RMSprop: the rescaled lr)."""
+    d_lr, d_betas = lazy_optimizer_args(recipe.lr, recipe.betas, recipe.reg_every if _has_penalty(recipe) else 1)
     if recipe.optimizer == "adam":
         opt_g = torch.optim.Adam(generator.parameters(), lr=recipe.lr, betas=recipe.betas)
-        opt_d = torch.optim.Adam(critic.parameters(), lr=recipe.lr, betas=recipe.betas, capturable=capturable)
+        opt_d = torch.optim.Adam(critic.parameters(), lr=d_lr, betas=d_betas, capturable=capturable)
     elif recipe.optimizer == "rmsprop":
         opt_g = torch.optim.RMSprop(generator.parameters(), lr=recipe.lr)
         if recipe.clip_value is not None:
-            opt_d = ClippedRMSprop(critic.parameters(), lr=recipe.lr, clip_value=recipe.clip_value,
+            opt_d = ClippedRMSprop(critic.parameters(), lr=d_lr, clip_value=recipe.clip_value,
                                    capturable=capturable, backend=backend)
         else:
-            opt_d = torch.optim.RMSprop(critic.parameters(), lr=recipe.lr, capturable=capturable)
+            opt_d = torch.optim.RMSprop(critic.parameters(), lr=d_lr, capturable=capturable)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {recipe.optimizer!r}")
     return opt_g, opt_d
@@ -98,7 +124,8 @@ def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, 
 
 def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, real: Batch,
                 z: Batch, *, loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
-                clip_value: Optional[float] = None, backend: Optional[str] = None) -> Stats:
+                clip_value: Optional[float] = None, backend: Optional[str] = None, regularize: bool = True,
+                reg_every: int = 1) -> Stats:
     """One update of the critic (discriminator) f on a real batch and generated ``G(z)``.
 
     Minimises ``L = discriminator_loss(f(real), f(G(z)), loss)`` (``"minimax"``: BCE =
@@ -107,6 +134,8 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
     if ``r1_gamma`` γ > 0, R1 ``γ/2 E ‖∇f(real)‖²`` (:func:`fastgan.ops.r1_penalty`,
     reusing the real forward pass). Then ``optimizer.step()`` and, if ``clip_value``
     is set, :func:`fastgan.ops.clip_weights_` (not needed with ClippedRMSprop).
+    Lazy regularisation: ``regularize=False`` leaves the penalties out of this step, and
+    on the steps that have them their weights are multiplied by ``reg_every``.
 
     Args:
         real: (B, ...) data batch. z: (B', latent) noise; G runs under no_grad.
@@ -117,6 +146,7 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
     with torch.no_grad():
         fake = generator(z)
     optimizer.zero_grad(set_to_none=True)
+    gp_weight, r1_gamma = (gp_weight * reg_every, r1_gamma * reg_every) if regularize else (0.0, 0.0)
     x_real = real.detach().requires_grad_(True) if r1_gamma > 0 else real
     real_logits = critic(x_real)
     fake_logits = critic(fake)
@@ -181,10 +211,13 @@ class CriticStep:
     def __init__(self, critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, *,
                  loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
                  clip_value: Optional[float] = None, backend: Optional[str] = None, capture: bool = False,
-                 warmup: int = 3):
+                 warmup: int = 3, reg_every: int = 1):
         self.critic, self.generator, self.optimizer = critic, generator, optimizer
         self.kwargs = dict(loss=loss, gp_weight=gp_weight, r1_gamma=r1_gamma, clip_value=clip_value,
-                           backend=backend)
+                           backend=backend, reg_every=reg_every)
+        if capture and reg_every > 1 and (gp_weight or r1_gamma):
+            raise ValueError("capture=True records one critic step as a CUDA graph; lazy regularisation "
+                             f"(reg_every={reg_every}) alternates two different steps: use capture=False")
         self.capture = bool(capture)
         self.warmup = int(warmup)
         self.calls = 0
@@ -194,10 +227,13 @@ class CriticStep:
         if self.capture:
             _check_capturable(critic, generator, optimizer)
 
-    def __call__(self, real: Batch, z: Batch) -> Stats:
+    def __call__(self, real: Batch, z: Batch, regularize: bool = True) -> Stats:
+        """One critic step on `real` and G(`z`); ``regularize=False``: without the
+        penalties (lazy regularisation's steps between two regularised ones)."""
         self.calls += 1
         if not self.capture:
-            return critic_step(self.critic, self.generator, self.optimizer, real, z, **self.kwargs)
+            return critic_step(self.critic, self.generator, self.optimizer, real, z, regularize=regularize,
+                               **self.kwargs)
         if self.graph is None and self.calls <= self.warmup:
             side = torch.cuda.Stream(device=real.device)
             side.wait_stream(torch.cuda.current_stream(real.device))
@@ -255,5 +291,6 @@ def make_critic_step(recipe: Recipe, critic: nn.Module, generator: nn.Module, op
     clip = recipe.clip_value if (recipe.clip_value is not None and not isinstance(optimizer, ClippedRMSprop)) \
         else None
     return CriticStep(critic, generator, optimizer, loss=recipe.d_loss, gp_weight=float(recipe.gp_weight),
-                      r1_gamma=float(recipe.r1_gamma), clip_value=clip, backend=backend, capture=capture)
+                      r1_gamma=float(recipe.r1_gamma), clip_value=clip, backend=backend, capture=capture,
+                      reg_every=recipe.reg_every)
 
