@@ -105,15 +105,16 @@ def available_backends(device: Optional[torch.device] = None) -> List[str]:
     return [b for b in CONCRETE_BACKENDS if any(_can_run(b, d) is None for d in devices)]
 
 
-# (requested name, device type, TRITON_INTERPRET) -> the backend it resolved to: every op
-# call resolves its backend, and the answer only changes with these.
-_RESOLVED: Dict[Tuple[str, str, bool], str] = {}
+# (requested name, device type, TRITON_INTERPRET where it matters) -> the backend it
+# resolved to: every op call resolves its backend, and the answer changes with nothing else.
+_RESOLVED: Dict[Tuple[str, str, Optional[bool]], str] = {}
 
 
 def resolve_backend(backend: Optional[str], device: torch.device, op: str) -> str:
     """The concrete backend that runs `op` on tensors of `device`."""
     requested = get_backend() if backend is None else backend
-    key = (requested, device.type, triton_interpret())
+    # The interpreter decides only whether Triton runs tensors off CUDA.
+    key = (requested, device.type, triton_interpret() if requested == "triton" and device.type != "cuda" else None)
     resolved = _RESOLVED.get(key) if isinstance(requested, str) else None
     if resolved is not None:
         return resolved
