@@ -35,20 +35,20 @@ def _check_clip(tensors, clip_value):
     _check_lists("clip_", [("tensors", tensors)])
 
 
-def _check_rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
-                        momentum, centered, maximize, clip_value):
+def _rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, centered,
+                   momentum) -> List[Tuple[str, List[torch.Tensor]]]:
+    """(name, list) of every list the RMSprop step reads: grad_avgs when centered,
+    momentum_buffers when momentum > 0."""
     lists = [("params", params), ("grads", grads), ("square_avgs", square_avgs)]
     lists += [("grad_avgs", grad_avgs)] if centered else []
     lists += [("momentum_buffers", momentum_buffers)] if momentum > 0 else []
-    _check_lists("rmsprop_clip_", lists)
+    return lists
 
 
-def _clip_fake(tensors, clip_value):
-    _check_clip(tensors, clip_value)
-
-
-def _rmsprop_clip_fake(*args):
-    _check_rmsprop_clip(*args)
+def _check_rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
+                        momentum, centered, maximize, clip_value):
+    _check_lists("rmsprop_clip_", _rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, centered,
+                                                 momentum))
 
 
 # ---- the Triton kernels as custom ops ----
@@ -73,9 +73,9 @@ def _rmsprop_clip_triton(params: List[torch.Tensor], grads: List[torch.Tensor], 
                           momentum, centered, maximize, clip_value)
 
 
-for _ns in ("fastgan", "fastgan_triton"):
-    torch.library.register_fake(f"{_ns}::clip_")(_clip_fake)
-    torch.library.register_fake(f"{_ns}::rmsprop_clip_")(_rmsprop_clip_fake)
+for _ns in ("fastgan", "fastgan_triton"):  # in-place ops: their fakes only check
+    torch.library.register_fake(f"{_ns}::clip_")(_check_clip)
+    torch.library.register_fake(f"{_ns}::rmsprop_clip_")(_check_rmsprop_clip)
 
 
 def _native_clip(tensors, clip_value):
@@ -139,10 +139,7 @@ def _check_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers
                          momentum: float) -> None:
     """TypeError/ValueError naming the list or tensor unless every list the step reads
     holds, at each index i, a floating tensor of params[i]'s shape, dtype and device."""
-    named = [("params", params), ("grads", grads), ("square_avgs", square_avgs)]
-    named += [("grad_avgs", grad_avgs)] if centered else []
-    named += [("momentum_buffers", momentum_buffers)] if momentum > 0 else []
-    for name, tensors in named:
+    for name, tensors in _rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, centered, momentum):
         if not isinstance(tensors, (list, tuple)):
             raise TypeError(f"{name} must be a list of tensors, got {type(tensors).__name__}")
         if len(tensors) != len(params):

@@ -104,11 +104,6 @@ def _penalty_backward_fake(grad_loss, grads, norms, center, weight, one_sided, r
     return torch.empty_like(batch_major(grads))
 
 
-for _name, _fake in (("interpolate", _interpolate_fake), ("interpolate_backward", _interpolate_backward_fake),
-                     ("grad_norm_penalty", _penalty_fake), ("grad_norm_penalty_backward", _penalty_backward_fake)):
-    torch.library.register_fake(f"fastgan::{_name}")(_fake)
-
-
 @triton_op("interpolate", _check_interpolate)
 def _interpolate_triton(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     from ..kernels import penalty as kernels
@@ -140,10 +135,10 @@ def _penalty_backward_triton(grad_loss: torch.Tensor, grads: torch.Tensor, norms
     return kernels.grad_norm_penalty_backward(grad_loss, grads, norms, center, weight, one_sided, reduction)
 
 
-_interpolate_triton.register_fake(_interpolate_fake)
-_interpolate_backward_triton.register_fake(_interpolate_backward_fake)
-_penalty_triton.register_fake(_penalty_fake)
-_penalty_backward_triton.register_fake(_penalty_backward_fake)
+for _ns in ("fastgan", "fastgan_triton"):
+    for _name, _fake in (("interpolate", _interpolate_fake), ("interpolate_backward", _interpolate_backward_fake),
+                         ("grad_norm_penalty", _penalty_fake), ("grad_norm_penalty_backward", _penalty_backward_fake)):
+        torch.library.register_fake(f"{_ns}::{_name}")(_fake)
 
 
 class _Ops:
