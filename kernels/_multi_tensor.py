@@ -34,7 +34,7 @@ _CAPTURED: Dict[tuple, TensorTable] = {}  # tables a CUDA graph reads: never evi
 
 
 def _to_device(values, dtype: torch.dtype, device: torch.device, staging: list) -> torch.Tensor:
-    host = torch.tensor(values, dtype=dtype)
+    host = torch.as_tensor(values, dtype=dtype)
     if device.type != "cuda":
         return host.to(device)
     staging.append(host.pin_memory())
@@ -63,9 +63,9 @@ def tensor_table(lists: Sequence[Sequence[torch.Tensor]], block: int) -> TensorT
     staging: list = []
     table = TensorTable(
         addresses=_to_device(pointers, torch.int64, device, staging),
-        numels=_to_device(sizes, torch.int64, device, staging),
-        chunk_tensor=_to_device(chunk_tensor.tolist(), torch.int32, device, staging),
-        chunk_begin=_to_device(chunk_begin.tolist(), torch.int64, device, staging),
+        numels=_to_device(numels, torch.int64, device, staging),
+        chunk_tensor=_to_device(chunk_tensor, torch.int32, device, staging),
+        chunk_begin=_to_device(chunk_begin, torch.int64, device, staging),
         n_tensors=len(sizes),
         n_chunks=int(chunk_tensor.numel()),
         aligned=all(p % 16 == 0 for row in pointers for p in row),
