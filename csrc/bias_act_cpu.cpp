@@ -21,7 +21,7 @@ namespace {
 enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2 };
 
 template <int BIAS, typename scalar_t>
-FASTGAN_BA_HD acc_t<scalar_t> bias_at(const scalar_t* __restrict__ b, acc_t<scalar_t> span_bias, int64_t j) {
+FASTGAN_MATH_HD acc_t<scalar_t> bias_at(const scalar_t* __restrict__ b, acc_t<scalar_t> span_bias, int64_t j) {
   if (BIAS == kElementBias) return static_cast<acc_t<scalar_t>>(b[j]);
   return span_bias;
 }

@@ -33,17 +33,6 @@
 #include "common.h"
 #include "fast_math.h"
 
-// Forced inline on the host too: with hundreds of instantiations in one file GCC's
-// inliner runs out of budget and leaves fg_exp out of line, which keeps the element
-// loops scalar (10x slower).
-#if defined(__CUDACC__)
-#define FASTGAN_BA_HD __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-#define FASTGAN_BA_HD inline __attribute__((always_inline))
-#else
-#define FASTGAN_BA_HD inline
-#endif
-
 namespace fastgan {
 namespace bias_act {
 
@@ -87,7 +76,7 @@ Params<T> make_params(double alpha, double gain) {
 
 // Logistic sigmoid without overflow: e = exp(-|z|) <= 1.
 template <typename T>
-FASTGAN_BA_HD T stable_sigmoid(T z) {
+FASTGAN_MATH_HD T stable_sigmoid(T z) {
   const T e = fg_exp(-fg_abs(z));
   const T inv = T(1) / (T(1) + e);
   const T e_inv = e * inv;
@@ -96,7 +85,7 @@ FASTGAN_BA_HD T stable_sigmoid(T z) {
 
 // f(z). NaN propagates: relu keeps it (z < 0 is false), as torch.relu does.
 template <int ACT, typename T>
-FASTGAN_BA_HD T act_value(T z, T alpha) {
+FASTGAN_MATH_HD T act_value(T z, T alpha) {
   if (ACT == kLinear) return z;
   if (ACT == kRelu) return fg_select(fg_lt(z, T(0)), T(0), z);
   if (ACT == kLrelu) {
@@ -118,7 +107,7 @@ FASTGAN_BA_HD T act_value(T z, T alpha) {
 // relu's threshold_backward (result <= 0 -> 0), leaky_relu_backward (z > 0),
 // elu_backward (z <= 0 -> alpha e^z).
 template <int ACT, bool FROM_Y, typename T>
-FASTGAN_BA_HD T grad_factor(T r, const Params<T>& p) {
+FASTGAN_MATH_HD T grad_factor(T r, const Params<T>& p) {
   if (ACT == kLinear) return p.gain;
   if (ACT == kRelu) {
     const T s = FROM_Y && p.gain < T(0) ? -r : r;  // has the sign of z (y = gain * relu(z))
@@ -149,7 +138,7 @@ FASTGAN_BA_HD T grad_factor(T r, const Params<T>& p) {
 
 // D2 = d(gain * f')/d(ref) (see the table above): the second-order factor.
 template <int ACT, bool FROM_Y, typename T>
-FASTGAN_BA_HD T grad2_factor(T r, const Params<T>& p) {
+FASTGAN_MATH_HD T grad2_factor(T r, const Params<T>& p) {
   if (ACT == kTanh) {
     if (FROM_Y) return T(-2) * (r * p.inv_gain);
     const T t = fg_tanh(r);
@@ -174,19 +163,19 @@ FASTGAN_BA_HD T grad2_factor(T r, const Params<T>& p) {
 
 // One element of each kernel. `bias` is 0 when there is none (or ref = y).
 template <int ACT, typename T>
-FASTGAN_BA_HD T forward_element(T x, T bias, const Params<T>& p) {
+FASTGAN_MATH_HD T forward_element(T x, T bias, const Params<T>& p) {
   return p.gain * act_value<ACT>(x + bias, p.alpha);
 }
 
 template <int ACT, bool FROM_Y, typename T>
-FASTGAN_BA_HD T grad_element(T dy, T ref, T bias, const Params<T>& p) {
+FASTGAN_MATH_HD T grad_element(T dy, T ref, T bias, const Params<T>& p) {
   return grad_factor<ACT, FROM_Y>(FROM_Y ? ref : ref + bias, p) * dy;
 }
 
 // Both second-order outputs from one read of the inputs: d_dy = gain f' ddx and
 // d_ref = D2 dy ddx.
 template <int ACT, bool FROM_Y, typename T>
-FASTGAN_BA_HD void grad2_element(T ddx, T dy, T ref, T bias, const Params<T>& p, T& d_dy, T& d_ref) {
+FASTGAN_MATH_HD void grad2_element(T ddx, T dy, T ref, T bias, const Params<T>& p, T& d_dy, T& d_ref) {
   const T r = FROM_Y ? ref : ref + bias;
   d_dy = grad_factor<ACT, FROM_Y>(r, p) * ddx;
   d_ref = grad2_factor<ACT, FROM_Y>(r, p) * dy * ddx;

@@ -23,16 +23,6 @@
 #include "common.h"
 #include "fast_math.h"
 
-// Element functions are always inlined: the CPU loops vectorise only when the whole
-// term is in the loop body (FASTGAN_HD is only `inline` on the host).
-#if defined(__CUDACC__)
-#define FASTGAN_LOSS_HD __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-#define FASTGAN_LOSS_HD inline __attribute__((always_inline))
-#else
-#define FASTGAN_LOSS_HD inline
-#endif
-
 namespace fastgan {
 
 // Term codes; fastgan/ops/losses.py mirrors them (TERMS).
@@ -52,8 +42,8 @@ enum GanTerm : int {
 
 // Linear terms (+-l) have a constant derivative, t' = +-1: their forward saves no
 // gradient and their backward writes grad * scale * t' without reading one.
-FASTGAN_LOSS_HD constexpr bool gan_term_is_linear(int term) { return term == kIdentity || term == kNegIdentity; }
-FASTGAN_LOSS_HD constexpr int gan_term_slope(int term) { return term == kIdentity ? 1 : -1; }
+FASTGAN_MATH_HD constexpr bool gan_term_is_linear(int term) { return term == kIdentity || term == kNegIdentity; }
+FASTGAN_MATH_HD constexpr int gan_term_slope(int term) { return term == kIdentity ? 1 : -1; }
 
 // Reduction codes, as torch's at::Reduction.
 enum GanReduction : int { kReductionNone = 0, kReductionMean = 1, kReductionSum = 2 };
@@ -69,7 +59,7 @@ struct SoftplusParts {
 };
 
 template <typename T>
-FASTGAN_LOSS_HD SoftplusParts<T> softplus_parts(T x) {
+FASTGAN_MATH_HD SoftplusParts<T> softplus_parts(T x) {
   const T e = fg_exp(-fg_abs(x));  // in (0, 1]; NaN for NaN
   const T r = T(1) / (T(1) + e);
   const bool nonneg = x >= T(0);
@@ -85,7 +75,7 @@ FASTGAN_LOSS_HD SoftplusParts<T> softplus_parts(T x) {
 
 // t(l) and t'(l) together (the fused forward needs both and they share one exp).
 template <int TERM, typename T>
-FASTGAN_LOSS_HD void gan_term_and_derivative(T l, T& t, T& dt) {
+FASTGAN_MATH_HD void gan_term_and_derivative(T l, T& t, T& dt) {
   if constexpr (TERM == kSoftplusNeg) {
     const SoftplusParts<T> p = softplus_parts(-l);
     t = p.softplus;
@@ -131,7 +121,7 @@ FASTGAN_LOSS_HD void gan_term_and_derivative(T l, T& t, T& dt) {
 // (hinge's kink has measure zero; torch's relu double backward is 0 too), 1 for
 // the squares.
 template <int TERM, typename T>
-FASTGAN_LOSS_HD T gan_term_second_derivative(T l) {
+FASTGAN_MATH_HD T gan_term_second_derivative(T l) {
   if constexpr (TERM == kSoftplusNeg || TERM == kSoftplus) {
     return softplus_parts(l).curvature;  // sigmoid' is even: same for l and -l
   } else if constexpr (TERM == kNegSoftplus || TERM == kNegSoftplusNeg) {
@@ -146,7 +136,7 @@ FASTGAN_LOSS_HD T gan_term_second_derivative(T l) {
 
 // t^(ORDER)(l) for ORDER 0, 1, 2.
 template <int TERM, int ORDER, typename T>
-FASTGAN_LOSS_HD T gan_term_order(T l) {
+FASTGAN_MATH_HD T gan_term_order(T l) {
   if constexpr (ORDER == 2) {
     return gan_term_second_derivative<TERM>(l);
   } else {
@@ -158,7 +148,7 @@ FASTGAN_LOSS_HD T gan_term_order(T l) {
 
 // The same for a runtime order (device code: a uniform branch).
 template <int TERM, typename T>
-FASTGAN_LOSS_HD T gan_term_order(T l, int order) {
+FASTGAN_MATH_HD T gan_term_order(T l, int order) {
   return order == 0 ? gan_term_order<TERM, 0>(l) : order == 1 ? gan_term_order<TERM, 1>(l) : gan_term_order<TERM, 2>(l);
 }
 
