@@ -19,14 +19,14 @@ template <bool CENTERED, bool MOMENTUM, typename scalar_t>
 FASTGAN_CPU_CLONES void rmsprop_clip_span(scalar_t* __restrict__ p, const scalar_t* __restrict__ g,
                                           scalar_t* __restrict__ v, scalar_t* __restrict__ m,
                                           scalar_t* __restrict__ b, int64_t n,
-                                          const RmspropClipHyper<acc_t<scalar_t>> h) {
+                                          const RmspropClipHyper<acc_t<scalar_t>> h, acc_t<scalar_t> lr) {
   using T = acc_t<scalar_t>;
   for (int64_t j = 0; j < n; ++j) {
     T pj = static_cast<T>(p[j]);
     T vj = static_cast<T>(v[j]);
     T mj = CENTERED ? static_cast<T>(m[j]) : T(0);
     T bj = MOMENTUM ? static_cast<T>(b[j]) : T(0);
-    rmsprop_clip_element<CENTERED, MOMENTUM>(pj, static_cast<T>(g[j]), vj, mj, bj, h);
+    rmsprop_clip_element<CENTERED, MOMENTUM>(pj, static_cast<T>(g[j]), vj, mj, bj, h, lr);
     p[j] = static_cast<scalar_t>(pj);
     v[j] = static_cast<scalar_t>(vj);
     if (CENTERED) m[j] = static_cast<scalar_t>(mj);
@@ -50,7 +50,8 @@ void clip_cpu(at::TensorList tensors, double clip_value) {
 }
 
 template <bool CENTERED, bool MOMENTUM, typename scalar_t>
-void rmsprop_clip_lists_cpu(FlatTensorLists& flat, const RmspropClipHyper<acc_t<scalar_t>>& h) {
+void rmsprop_clip_lists_cpu(FlatTensorLists& flat, const RmspropClipHyper<acc_t<scalar_t>>& h,
+                            acc_t<scalar_t> lr) {
   const size_t n = flat.numels.size();
   std::vector<scalar_t*> param(n), square(n), gavg(n, nullptr), buf(n, nullptr);
   std::vector<const scalar_t*> grad(n);
@@ -64,22 +65,25 @@ void rmsprop_clip_lists_cpu(FlatTensorLists& flat, const RmspropClipHyper<acc_t<
   cpu_for_each_chunk(flat.numels, [&](int64_t t, int64_t begin, int64_t end) {
     rmsprop_clip_span<CENTERED, MOMENTUM>(param[t] + begin, grad[t] + begin, square[t] + begin,
                                           CENTERED ? gavg[t] + begin : nullptr,
-                                          MOMENTUM ? buf[t] + begin : nullptr, end - begin, h);
+                                          MOMENTUM ? buf[t] + begin : nullptr, end - begin, h, lr);
   });
 }
 
 void rmsprop_clip_cpu(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
                       at::TensorList grad_avgs, at::TensorList momentum_buffers, double lr, double alpha,
                       double eps, double weight_decay, double momentum, bool centered, bool maximize,
-                      double clip_value) {
+                      double clip_value, const c10::optional<at::Tensor>& lr_tensor) {
   if (params.empty()) return;
+  check_lr_tensor(lr_tensor, params[0]);
   FlatTensorLists flat = flatten_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers,
                                                centered, momentum > 0);
+  const double lr_value = lr_tensor.has_value() ? lr_tensor->item<double>() : lr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "rmsprop_clip_cpu", [&] {
-    const auto h = make_rmsprop_clip_hyper<acc_t<scalar_t>>(lr, alpha, eps, weight_decay, momentum, maximize,
+    const auto h = make_rmsprop_clip_hyper<acc_t<scalar_t>>(alpha, eps, weight_decay, momentum, maximize,
                                                             clip_value);
     dispatch_rmsprop_variant(centered, momentum > 0, [&](auto is_centered, auto has_momentum) {
-      rmsprop_clip_lists_cpu<decltype(is_centered)::value, decltype(has_momentum)::value, scalar_t>(flat, h);
+      rmsprop_clip_lists_cpu<decltype(is_centered)::value, decltype(has_momentum)::value, scalar_t>(
+          flat, h, static_cast<acc_t<scalar_t>>(lr_value));
     });
   });
   flat.finish();

@@ -7,10 +7,10 @@
 namespace fastgan {
 
 // Hyper-parameters of one RMSprop step, converted once on the host to the
-// accumulation type. `grad_sign` is -1 when maximising.
+// accumulation type. `grad_sign` is -1 when maximising. The learning rate is an
+// argument of rmsprop_clip_element: the CUDA kernel may read it from device memory.
 template <typename T>
 struct RmspropClipHyper {
-  T lr;
   T alpha;
   T one_minus_alpha;
   T eps;
@@ -38,7 +38,7 @@ FASTGAN_HD T lerp_like_torch(T self, T end, T weight) {
 //   param = clamp(param, -c, c)
 template <bool CENTERED, bool MOMENTUM, typename T>
 FASTGAN_HD void rmsprop_clip_element(T& param, T grad, T& square_avg, T& grad_avg, T& momentum_buffer,
-                                     const RmspropClipHyper<T>& h) {
+                                     const RmspropClipHyper<T>& h, T lr) {
   T g = h.grad_sign * grad;
   if (h.has_weight_decay) g = g + h.weight_decay * param;
   square_avg = square_avg * h.alpha + h.one_minus_alpha * (g * g);
@@ -52,18 +52,17 @@ FASTGAN_HD void rmsprop_clip_element(T& param, T grad, T& square_avg, T& grad_av
   T p;
   if (MOMENTUM) {
     momentum_buffer = momentum_buffer * h.momentum + g / den;
-    p = param - h.lr * momentum_buffer;
+    p = param - lr * momentum_buffer;
   } else {
-    p = param - h.lr * (g / den);
+    p = param - lr * (g / den);
   }
   param = clamp_keep_nan(p, -h.clip, h.clip);
 }
 
 template <typename T>
-RmspropClipHyper<T> make_rmsprop_clip_hyper(double lr, double alpha, double eps, double weight_decay,
-                                            double momentum, bool maximize, double clip_value) {
+RmspropClipHyper<T> make_rmsprop_clip_hyper(double alpha, double eps, double weight_decay, double momentum,
+                                            bool maximize, double clip_value) {
   RmspropClipHyper<T> h;
-  h.lr = static_cast<T>(lr);
   h.alpha = static_cast<T>(alpha);
   h.one_minus_alpha = static_cast<T>(1.0 - alpha);
   h.eps = static_cast<T>(eps);

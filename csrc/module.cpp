@@ -41,10 +41,12 @@ TORCH_LIBRARY(fastgan, m) {
   m.def("clip_(Tensor(a!)[] tensors, float clip_value) -> ()");
   // torch.optim.RMSprop's step followed by clip_, in one pass. grad_avgs is used
   // when centered, momentum_buffers when momentum > 0 (else pass empty lists).
+  // lr_tensor (one element on the params' device), when given, is the learning rate
+  // read by the kernel in place of lr: a CUDA graph replays it with its current value.
   m.def(
       "rmsprop_clip_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, Tensor(c!)[] grad_avgs, "
       "Tensor(d!)[] momentum_buffers, float lr, float alpha, float eps, float weight_decay, float momentum, "
-      "bool centered, bool maximize, float clip_value) -> ()");
+      "bool centered, bool maximize, float clip_value, Tensor? lr_tensor=None) -> ()");
 }
 
 }  // namespace fastgan

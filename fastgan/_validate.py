@@ -104,3 +104,14 @@ def check_floating(name: str, tensor: torch.Tensor) -> None:
         raise TypeError(f"{name} is a {tensor.layout} tensor; only dense (strided) tensors are supported")
     if not tensor.dtype.is_floating_point:
         raise TypeError(f"{name} has dtype {tensor.dtype}; only real floating-point tensors are supported")
+
+
+def check_lr_tensor(name: str, lr: torch.Tensor, device: torch.device) -> None:
+    """A learning rate given as a tensor (capturable optimizers): one floating-point
+    element on `device`; its value is not read (that would synchronise the device)."""
+    if not lr.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got {lr.dtype}")
+    if lr.numel() != 1:
+        raise ValueError(f"{name} must have one element, got shape {tuple(lr.shape)}")
+    if lr.device != device:
+        raise ValueError(f"{name} is on {lr.device} but the parameters are on {device}")

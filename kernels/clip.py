@@ -13,7 +13,7 @@ Both are multi-tensor kernels (see ``_multi_tensor.py``): one launch per
               p -= lr * g / den                                  (otherwise)
               p = clamp(p, -c, c)
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import triton
@@ -84,13 +84,19 @@ def clip_(tensors: Sequence[torch.Tensor], clip_value: float) -> None:
 
 
 @triton.jit
-def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, lr, alpha, eps, weight_decay, momentum, grad_sign, clip,
-                        ACC: tl.constexpr, DTYPE: tl.constexpr, CENTERED: tl.constexpr, MOMENTUM: tl.constexpr,
-                        HAS_WEIGHT_DECAY: tl.constexpr, ALIGNED: tl.constexpr):
+def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, lr, lr_ptr, alpha, eps, weight_decay, momentum,
+                        grad_sign, clip, ACC: tl.constexpr, DTYPE: tl.constexpr, CENTERED: tl.constexpr,
+                        MOMENTUM: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr, ALIGNED: tl.constexpr,
+                        LR_ON_DEVICE: tl.constexpr):
     # Scalars arrive in float64 and are rounded once to the compute type; 1 - alpha is
-    # taken in float64 first, as the C++ kernels do.
+    # taken in float64 first, as the C++ kernels do. LR_ON_DEVICE: the learning rate is
+    # the value at lr_ptr (a tensor lr: read at run time, so graph replays see updates).
     one_minus_alpha = as_acc(1 - alpha, ACC)
-    lr, alpha, eps = as_acc(lr, ACC), as_acc(alpha, ACC), as_acc(eps, ACC)
+    if LR_ON_DEVICE:
+        lr = tl.load(lr_ptr).to(ACC)
+    else:
+        lr = as_acc(lr, ACC)
+    alpha, eps = as_acc(alpha, ACC), as_acc(eps, ACC)
     weight_decay, momentum = as_acc(weight_decay, ACC), as_acc(momentum, ACC)
     grad_sign, clip = as_acc(grad_sign, ACC), as_acc(clip, ACC)
     acc = ACC
@@ -125,26 +131,29 @@ def _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, mask, lr, alpha, eps, 
 
 
 @triton.jit
-def _rmsprop_clip_kernel(addresses, n_tensors, numels, chunk_tensor, chunk_begin, lr: tl.float64, alpha: tl.float64,
-                         eps: tl.float64, weight_decay: tl.float64, momentum: tl.float64, grad_sign: tl.float64,
-                         clip: tl.float64, ACC: tl.constexpr, DTYPE: tl.constexpr, CENTERED: tl.constexpr,
-                         MOMENTUM: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr, ALIGNED: tl.constexpr,
-                         BLOCK: tl.constexpr):
+def _rmsprop_clip_kernel(addresses, n_tensors, numels, chunk_tensor, chunk_begin, lr: tl.float64, lr_ptr,
+                         alpha: tl.float64, eps: tl.float64, weight_decay: tl.float64, momentum: tl.float64,
+                         grad_sign: tl.float64, clip: tl.float64, ACC: tl.constexpr, DTYPE: tl.constexpr,
+                         CENTERED: tl.constexpr, MOMENTUM: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr,
+                         ALIGNED: tl.constexpr, LR_ON_DEVICE: tl.constexpr, BLOCK: tl.constexpr):
     t, begin, n = _chunk(chunk_tensor, chunk_begin, numels, BLOCK)
     offsets = begin + tl.arange(0, BLOCK)
     if begin + BLOCK <= n:  # full chunk: unmasked, vectorisable
-        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, None, lr, alpha, eps, weight_decay, momentum, grad_sign,
-                            clip, ACC, DTYPE, CENTERED, MOMENTUM, HAS_WEIGHT_DECAY, ALIGNED)
+        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, None, lr, lr_ptr, alpha, eps, weight_decay, momentum,
+                            grad_sign, clip, ACC, DTYPE, CENTERED, MOMENTUM, HAS_WEIGHT_DECAY, ALIGNED, LR_ON_DEVICE)
     else:
-        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, offsets < n, lr, alpha, eps, weight_decay, momentum,
-                            grad_sign, clip, ACC, DTYPE, CENTERED, MOMENTUM, HAS_WEIGHT_DECAY, ALIGNED)
+        _rmsprop_clip_chunk(addresses, n_tensors, t, offsets, offsets < n, lr, lr_ptr, alpha, eps, weight_decay,
+                            momentum, grad_sign, clip, ACC, DTYPE, CENTERED, MOMENTUM, HAS_WEIGHT_DECAY, ALIGNED,
+                            LR_ON_DEVICE)
 
 
 def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
                   grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], lr: float, alpha: float,
                   eps: float, weight_decay: float, momentum: float, centered: bool, maximize: bool,
-                  clip_value: float) -> None:
-    """RMSprop step + clamp over lists of one device and one floating dtype (see module doc)."""
+                  clip_value: float, lr_tensor: Optional[torch.Tensor] = None) -> None:
+    """RMSprop step + clamp over lists of one device and one floating dtype (see module
+    doc); with ``lr_tensor`` (one element, the lists' device) the kernel reads the
+    learning rate from it."""
     lists = [params, grads, square_avgs]
     if centered:
         lists.append(grad_avgs)
@@ -155,9 +164,10 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
         dtype = flat[0][0].dtype
         table = tensor_table(flat, BLOCK)
         _rmsprop_clip_kernel[(table.n_chunks,)](
-            table.addresses, table.n_tensors, table.numels, table.chunk_tensor, table.chunk_begin, lr, alpha, eps,
-            weight_decay, momentum, -1.0 if maximize else 1.0, clip_value, ACC=TL_DTYPES[acc_dtype(dtype)],
-            DTYPE=TL_DTYPES[dtype], CENTERED=centered, MOMENTUM=momentum > 0, HAS_WEIGHT_DECAY=weight_decay != 0,
-            ALIGNED=table.aligned, BLOCK=BLOCK,
+            table.addresses, table.n_tensors, table.numels, table.chunk_tensor, table.chunk_begin, lr,
+            table.numels if lr_tensor is None else lr_tensor, alpha, eps, weight_decay, momentum,
+            -1.0 if maximize else 1.0, clip_value, ACC=TL_DTYPES[acc_dtype(dtype)], DTYPE=TL_DTYPES[dtype],
+            CENTERED=centered, MOMENTUM=momentum > 0, HAS_WEIGHT_DECAY=weight_decay != 0, ALIGNED=table.aligned,
+            LR_ON_DEVICE=lr_tensor is not None, BLOCK=BLOCK,
         )
     finish(write_back)

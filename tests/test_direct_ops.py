@@ -53,6 +53,15 @@ CASES = {
     "rmsprop_short_grads_list": (
         "rmsprop_clip_", "[t(8), t(8)], [t(8)], [t(8), t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1",
         "grads"),
+    "rmsprop_lr_tensor_two_elements": (
+        "rmsprop_clip_", "[t(8)], [t(8)], [t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1, t(2)",
+        "lr_tensor"),
+    "rmsprop_lr_tensor_integer": (
+        "rmsprop_clip_", "[t(8)], [t(8)], [t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1, "
+        "torch.ones(1, dtype=torch.int64)", "lr_tensor"),
+    "rmsprop_lr_tensor_meta": (
+        "rmsprop_clip_", "[t(8)], [t(8)], [t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1, "
+        "t(1, device='meta')", "lr_tensor"),
 }
 
 CHILD = r"""

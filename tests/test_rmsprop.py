@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import backends_for, cpu_namespaces, device_backend_pairs
+from conftest import backends_for, capture_cuda_graph, cpu_namespaces, device_backend_pairs, requires_cuda
 
 from fastgan.models import dcgan_critic, mlp_critic
 from fastgan.optim import ClippedRMSprop
@@ -365,3 +365,97 @@ def test_step_refuses_a_negative_lr_naming_the_group():
     opt.param_groups[1]["lr"] = -1.0
     with pytest.raises(ValueError, match=r"param_groups\[1\]\['lr'\] must be finite and >= 0.0, got -1.0"):
         opt.step()
+
+
+# ---- a learning rate given as a tensor (capturable steps, lr schedules under CUDA graphs) ----
+
+
+def _stepped_with_lr(device, backend, lr_of_step, lr_as_tensor, options, steps=4, seed=3):
+    torch.manual_seed(seed)
+    model = _critic_with_odd_params(device, torch.float32)
+    lr = torch.tensor(lr_of_step(0), device=device) if lr_as_tensor else lr_of_step(0)
+    optimizer = ClippedRMSprop(model.parameters(), lr=lr, alpha=0.9, eps=1e-6, clip_value=0.05, backend=backend,
+                               **options)
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        if lr_as_tensor:
+            optimizer.param_groups[0]["lr"].fill_(lr_of_step(step))
+        else:
+            optimizer.param_groups[0]["lr"] = lr_of_step(step)
+        _fill_grads(model, generator)
+        optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("options", [OPTIONS[0], OPTIONS[-1]], ids=_option_id)
+@pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))
+def test_tensor_lr_equals_float_lr(device, backend, options):
+    """A float32 tensor lr, updated in place every step (linear decay), gives the step of
+    the float lr it holds: bit for bit in the fused kernels, which round the float lr to
+    float32 too; to rounding in the eager reference (its arithmetic order differs)."""
+    decay = lambda step: 1e-2 * (1 - step / 4)  # noqa: E731
+    ours = _stepped_with_lr(device, backend, decay, True, options)
+    theirs = _stepped_with_lr(device, backend, decay, False, options)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        if backend == "reference":
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("lr, error, match", [
+    (torch.tensor([1e-3, 2e-3]), ValueError, "one element"),
+    (torch.tensor(1, dtype=torch.int64), TypeError, "floating"),
+])
+def test_bad_tensor_lr_is_refused_naming_it(lr, error, match):
+    with pytest.raises(error, match=match):
+        ClippedRMSprop([torch.zeros(3, requires_grad=True)], lr=lr)
+
+
+def test_tensor_lr_on_another_device_is_refused_at_step():
+    param = torch.zeros(3, requires_grad=True)
+    optimizer = ClippedRMSprop([param], lr=torch.tensor(1e-3))
+    optimizer.param_groups[0]["lr"] = torch.tensor(1e-3, device="meta")
+    param.grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['lr'\] is on meta"):
+        optimizer.step()
+    assert torch.equal(param, torch.zeros(3))
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_captured_step_replays_with_the_current_tensor_lr(backend):
+    """A step recorded in a CUDA graph reads the lr tensor at each replay: changing it in
+    place between replays gives the eager steps with those learning rates."""
+    decay = lambda step: 1e-2 * (1 - step / 8)  # noqa: E731
+    torch.manual_seed(0)
+    model = mlp_critic(3, 17, 2).cuda()
+    eager = copy.deepcopy(model)
+    lr = torch.tensor(decay(0), device="cuda")
+    optimizer = ClippedRMSprop(model.parameters(), lr=lr, clip_value=0.05, capturable=True, backend=backend)
+    reference_opt = ClippedRMSprop(eager.parameters(), lr=decay(0), clip_value=0.05, backend=backend)
+    grads = [torch.randn(8, *p.shape, device="cuda") for p in model.parameters()]
+    static_step = torch.zeros((), dtype=torch.int64, device="cuda")
+
+    def step():
+        for p, g in zip(model.parameters(), grads):
+            p.grad = g.index_select(0, static_step).squeeze(0)
+        optimizer.step()
+
+    def reference_step(index):
+        reference_opt.param_groups[0]["lr"] = decay(index)
+        for p, g in zip(eager.parameters(), grads):
+            p.grad = g[index].clone()
+        reference_opt.step()
+
+    graph, _, _ = capture_cuda_graph(step, warmup=2)  # two eager steps with grads[0] and decay(0)
+    for _ in range(2):
+        reference_step(0)
+    for index in range(8):
+        lr.fill_(decay(index))
+        static_step.fill_(index)
+        graph.replay()
+        reference_step(index)
+    torch.cuda.synchronize()
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

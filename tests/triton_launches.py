@@ -97,6 +97,9 @@ def _clip(dtype):
         for centered, momentum, weight_decay in flags:
             clip.rmsprop_clip_(params, grads, states[0], states[1] if centered else [], states[2] if momentum else [],
                                5e-5, 0.99, 1e-8, weight_decay, momentum, centered, False, 0.01)
+        # A tensor lr (capturable steps), float32 as torch's capturable optimizers hold it.
+        clip.rmsprop_clip_(params, grads, states[0], [], [], 0.0, 0.99, 1e-8, 0.0, 0.0, False, False, 0.01,
+                           torch.tensor(5e-5))
 
 
 def run_every_launcher() -> None:

@@ -1,13 +1,13 @@
 """Critic weight clipping (WGAN, docs/theory.md §3): clamp every parameter into [-c, c],
 one multi-tensor pass per (device, dtype) group, optionally fused into RMSprop."""
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from .._validate import (TensorsLike, check_flag, check_floating, check_positive_finite, check_real, flatten_tensors,
-                         floating_groups)
+from .._validate import (TensorsLike, check_flag, check_floating, check_lr_tensor, check_positive_finite, check_real,
+                         flatten_tensors, floating_groups)
 from ._triton import require, triton_op
 
 # ---- checks of a direct torch.ops call (the fake kernels and the Triton ops' bodies; the
@@ -46,9 +46,15 @@ def _rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, cent
 
 
 def _check_rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
-                        momentum, centered, maximize, clip_value):
+                        momentum, centered, maximize, clip_value, lr_tensor=None):
     _check_lists("rmsprop_clip_", _rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, centered,
                                                  momentum))
+    if lr_tensor is not None and params:
+        require(lr_tensor.dtype.is_floating_point, "rmsprop_clip_",
+                f"lr_tensor must be floating point, got {lr_tensor.dtype}")
+        require(lr_tensor.numel() == 1, "rmsprop_clip_", f"lr_tensor must have one element, got {lr_tensor.numel()}")
+        require(lr_tensor.device == params[0].device, "rmsprop_clip_",
+                f"lr_tensor is on {lr_tensor.device} but params are on {params[0].device}")
 
 
 # ---- the Triton kernels as custom ops ----
@@ -66,11 +72,11 @@ def _clip_triton(tensors: List[torch.Tensor], clip_value: float) -> None:
 def _rmsprop_clip_triton(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
                          grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], lr: float,
                          alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
-                         maximize: bool, clip_value: float) -> None:
+                         maximize: bool, clip_value: float, lr_tensor: Optional[torch.Tensor] = None) -> None:
     from ..kernels import clip as kernels
 
     kernels.rmsprop_clip_(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
-                          momentum, centered, maximize, clip_value)
+                          momentum, centered, maximize, clip_value, lr_tensor)
 
 
 for _ns in ("fastgan", "fastgan_triton"):  # in-place ops: their fakes only check
@@ -159,7 +165,8 @@ def _check_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers
 
 
 def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
-                  grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], *, lr: float, alpha: float,
+                  grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], *,
+                  lr: Union[float, torch.Tensor], alpha: float,
                   eps: float, weight_decay: float, momentum: float, centered: bool, maximize: bool,
                   clip_value: float, backend: Optional[str] = None) -> None:
     """One fused pass of ``torch.optim.RMSprop``'s step followed by ``clamp_(-c, c)``
@@ -169,11 +176,21 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
     when ``momentum > 0``; pass empty lists otherwise. All tensors of index i
     share one shape.
 
-    lr, eps, weight_decay and momentum must be finite and >= 0, alpha in [0, 1],
+    ``lr`` may be a one-element floating tensor on the lists' device, as in
+    ``torch.optim.RMSprop(capturable=True)``: the kernel reads its value on the device
+    (no host synchronisation), so a CUDA graph replays the step with the value the
+    tensor holds at replay time (learning-rate schedules under capture). Its value is
+    not checked (that would synchronise).
+
+    A float lr, eps, weight_decay and momentum must be finite and >= 0, alpha in [0, 1],
     clip_value finite and > 0, centered and maximize bools; the lists as above, of
     floating tensors of one dtype and device: else ValueError/TypeError naming the
     argument, before any tensor is modified."""
-    for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)):
+    if isinstance(lr, torch.Tensor):
+        check_lr_tensor("lr", lr, params[0].device if params else lr.device)
+    else:
+        check_real("lr", lr, minimum=0.0)
+    for name, value in (("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)):
         check_real(name, value, minimum=0.0)
     if not 0.0 <= check_real("alpha", alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -187,10 +204,12 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
 
 def _rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
                   centered, maximize, clip_value, backend) -> None:
-    """rmsprop_clip_ on arguments already checked (ClippedRMSprop builds and checks its own)."""
+    """rmsprop_clip_ on arguments already checked (ClippedRMSprop builds and checks its
+    own); a tensor lr goes to the kernels as ``lr_tensor``."""
     if not params:
         return
     impl = _RMSPROP_CLIP[resolve_backend(backend, params[0].device, "rmsprop_clip_")]
+    lr, lr_tensor = (0.0, lr) if isinstance(lr, torch.Tensor) else (lr, None)
     with torch.no_grad():
         impl(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
-             centered, maximize, clip_value)
+             centered, maximize, clip_value, lr_tensor)

@@ -4,7 +4,7 @@ from typing import Any, Dict, Iterable, Optional
 import torch
 
 from .._backend import _check_name, resolve_backend
-from .._validate import check_floating, check_positive_finite, check_real
+from .._validate import check_floating, check_lr_tensor, check_positive_finite, check_real
 from ..ops.clip import _rmsprop_clip, clip_weights_
 
 
@@ -16,6 +16,15 @@ def _checked_clip_value(index: int, value) -> float:
 
 
 _REALS = ("lr", "alpha", "eps", "weight_decay", "momentum")
+
+
+def _checked_lr(index: int, lr):
+    """A group's learning rate: a float checked finite and >= 0, or a one-element
+    floating tensor (capturable steps read its value on the device, unchecked)."""
+    if isinstance(lr, torch.Tensor):
+        check_lr_tensor(f"param_groups[{index}]['lr']", lr, lr.device)
+        return lr
+    return check_real(f"param_groups[{index}]['lr']", lr, minimum=0.0)
 _FLAGS = ("centered", "maximize", "capturable")
 
 
@@ -25,7 +34,9 @@ def _check_settings(where: str, settings: Dict[str, Any]) -> None:
     (``centered="no"`` would be taken as True)."""
     name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
     for key in _REALS:
-        if key in settings:
+        if key == "lr" and isinstance(settings.get(key), torch.Tensor):
+            check_lr_tensor(name(key), settings[key], settings[key].device)
+        elif key in settings:
             check_real(name(key), settings[key], minimum=0.0)
     for key in _FLAGS:
         if key in settings and not isinstance(settings[key], bool):
@@ -56,6 +67,10 @@ class ClippedRMSprop(torch.optim.RMSprop):
         params: parameters or param groups (a group may set its own ``clip_value``).
         lr, alpha, eps, weight_decay, momentum, centered, maximize, capturable:
             as in ``torch.optim.RMSprop`` (defaults from the WGAN paper: lr 5e-5).
+            ``lr`` may be a one-element tensor on the parameters' device, as with
+            ``capturable=True`` in torch: the fused kernel reads it on the device, so a
+            step recorded in a CUDA graph uses the value the tensor holds at each
+            replay (update it in place, e.g. ``group["lr"].fill_(new_lr)``).
         clip_value: c > 0.
         backend: fastgan backend for the fused step (see :func:`fastgan.set_backend`).
 
@@ -165,12 +180,15 @@ class ClippedRMSprop(torch.optim.RMSprop):
                 loss = closure()
         # Every group is checked before any state changes: a bad value set through
         # param_groups after construction fails here, naming its group.
-        hyper = [(check_real(f"param_groups[{index}]['lr']", group["lr"], minimum=0.0),
-                  _checked_clip_value(index, group["clip_value"])) for index, group in enumerate(self.param_groups)]
-        for group, (lr, clip_value) in zip(self.param_groups, hyper):
+        hyper = [(_checked_lr(index, group["lr"]), _checked_clip_value(index, group["clip_value"]))
+                 for index, group in enumerate(self.param_groups)]
+        for index, (group, (lr, clip_value)) in enumerate(zip(self.param_groups, hyper)):
             if group.get("differentiable", False):
                 raise NotImplementedError("ClippedRMSprop does not support differentiable=True")
             buckets, steps, no_grad = self._group_buckets(group)
+            if isinstance(lr, torch.Tensor):
+                for device, _ in buckets:
+                    check_lr_tensor(f"param_groups[{index}]['lr']", lr, device)
             # Every bucket's backend is resolved before any state changes.
             backends = [resolve_backend(self.backend, device, "ClippedRMSprop.step") for device, _ in buckets]
             if steps:

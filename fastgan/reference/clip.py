@@ -1,5 +1,5 @@
 """Eager references for weight clipping and the clipped RMSprop step (docs/theory.md §3)."""
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -13,8 +13,10 @@ def clip_(tensors: List[torch.Tensor], clip_value: float) -> None:
 def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
                   grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], lr: float, alpha: float,
                   eps: float, weight_decay: float, momentum: float, centered: bool, maximize: bool,
-                  clip_value: float) -> None:
-    """torch.optim.RMSprop's single-tensor step (torch/optim/rmsprop.py), then clamp_:
+                  clip_value: float, lr_tensor: Optional[torch.Tensor] = None) -> None:
+    """torch.optim.RMSprop's single-tensor step (torch/optim/rmsprop.py), then clamp_
+    (with ``lr_tensor``, its value is the learning rate, applied with tensor arithmetic
+    as torch's capturable foreach step does):
 
         g = -grad if maximize else grad;  g += weight_decay * p
         v = alpha * v + (1 - alpha) * g^2
@@ -24,6 +26,7 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
         p -= lr * g / den                                          (otherwise)
         p.clamp_(-c, c)
     """
+    step_size = None if lr_tensor is None else -lr_tensor.reshape(())
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
         if weight_decay != 0:
@@ -40,7 +43,9 @@ def rmsprop_clip_(params: List[torch.Tensor], grads: List[torch.Tensor], square_
         if momentum > 0:
             buf = momentum_buffers[i]
             buf.mul_(momentum).addcdiv_(grad, avg)
-            param.add_(buf, alpha=-lr)
-        else:
+            param.add_(buf, alpha=-lr) if step_size is None else param.add_(buf * step_size)
+        elif step_size is None:
             param.addcdiv_(grad, avg, value=-lr)
+        else:
+            param.add_(grad / avg * step_size)
         param.clamp_(-clip_value, clip_value)
