@@ -418,7 +418,7 @@ def _exit_code(argv, capsys):
     (["train", "--steps", "ten"], "--steps: expected an integer"),
     (["train", "--lr", "-1"], "--lr: must be finite, > 0 and <= 1"),
     (["train", "--device", "tpu"], "--device: expected auto, cpu, cuda"),
-    (["train", "--device", "cpu", "--capture"], "--capture records the critic step as a CUDA graph"),
+    (["train", "--device", "cpu", "--capture"], "--capture records each training iteration as a CUDA graph"),
     (["train", "--recipe", "wgan", "--r1-gamma", "1"], "--r1-gamma applies to --recipe gan"),
     (["train", "--recipe", "gan", "--gp-weight", "1"], "--gp-weight applies to --recipe wgan-gp"),
     (["train", "--resume", "--overwrite"], "exclude each other"),

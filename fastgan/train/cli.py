@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backend", choices=BACKENDS, default=None, help="fastgan backend for every op")
     train.add_argument("--threads", type=_count("--threads"), default=None,
                        help="torch CPU threads (default: 1 for the toy MLPs, torch's default for digits)")
-    train.add_argument("--capture", action="store_true",
-                       help="record the critic step as a CUDA graph and replay it (CUDA only)")
+    train.add_argument("--capture", action=argparse.BooleanOptionalAction, default=None,
+                       help="record each training iteration (n_critic critic steps and the generator step) as one "
+                            "CUDA graph and replay it: the default on CUDA; --no-capture runs it eagerly")
     train.add_argument("--stop-after", type=_count("--stop-after"), default=None, metavar="STEP",
                        help="checkpoint and exit after this step; --resume continues (the schedule still ends at "
                             "--steps)")
@@ -155,8 +156,8 @@ def _check_device(error: Callable[[str], NoReturn], text: str, capture: bool) ->
         if device.index is not None and device.index >= torch.cuda.device_count():
             error(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) here")
     if capture and device.type != "cuda":
-        error("--capture records the critic step as a CUDA graph: it needs --device cuda "
-              f"(the device here is {device})")
+        error("--capture records each training iteration as a CUDA graph: it needs --device cuda "
+              f"(the device here is {device}; on CUDA it is the default)")
     return "cpu" if device.type == "cpu" else str(device)
 
 
@@ -287,16 +288,10 @@ def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: s
     recipe = values["recipe"]
     if values.get("r1_gamma") and recipe != "gan":
         error(f"--r1-gamma applies to --recipe gan, not {recipe}")
-    if values.get("lr_decay", "none") != "none" and values["capture"]:
-        error("--lr-decay linear cannot be combined with --capture: the captured critic step keeps the "
-              "learning rate it was recorded with")
     if values.get("gp_weight") is not None and recipe != "wgan-gp":
         error(f"--gp-weight applies to --recipe wgan-gp, not {recipe}")
     if (values.get("reg_every") or 1) > 1 and not (recipe == "wgan-gp" or values.get("r1_gamma")):
         error(f"--reg-every applies to a penalty (--recipe wgan-gp, or gan with --r1-gamma), not {recipe} without one")
-    if (values.get("reg_every") or 1) > 1 and values["capture"]:
-        error("--reg-every cannot be combined with --capture: the captured critic step is one step, lazy "
-              "regularisation alternates two")
     _check_dependencies(error, args, values["data"])
     torch.set_num_threads(args.threads or default_threads(values["data"]))
     try:

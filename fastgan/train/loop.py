@@ -16,7 +16,8 @@ from . import checkpoint as ckpt
 from .data import MIXTURES, DataSampler, mixture_centers, mixture_std
 from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
 from .names import LR_DECAYS
-from .recipes import generator_step, get_recipe, make_critic_step, make_optimizers
+from .iteration import TrainIteration, match_capturable
+from .recipes import get_recipe, make_optimizers, set_lr
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.json"
@@ -49,7 +50,7 @@ class TrainConfig:
     hidden: int = 512
     interval: Optional[int] = None
     backend: Optional[str] = None
-    capture: bool = False
+    capture: Optional[bool] = None  # one CUDA graph per iteration; None: on CUDA devices, not on the CPU
     eval_samples: int = MODE_SAMPLES
     plots: bool = True
     stop_after: Optional[int] = None  # checkpoint and return after this step (a preemptible slice of the run)
@@ -61,7 +62,7 @@ class TrainConfig:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return dataclasses.replace(
-            self, device=device,
+            self, device=device, capture=device.startswith("cuda") if self.capture is None else self.capture,
             batch_size=self.batch_size or (256 if toy else 64),
             latent_dim=self.latent_dim or (2 if toy else 32),
             interval=self.interval or max(1, min(500, self.steps // 10)),
@@ -173,9 +174,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         raise ValueError(f"stop_after must be a positive step, got {config.stop_after}")
     if config.lr_decay not in LR_DECAYS:
         raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}; got {config.lr_decay!r}")
-    if config.lr_decay != "none" and config.capture:
-        raise ValueError("lr_decay needs capture=False: a captured critic step keeps the learning rate it was "
-                         "recorded with")
     recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
                         gp_weight=config.gp_weight, r1_gamma=config.r1_gamma, reg_every=config.reg_every)
     with ckpt.lock_run_folder(config.out):
@@ -191,22 +189,18 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
     nets = build_models(config)
     generator, critic = nets["generator"].to(device), nets["critic"].to(device)
     opt_g, opt_d = make_optimizers(recipe, generator, critic, capturable=config.capture, backend=config.backend)
-    base_lr = {opt: opt.param_groups[0]["lr"] for opt in (opt_g, opt_d)}  # the critic's is lazily rescaled
+    base_lr = {opt: float(opt.param_groups[0]["lr"]) for opt in (opt_g, opt_d)}  # the critic's: lazily rescaled
     sampler = DataSampler(config.data, seed=config.seed, device=device)
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if resume:
         start, elapsed, records = _restore(path, config, generator, critic, opt_g, opt_d, sampler)
+        for opt in (opt_g, opt_d):  # the checkpoint may come from a run with(out) capture
+            match_capturable(opt, config.capture)
 
-    step_d = make_critic_step(recipe, critic, generator, opt_d, capture=config.capture, backend=config.backend)
+    iteration = TrainIteration(recipe, generator, critic, opt_g, opt_d, latent_dim=config.latent_dim,
+                               capture=config.capture, backend=config.backend)
     evaluate = Evaluator(config)
-    sums: Dict[str, torch.Tensor] = {}
-    counts: Dict[str, int] = {}
-
-    def accumulate(stats: Dict[str, torch.Tensor]) -> None:
-        for key, value in stats.items():
-            sums[key] = sums[key] + value if key in sums else value.clone()
-            counts[key] = counts.get(key, 0) + 1
 
     def checkpoint(step: int) -> None:
         ckpt.save_checkpoint(path, {
@@ -228,26 +222,19 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
     for step in range(start + 1, last + 1):
         if config.lr_decay == "linear":  # stateless: lr·(1 − (step − 1)/steps), so resuming needs nothing
             for opt in (opt_g, opt_d):
-                for group in opt.param_groups:
-                    group["lr"] = base_lr[opt] * (1 - (step - 1) / config.steps)
-        for index in range((step - 1) * recipe.n_critic, step * recipe.n_critic):
-            real = sampler.sample(config.batch_size)
-            z = torch.randn(config.batch_size, config.latent_dim, device=device)
-            accumulate(step_d(real, z, regularize=index % recipe.reg_every == 0))
-        z = torch.randn(config.batch_size, config.latent_dim, device=device)
-        accumulate(generator_step(generator, critic, opt_g, z, loss=recipe.g_loss, backend=config.backend))
+                set_lr(opt, base_lr[opt] * (1 - (step - 1) / config.steps))
+        reals = torch.stack([sampler.sample(config.batch_size) for _ in range(recipe.n_critic)])
+        iteration(reals, (step - 1) * recipe.n_critic)
         if bar is not None:
             bar.update(1)
         if step % config.interval == 0 or step == last:
             now = time.perf_counter()
             elapsed += now - t0
             record: Dict[str, Any] = {"step": step, "time_s": round(elapsed, 3)}
-            record.update({k: float(v) / counts[k] for k, v in sums.items()})
+            record.update(iteration.take_means())
             record.update(evaluate(generator, critic))
             record["eval_s"] = round(time.perf_counter() - now, 3)
             records.append(record)
-            sums.clear()
-            counts.clear()
             checkpoint(step)
             t0 = time.perf_counter()
             if bar is not None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from .. import ops
 from ..optim import ClippedRMSprop
+from .graphs import GraphedCall
 
 Batch = torch.Tensor
 Stats = Dict[str, torch.Tensor]
@@ -102,16 +103,25 @@ def _has_penalty(recipe: Recipe) -> bool:
 
 def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, capturable: bool = False,
                     backend: Optional[str] = None) -> Tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """(generator optimizer, critic optimizer) for `recipe`. ``capturable=True`` builds a
-    critic optimizer whose step can be recorded in a CUDA graph (state on the device).
-    With lazy regularisation (``reg_every`` > 1 and a penalty) the critic's optimizer
-    takes :func:`lazy_optimizer_args` (RMSprop: the rescaled lr)."""
+    """(generator optimizer, critic optimizer) for `recipe`. ``capturable=True`` builds
+    optimizers whose steps can be recorded in a CUDA graph: state on the device, and
+    the learning rate a float32 tensor on the device (:func:`set_lr` updates it in
+    place, so a recorded step follows a schedule). With lazy regularisation
+    (``reg_every`` > 1 and a penalty) the critic's optimizer takes
+    :func:`lazy_optimizer_args` (RMSprop: the rescaled lr)."""
     d_lr, d_betas = lazy_optimizer_args(recipe.lr, recipe.betas, recipe.reg_every if _has_penalty(recipe) else 1)
+
+    def lr_for(module: nn.Module, value: float):
+        if not capturable:
+            return value
+        return torch.tensor(value, dtype=torch.float32, device=next(module.parameters()).device)
+
+    g_lr, d_lr = lr_for(generator, recipe.lr), lr_for(critic, d_lr)
     if recipe.optimizer == "adam":
-        opt_g = torch.optim.Adam(generator.parameters(), lr=recipe.lr, betas=recipe.betas)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=recipe.betas, capturable=capturable)
         opt_d = torch.optim.Adam(critic.parameters(), lr=d_lr, betas=d_betas, capturable=capturable)
     elif recipe.optimizer == "rmsprop":
-        opt_g = torch.optim.RMSprop(generator.parameters(), lr=recipe.lr)
+        opt_g = torch.optim.RMSprop(generator.parameters(), lr=g_lr, capturable=capturable)
         if recipe.clip_value is not None:
             opt_d = ClippedRMSprop(critic.parameters(), lr=d_lr, clip_value=recipe.clip_value,
                                    capturable=capturable, backend=backend)
@@ -120,6 +130,17 @@ def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, 
     else:
         raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {recipe.optimizer!r}")
     return opt_g, opt_d
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: a float is replaced, a tensor (capturable
+    optimizers) is filled in place, without host synchronisation, so CUDA graphs that
+    recorded its steps read the new value at their next replay."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, real: Batch,
@@ -219,55 +240,27 @@ class CriticStep:
             raise ValueError("capture=True records one critic step as a CUDA graph; lazy regularisation "
                              f"(reg_every={reg_every}) alternates two different steps: use capture=False")
         self.capture = bool(capture)
-        self.warmup = int(warmup)
         self.calls = 0
-        self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self._static: Dict[str, torch.Tensor] = {}
-        self._out: Stats = {}
+        self._graphed: Optional[GraphedCall] = None
         if self.capture:
             _check_capturable(critic, generator, optimizer)
+            self._graphed = GraphedCall(
+                lambda real, z: critic_step(critic, generator, optimizer, real, z, **self.kwargs), warmup=warmup,
+                names=("real", "z"), owner="CriticStep", before_record=lambda: optimizer.zero_grad(set_to_none=True))
+
+    @property
+    def graph(self) -> Optional[torch.cuda.CUDAGraph]:
+        """The recorded CUDA graph (None before the capture, and without capture)."""
+        return None if self._graphed is None else self._graphed.graph
 
     def __call__(self, real: Batch, z: Batch, regularize: bool = True) -> Stats:
         """One critic step on `real` and G(`z`); ``regularize=False``: without the
         penalties (lazy regularisation's steps between two regularised ones)."""
         self.calls += 1
-        if not self.capture:
+        if self._graphed is None:
             return critic_step(self.critic, self.generator, self.optimizer, real, z, regularize=regularize,
                                **self.kwargs)
-        if self.graph is None and self.calls <= self.warmup:
-            side = torch.cuda.Stream(device=real.device)
-            side.wait_stream(torch.cuda.current_stream(real.device))
-            with torch.cuda.stream(side):
-                out = critic_step(self.critic, self.generator, self.optimizer, real, z, **self.kwargs)
-            torch.cuda.current_stream(real.device).wait_stream(side)
-            return out
-        if self.graph is None:
-            self._record(real, z)
-        else:
-            self._copy_in("real", real)
-            self._copy_in("z", z)
-        self.graph.replay()
-        return self._out
-
-    def _copy_in(self, name: str, value: torch.Tensor) -> None:
-        static = self._static[name]
-        if value.shape != static.shape or value.dtype != static.dtype or value.device != static.device:
-            raise ValueError(f"CriticStep(capture=True): {name} must keep the captured shape, dtype and device "
-                             f"{tuple(static.shape)} {static.dtype} {static.device}; got {tuple(value.shape)} "
-                             f"{value.dtype} {value.device}")
-        static.copy_(value)
-
-    def _record(self, real: Batch, z: Batch) -> None:
-        if real.device.type != "cuda" or z.device.type != "cuda":
-            raise ValueError(f"CriticStep(capture=True) needs CUDA batches; got real on {real.device} and z on "
-                             f"{z.device}")
-        self._static = {"real": real.detach().clone(), "z": z.detach().clone()}
-        self.optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._out = critic_step(self.critic, self.generator, self.optimizer, self._static["real"],
-                                    self._static["z"], **self.kwargs)
-        self.graph = graph
+        return self._graphed(real, z)
 
 
 def _check_capturable(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer) -> None:
