@@ -84,3 +84,18 @@ def test_losses_suite_smoke_prints_one_table(tmp_path, monkeypatch, capsys):
     assert ("discriminator", "minimax 64x1", "fastgan-cpu") in rows
     assert ("generator", "least_squares 64x1", "eager") in rows
     assert all(r["median_ms"] > 0 and r["bytes"] == 2 * r["logits"] * 4 + 8 for r in payload["results"])
+
+
+def test_iteration_variants_each_train_one_iteration():
+    """The whole-iteration suite's variants run on tiny models, repeatedly (each call is
+    one iteration on the same static batch), with warm caches like a training loop."""
+    from benchmarks import cases_iteration
+    from fastgan import models
+
+    case = cases_iteration._case(torch.device("cpu"), "tiny", lambda: models.mlp_generator(2, 2, 8, 1),
+                                 lambda: models.mlp_critic(2, 8, 1), (2,), 16, 2)
+    assert [v.name for v in case.variants] == ["eager", "fastgan"]
+    for variant in case.variants:
+        for _ in range(2):
+            variant.fn()
+    assert not case.flush

@@ -1,0 +1,96 @@
+"""Whole training iterations (issue 11): ``n_critic`` critic steps and one generator
+step, the unit a GAN user waits for.
+
+Variants: ``eager`` — the iteration as plain PyTorch code writes it (autograd.grad for
+the penalty, torch.optim.Adam); ``fastgan`` — :class:`fastgan.train.iteration.TrainIteration`
+uncaptured; on CUDA also ``eager+graph`` (the eager iteration recorded as one CUDA
+graph, capturable Adam) and ``fastgan+graph`` (TrainIteration(capture=True), the
+default of ``fastgan train --device cuda``). Every repetition is one real iteration on
+a fresh batch (training goes on across repetitions).
+"""
+from typing import List
+
+import torch
+from torch import nn
+
+from fastgan import models
+from fastgan.train import recipes
+from fastgan.train.graphs import GraphedCall
+from fastgan.train.iteration import TrainIteration
+
+from .harness import Case, Variant
+
+
+def _linear_generator(latent_dim: int, shape) -> nn.Module:
+    """A one-layer generator for image critics (the critic step dominates the iteration)."""
+    size = 1
+    for n in shape:
+        size *= n
+    return nn.Sequential(nn.Linear(latent_dim, size), nn.Tanh(), nn.Unflatten(1, tuple(shape)))
+
+
+def _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, gp_weight):
+    """WGAN-GP as its users write it in PyTorch."""
+    batch = reals.shape[1]
+    for real in reals:
+        z = torch.randn(batch, latent_dim, device=real.device)
+        with torch.no_grad():
+            fake = gen(z)
+        opt_d.zero_grad(set_to_none=True)
+        eps = torch.rand(batch, *([1] * (real.dim() - 1)), device=real.device)
+        x = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+        gp = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        loss = critic(fake).mean() - critic(real).mean() + gp_weight * gp
+        loss.backward()
+        opt_d.step()
+    z = torch.randn(batch, latent_dim, device=reals.device)
+    for p in critic.parameters():
+        p.requires_grad_(False)
+    opt_g.zero_grad(set_to_none=True)
+    (-critic(gen(z)).mean()).backward()
+    opt_g.step()
+    for p in critic.parameters():
+        p.requires_grad_(True)
+
+
+def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim) -> Case:
+    recipe = recipes.get_recipe("wgan-gp", data="8gaussians" if len(sample_shape) == 1 else "digits")
+    data = torch.Generator().manual_seed(0)
+    reals = torch.randn(recipe.n_critic, batch, *sample_shape, generator=data).to(device)
+    capture = device.type == "cuda"
+    variants = []
+
+    def build(graphed: bool):
+        torch.manual_seed(0)
+        gen, critic = make_gen().to(device), make_critic().to(device)
+        return (gen, critic) + recipes.make_optimizers(recipe, gen, critic, capturable=graphed)
+
+    for graphed in ([False, True] if capture else [False]):
+        gen, critic, opt_g, opt_d = build(graphed)
+        run = (lambda g, c, og, od: lambda batches: _eager_iteration(g, c, og, od, batches, latent_dim,
+                                                                     recipe.gp_weight))(gen, critic, opt_g, opt_d)
+        if graphed:
+            run = GraphedCall(run, names=("reals",), owner="eager+graph",
+                              before_record=(lambda og, od: lambda: (og.zero_grad(set_to_none=True),
+                                                                     od.zero_grad(set_to_none=True)))(opt_g, opt_d))
+        variants.append(Variant("eager+graph" if graphed else "eager", (lambda f: lambda: f(reals))(run)))
+    for graphed in ([False, True] if capture else [False]):
+        gen, critic, opt_g, opt_d = build(graphed)
+        iteration = TrainIteration(recipe, gen, critic, opt_g, opt_d, latent_dim=latent_dim, capture=graphed)
+        variants.append(Variant("fastgan+graph" if graphed else "fastgan",
+                                (lambda it: lambda: it(reals, 0))(iteration)))
+    return Case("iteration", f"WGAN-GP iteration (5 critic steps + G), {name}, B={batch}", 0, variants,
+                info={"n_critic": recipe.n_critic, "batch": batch}, flush=False)
+
+
+def iteration_cases(device: torch.device, compile_peers: bool, sizes: str) -> List[Case]:
+    """Toy MLP (WGAN-GP's toy setting: 2-512x3-1 critic and generator, B=256) and a
+    DCGAN-64 critic (3x64x64, one-layer generator; B=16 with --quick on the CPU, else 64)."""
+    quick = sizes == "small"
+    cases = [_case(device, "toy MLP 2-512x3", lambda: models.mlp_generator(2, 2, 512, 3),
+                   lambda: models.mlp_critic(2, 512, 3), (2,), 256, 2)]
+    image_batch = 16 if quick and device.type == "cpu" else 64
+    cases.append(_case(device, "DCGAN-64 critic", lambda: _linear_generator(128, (3, 64, 64)),
+                       lambda: models.dcgan_critic(3, 64, batch_norm=False), (3, 64, 64), image_batch, 128))
+    return cases
