@@ -18,6 +18,7 @@
 
 #include <vector>
 
+#include "autograd_utils.h"
 #include "bias_act_math.h"
 
 namespace fastgan {
@@ -128,7 +129,7 @@ struct BiasActFunction : public torch::autograd::Function<BiasActFunction> {
     const bool need_b = has_bias && ctx->needs_input_grad(1);
     at::Tensor dx, db;
     if (need_x || need_b) {
-      dx = call_grad(grads[0], x, b, y, k.act, k.alpha, k.gain, k.dim);
+      dx = call_in_backward([&] { return call_grad(grads[0], x, b, y, k.act, k.alpha, k.gain, k.dim); });
       if (need_b) db = sum_to_bias(dx, k.dim);
     }
     return {need_x ? dx : at::Tensor(), db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -21,6 +21,7 @@
 #include <optional>
 #include <tuple>
 
+#include "autograd_utils.h"
 #include "gan_loss_math.h"
 
 namespace fastgan {
@@ -85,7 +86,8 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     const bool mean = reduction == kReductionMean, has_y = ctx->saved_data["has_y"].toBool();
     at::Tensor dx, dy;
     if (grads[0].defined())
-      std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction);
+      std::tie(dx, dy) = call_in_backward(
+          [&] { return backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction); });
     // Double backward: d(x_grad)/dx = s_x t_x''(x), elementwise (0 for a linear term).
     auto add_second = [&](at::Tensor& d, const at::Tensor& logits, const at::Tensor& g, int64_t term) {
       if (gan_term_is_linear(static_cast<int>(term))) return;

@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "autograd_utils.h"
 #include "penalty_math.h"
 
 namespace fastgan {
@@ -96,8 +97,8 @@ struct InterpolateFunction : public torch::autograd::Function<InterpolateFunctio
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const bool need_real = ctx->needs_input_grad(0), need_fake = ctx->needs_input_grad(1);
     if (!(need_real || need_fake)) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    auto [grad_real, grad_fake] =
-        interpolate_backward_op().call(grads[0], ctx->get_saved_variables()[0], need_real, need_fake);
+    auto [grad_real, grad_fake] = call_in_backward(
+        [&] { return interpolate_backward_op().call(grads[0], ctx->get_saved_variables()[0], need_real, need_fake); });
     return {need_real ? grad_real : at::Tensor(), need_fake ? grad_fake : at::Tensor(), at::Tensor()};
   }
 };
@@ -138,7 +139,10 @@ struct PenaltyFunction : public torch::autograd::Function<PenaltyFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const Hyper h = load_hyper(ctx);
-    return {penalty_backward_op().call(grads[0], saved[0], saved[1], h.center, h.weight, h.one_sided, h.reduction),
+    return {call_in_backward([&] {
+              return penalty_backward_op().call(grads[0], saved[0], saved[1], h.center, h.weight, h.one_sided,
+                                                h.reduction);
+            }),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
