@@ -25,6 +25,12 @@ def _id(case):
     return f"{case[0]}-{case[1]}"
 
 
+def _interpreted(device, backend):
+    """Triton in the interpreter (CPU tensors): slow, so some tests run fewer variants
+    there; the kernels and formulas are the same ones every variant runs."""
+    return backend == "triton" and device == "cpu"
+
+
 def _case_reductions(reductions=REDUCTIONS):
     return [pytest.param(case, red, id=f"{_id(case)}-{red}") for case in CASES for red in reductions]
 
@@ -85,6 +91,8 @@ def _check(case, inputs, reduction, backend, weights, rtol):
 @pytest.mark.parametrize("case,reduction", _case_reductions())
 @pytest.mark.parametrize("seed", [0, 1])
 def test_float64_matches_reference(device, backend, case, reduction, seed, poisoned_outputs):
+    if seed and _interpreted(device, backend):
+        pytest.skip("one seed in the Triton interpreter")
     generator = torch.Generator().manual_seed(stable_seed("relativistic", _id(case), reduction, seed))
     inputs = _logits(_shapes(case, generator), generator, torch.float64, device)
     weights = _grad_weights(_tuple(_reference(case, *inputs, reduction)), generator)
@@ -144,6 +152,8 @@ def test_extreme_logits_finite_and_exact(device, backend, dtype, case, reduction
     a sum of terms of 2e4 overflows its 65504, in eager PyTorch too, so no "sum" there.)"""
     if dtype == torch.float16 and reduction == "sum":
         pytest.skip("the sum of the terms overflows float16")
+    if dtype in (torch.float64, torch.float16) and _interpreted(device, backend):
+        pytest.skip("float32 and bfloat16 in the Triton interpreter")
     values = torch.tensor(EXTREMES, dtype=torch.float64)
     real, fake = values.to(device=device, dtype=dtype), values.flip(0).to(device=device, dtype=dtype)
     fake = fake if case[1] == "relativistic" else fake[:-3]
@@ -245,6 +255,8 @@ def test_gradients_flow_to_both_logits(backend):
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
 @pytest.mark.parametrize("case,reduction", _case_reductions())
 def test_gradcheck_and_gradgradcheck(device, backend, case, reduction):
+    if reduction == "sum" and _interpreted(device, backend):
+        pytest.skip("'sum' differs from 'mean' by its scale only; checked on the C++ backend")
     generator = torch.Generator().manual_seed(stable_seed("relativistic-gc", _id(case), reduction))
     shapes = [(2, 3), (2, 3)] if case[1] == "relativistic" else [(5,), (2, 1, 2)]
     inputs = [x.requires_grad_() for x in _logits(shapes, generator, torch.float64, device, scale=2.0)]
@@ -288,7 +300,8 @@ def test_one_saved_gradient_reached(backend, kind):
     x, y = [t.requires_grad_() for t in _logits([(3, 2), (3, 2) if kind == 0 else (4,)], generator, torch.float64,
                                                  "cpu")]
     for pick in (1, 2):
-        assert torch.autograd.gradcheck(lambda a, b: OPS[backend].relativistic_loss(a, b, kind, 1)[pick], (x, y))
+        assert torch.autograd.gradcheck(lambda a, b: OPS[backend].relativistic_loss(a, b, kind, 1)[pick], (x, y),
+                                        fast_mode=backend == "triton")
 
 
 # ---- torch.library registration ----
@@ -309,7 +322,8 @@ def _op_samples():
 
 @pytest.mark.parametrize("namespace", ["fastgan"] + (["fastgan_triton"] if "triton" in backends_for("cpu") else []))
 def test_opcheck(namespace):
-    for args in _op_samples():
+    samples = _op_samples()
+    for args in samples[::2] if namespace == "fastgan_triton" else samples:  # the interpreter is slow
         torch.library.opcheck(getattr(torch.ops, namespace).relativistic_loss.default, args)
 
 
