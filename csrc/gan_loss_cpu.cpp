@@ -351,7 +351,9 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
   // (csrc/gan_loss_autograd.cpp): the backward is gan_loss_backward's scaling of them
   // (with a non-linear term code, so it reads them); double backward uses
   // gan_loss_pointwise's softplus'' on the differences.
-  m.def("relativistic_loss(Tensor x, Tensor y, int kind, int reduction) -> (Tensor loss, Tensor x_grad, Tensor y_grad)");
+  m.def(
+      "relativistic_loss(Tensor x, Tensor y, int kind, int reduction) -> "
+      "(Tensor loss, Tensor x_grad, Tensor y_grad)");
 }
 
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) {

@@ -8,7 +8,14 @@ a kernel forgot to write fails the comparison.
 import pytest
 import torch
 from conftest import assert_flash_close, backends_for, device_backend_pairs, requires_cuda, stable_seed
-from test_losses import _cuda_kernels, _forward_backward, _grad_weights, _logits, _tuple, poisoned_outputs  # noqa: F401
+from test_losses import (
+    _cuda_kernels,
+    _forward_backward,
+    _grad_weights,
+    _logits,
+    _tuple,
+    poisoned_outputs,  # noqa: F401  (a fixture, used by name)
+)
 
 from fastgan import reference
 from fastgan.ops import discriminator_loss, generator_loss
@@ -87,10 +94,11 @@ def _check(case, inputs, reduction, backend, weights, rtol):
 # ---- accuracy ----
 
 
+@pytest.mark.usefixtures("poisoned_outputs")
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
 @pytest.mark.parametrize("case,reduction", _case_reductions())
 @pytest.mark.parametrize("seed", [0, 1])
-def test_float64_matches_reference(device, backend, case, reduction, seed, poisoned_outputs):
+def test_float64_matches_reference(device, backend, case, reduction, seed):
     if seed and _interpreted(device, backend):
         pytest.skip("one seed in the Triton interpreter")
     generator = torch.Generator().manual_seed(stable_seed("relativistic", _id(case), reduction, seed))
@@ -99,9 +107,10 @@ def test_float64_matches_reference(device, backend, case, reduction, seed, poiso
     _check(case, inputs, reduction, backend, weights, rtol=1e-12)
 
 
+@pytest.mark.usefixtures("poisoned_outputs")
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
 @pytest.mark.parametrize("case,reduction", _case_reductions(("mean", "sum")))
-def test_large_and_odd_sizes(device, backend, case, reduction, poisoned_outputs):
+def test_large_and_odd_sizes(device, backend, case, reduction):
     """Several CPU chunks, Triton programs and CUDA blocks (the partials, the ticket and
     the last-block sum of every pass), ragged tails."""
     generator = torch.Generator().manual_seed(stable_seed("relativistic-large", _id(case), reduction))
@@ -111,9 +120,10 @@ def test_large_and_odd_sizes(device, backend, case, reduction, poisoned_outputs)
     _check(case, inputs, reduction, backend, [torch.tensor(0.75, dtype=torch.float64)], rtol=1e-12)
 
 
+@pytest.mark.usefixtures("poisoned_outputs")
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
 @pytest.mark.parametrize("case,reduction", _case_reductions())
-def test_float32_matches_reference(device, backend, case, reduction, poisoned_outputs):
+def test_float32_matches_reference(device, backend, case, reduction):
     generator = torch.Generator().manual_seed(stable_seed("relativistic-f32", _id(case), reduction))
     shapes = [(4099,), (4099,)] if case[1] == "relativistic" else [(4099,), (2, 1, 30, 31)]
     inputs = _logits(shapes, generator, torch.float32, device)
@@ -121,10 +131,11 @@ def test_float32_matches_reference(device, backend, case, reduction, poisoned_ou
     _check(case, inputs, reduction, backend, weights, rtol=4e-6)
 
 
+@pytest.mark.usefixtures("poisoned_outputs")
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case,reduction", _case_reductions())
-def test_low_precision_flash_rule(device, backend, dtype, case, reduction, poisoned_outputs):
+def test_low_precision_flash_rule(device, backend, dtype, case, reduction):
     """Outputs and gradients within twice eager PyTorch's error in the same dtype (plus
     a few ulps), against the float64 result on the same rounded logits."""
     generator = torch.Generator().manual_seed(stable_seed("relativistic-low", _id(case), reduction, str(dtype)))
@@ -182,9 +193,10 @@ def test_nan_logits_propagate(device, backend, case, reduction):
         torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.usefixtures("poisoned_outputs")
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
 @pytest.mark.parametrize("case,reduction", _case_reductions(("mean",)))
-def test_non_contiguous_logits(device, backend, case, reduction, poisoned_outputs):
+def test_non_contiguous_logits(device, backend, case, reduction):
     generator = torch.Generator().manual_seed(5)
     base = _logits([(40, 30), (30, 20)], generator, torch.float64, device)
     real = base[0][::2, 1::3].t()  # (10, 20)
@@ -300,8 +312,10 @@ def test_one_saved_gradient_reached(backend, kind):
     x, y = [t.requires_grad_() for t in _logits([(3, 2), (3, 2) if kind == 0 else (4,)], generator, torch.float64,
                                                  "cpu")]
     for pick in (1, 2):
-        assert torch.autograd.gradcheck(lambda a, b: OPS[backend].relativistic_loss(a, b, kind, 1)[pick], (x, y),
-                                        fast_mode=backend == "triton")
+        def saved_gradient(a, b, pick=pick):
+            return OPS[backend].relativistic_loss(a, b, kind, 1)[pick]
+
+        assert torch.autograd.gradcheck(saved_gradient, (x, y), fast_mode=backend == "triton")
 
 
 # ---- torch.library registration ----
