@@ -7,7 +7,14 @@ a kernel forgot to write fails the comparison.
 """
 import pytest
 import torch
-from conftest import assert_flash_close, backends_for, device_backend_pairs, requires_cuda, stable_seed
+from conftest import (
+    assert_flash_close,
+    backends_for,
+    capture_cuda_graph,
+    device_backend_pairs,
+    requires_cuda,
+    stable_seed,
+)
 from test_losses import (
     _cuda_kernels,
     _forward_backward,
@@ -467,3 +474,26 @@ def test_cuda_large_deterministic_and_correct(backend, kind):
     exact = reference.discriminator_loss(real.double(), fake.double(), kind)
     eager = reference.discriminator_loss(real, fake, kind)
     assert abs(float(first) - float(exact)) <= 2 * abs(float(eager) - float(exact)) + 1e-6 * abs(float(exact))
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("kind", list(RELATIVISTIC_KINDS))
+def test_cuda_graph_capture_and_replay(backend, kind):
+    """No host sync: the loss (and RaGAN's means between its launches) replays in a graph."""
+    real = torch.randn(5000, device="cuda", requires_grad=True)
+    fake = torch.randn(5000, device="cuda", requires_grad=True)
+
+    def step():
+        loss = discriminator_loss(real, fake, kind, backend=backend)
+        return (loss, *torch.autograd.grad(loss, (real, fake)))
+
+    graph, _, static = capture_cuda_graph(step, warmup=2)
+    for seed in range(3):
+        with torch.no_grad():
+            real.normal_(generator=torch.Generator("cuda").manual_seed(seed))
+            fake.normal_(generator=torch.Generator("cuda").manual_seed(seed + 10))
+        graph.replay()
+        torch.cuda.synchronize()
+        for a, b in zip(static, step()):
+            assert torch.equal(a, b)

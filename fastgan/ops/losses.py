@@ -83,9 +83,10 @@ RELATIVISTIC_AVERAGE = 1  # RaGAN: softplus(-(x - mean y)) and softplus(y - mean
 #: The relativistic kinds of discriminator_loss and generator_loss, and their codes.
 RELATIVISTIC_KINDS: Dict[str, int] = {"relativistic": RELATIVISTIC_PAIR,
                                       "relativistic_average": RELATIVISTIC_AVERAGE}
-#: Every kind name each loss accepts.
-DISCRIMINATOR_KINDS = (*DISCRIMINATOR_TERMS, *RELATIVISTIC_KINDS)
-GENERATOR_KINDS = (*GENERATOR_TERMS, *RELATIVISTIC_KINDS)
+#: Every kind name discriminator_loss, generator_loss accept (fastgan.reference.losses keeps the
+#: term kinds and the relativistic ones apart).
+DISCRIMINATOR_LOSS_KINDS = (*DISCRIMINATOR_TERMS, *RELATIVISTIC_KINDS)
+GENERATOR_LOSS_KINDS = (*GENERATOR_TERMS, *RELATIVISTIC_KINDS)
 #: V(D, G) = E ln D(real) + E ln(1 - D(fake)).
 VALUE_TERMS = (NEG_SOFTPLUS_NEG, NEG_SOFTPLUS)
 #: torch's at::Reduction codes.
@@ -463,7 +464,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     is three (its means first; see :mod:`fastgan.ops.losses`).
     """
     op = "discriminator_loss"
-    _check_choice(op, "kind", kind, DISCRIMINATOR_KINDS)
+    _check_choice(op, "kind", kind, DISCRIMINATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_logits(op, real_logits=real_logits, fake_logits=fake_logits)
     _check_pairs(op, kind, real_logits, fake_logits)
@@ -499,7 +500,7 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
     :func:`discriminator_loss`.
     """
     op = "generator_loss"
-    _check_choice(op, "kind", kind, GENERATOR_KINDS)
+    _check_choice(op, "kind", kind, GENERATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     relativistic = kind in RELATIVISTIC_KINDS
     if relativistic and real_logits is None:
