@@ -9,6 +9,10 @@ Peers: eager ``torch.nn.functional`` + autograd (what GAN code writes:
 loss and ``torch.autograd.grad`` w.r.t. the logits with a preallocated
 ``grad_output``, so launch counts are the loss's own.
 
+The relativistic kinds (issue 12: RpGAN ``"relativistic"``, RaGAN
+``"relativistic_average"``) run for D and G, G's gradient taken w.r.t. both logits;
+eager is R3GAN's and BasicSR's ``F.softplus`` of the differences.
+
 Bytes moved, the floor any implementation must move: read the logits and write
 their gradient (plus two scalars).
 """
@@ -25,11 +29,21 @@ from .harness import Case, Variant
 SMALL = [(64, 1), (256, 1), (4096, 1), (64, 1, 30, 30)]
 QUICK = [(256, 1), (64, 1, 30, 30)]  # --quick: a toy batch and a PatchGAN map
 LARGE = [(65536, 1), (1024, 1, 128, 128)]
-D_KINDS = ["minimax", "wasserstein", "hinge", "least_squares"]
-G_KINDS = ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares"]
+RELATIVISTIC = ["relativistic", "relativistic_average"]
+D_KINDS = ["minimax", "wasserstein", "hinge", "least_squares"] + RELATIVISTIC
+G_KINDS = ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares"] + RELATIVISTIC
+
+
+def eager_relativistic_loss(kind: str, higher: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+    """RpGAN (R3GAN) or RaGAN (ESRGAN) with `higher` the logits that should score higher."""
+    if kind == "relativistic":
+        return F.softplus(lower - higher).mean()
+    return F.softplus(lower.mean() - higher).mean() + F.softplus(lower - higher.mean()).mean()
 
 
 def eager_discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    if kind in RELATIVISTIC:
+        return eager_relativistic_loss(kind, real, fake)
     if kind == "minimax":
         return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
                 + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
@@ -40,7 +54,9 @@ def eager_discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) 
     return 0.5 * F.mse_loss(real, torch.ones_like(real)) + 0.5 * F.mse_loss(fake, torch.zeros_like(fake))
 
 
-def eager_generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+def eager_generator_loss(kind: str, fake: torch.Tensor, real: torch.Tensor = None) -> torch.Tensor:
+    if kind in RELATIVISTIC:
+        return eager_relativistic_loss(kind, fake, real)
     if kind == "non_saturating":
         return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
     if kind == "minimax":
@@ -82,11 +98,15 @@ def loss_cases(device: torch.device, with_compile: bool, sizes: str) -> Iterator
         grad_output = torch.ones((), device=device)
         label = "x".join(map(str, shape))
         for op, kinds in (("D", D_KINDS), ("G", G_KINDS)):
-            inputs = (real, fake) if op == "D" else (fake,)
             for kind in kinds:
+                inputs = (real, fake) if op == "D" or kind in RELATIVISTIC else (fake,)
                 if op == "D":
                     eager = lambda r, f, kind=kind: eager_discriminator_loss(kind, r, f)  # noqa: E731
                     fused = lambda b, kind=kind: (lambda r, f: discriminator_loss(r, f, kind, backend=b))  # noqa: E731
+                elif kind in RELATIVISTIC:  # G: gradients w.r.t. both logits
+                    eager = lambda r, f, kind=kind: eager_generator_loss(kind, f, r)  # noqa: E731
+                    fused = lambda b, kind=kind: (  # noqa: E731
+                        lambda r, f: generator_loss(f, kind, real_logits=r, backend=b))
                 else:
                     eager = lambda f, kind=kind: eager_generator_loss(kind, f)  # noqa: E731
                     fused = lambda b, kind=kind: (lambda f: generator_loss(f, kind, backend=b))  # noqa: E731

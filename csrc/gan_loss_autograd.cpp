@@ -13,8 +13,18 @@
 //                       where a linear side has a = s t' (a constant, not saved) and no d/da;
 //                       its t'' is 0, so gan_loss's double backward adds nothing for it
 //   gan_loss_pointwise: grad * t^(k)(l) -> d/dl = g * grad * t^(k+1)(l), d/dgrad = g * t^(k)(l)
+//   relativistic_loss:  d/dx = grad_loss * x_grad, d/dy = grad_loss * y_grad (gan_loss_backward
+//                       with a non-linear term code: a scaling of the complete saved gradients),
+//                       + H [gx; gy] for gradients gx, gy that reached x_grad, y_grad (double
+//                       backward), H the Hessian, from softplus'' = sigmoid' (gan_loss_pointwise
+//                       of kSoftplus, order 2) at the differences z:
+//     pair:    w = s sigmoid'(y - x) (gx - gy);  d/dx += w, d/dy -= w
+//     average: u = s_x (sum(gy)/ny - gx), v = s_y (gy - sum(gx)/nx),
+//              a = u sigmoid'(x - mean y), b = v sigmoid'(y - mean x);
+//              d/dx += -a - sum(b)/nx,  d/dy += b + sum(a)/ny
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -58,6 +68,13 @@ const auto& pointwise_op() {
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fastgan::gan_loss_pointwise", "")
           .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, int64_t, int64_t)>();
+  return op;
+}
+
+const auto& relativistic_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::relativistic_loss", "")
+                             .typed<LossResult(const at::Tensor&, const at::Tensor&, int64_t, int64_t)>();
   return op;
 }
 
@@ -174,6 +191,54 @@ struct GanPointwiseFunction : public torch::autograd::Function<GanPointwiseFunct
   }
 };
 
+struct RelativisticLossFunction : public torch::autograd::Function<RelativisticLossFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, int64_t kind,
+                               int64_t reduction) {
+    at::Tensor loss, x_grad, y_grad;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(loss, x_grad, y_grad) = relativistic_op().call(x, y, kind, reduction);
+    }
+    ctx->set_materialize_grads(false);  // first-order backward gets no gradient for x_grad, y_grad
+    ctx->saved_data["kind"] = kind;
+    ctx->saved_data["reduction"] = reduction;
+    ctx->save_for_backward({x, y, x_grad, y_grad});
+    return {loss, x_grad, y_grad};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
+    const int64_t kind = ctx->saved_data["kind"].toInt(), reduction = ctx->saved_data["reduction"].toInt();
+    const bool mean = reduction == kReductionMean;
+    at::Tensor dx, dy;
+    if (grads[0].defined())
+      std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad, x, y, kSoftplusNeg, kSoftplusNeg, reduction);
+    if (grads[1].defined() || grads[2].defined()) {
+      auto add = [](at::Tensor& d, const at::Tensor& v) { d = d.defined() ? d.add(v) : v; };
+      const at::Tensor gx = grads[1].defined() ? grads[1] : at::zeros_like(x);
+      const at::Tensor gy = grads[2].defined() ? grads[2] : at::zeros_like(y);
+      // s * softplus''(z) * g; the divisions are symbolic under tracing
+      auto curvature = [&](const at::Tensor& z, const at::Tensor& g, const at::Tensor& side) {
+        at::Tensor v = pointwise_op().call(z, g, kSoftplus, 2);
+        return mean ? v.div(c10::Scalar(side.sym_numel())) : v;
+      };
+      if (kind == kRelativisticPair) {
+        const at::Tensor w = curvature(y.sub(x), gx.sub(gy), x);
+        add(dx, w);
+        add(dy, w.neg());
+      } else {
+        const c10::Scalar nx(x.sym_numel()), ny(y.sym_numel());
+        const at::Tensor a = curvature(x.sub(y.mean()), gy.sum().div(ny).sub(gx), x);
+        const at::Tensor b = curvature(y.sub(x.mean()), gy.sub(gx.sum().div(nx)), y);
+        add(dx, a.neg().sub(b.sum().div(nx)));
+        add(dy, b.add(a.sum().div(ny)));
+      }
+    }
+    return {dx, dy, at::Tensor(), at::Tensor()};
+  }
+};
+
 LossResult gan_loss_autograd(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
                              int64_t y_term, int64_t reduction) {
   variable_list out = GanLossFunction::apply(x, y, x_term, y_term, reduction);
@@ -187,6 +252,11 @@ PairResult gan_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& 
   return {out[0], out[1]};
 }
 
+LossResult relativistic_loss_autograd(const at::Tensor& x, const at::Tensor& y, int64_t kind, int64_t reduction) {
+  variable_list out = RelativisticLossFunction::apply(x, y, kind, reduction);
+  return {out[0], out[1], out[2]};
+}
+
 at::Tensor gan_loss_pointwise_autograd(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,
                                        int64_t order) {
   return GanPointwiseFunction::apply(logits, grad, term, order)[0];
@@ -198,6 +268,7 @@ TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
   m.impl("gan_loss", &gan_loss_autograd);
   m.impl("gan_loss_backward", &gan_loss_backward_autograd);
   m.impl("gan_loss_pointwise", &gan_loss_pointwise_autograd);
+  m.impl("relativistic_loss", &relativistic_loss_autograd);
 }
 
 }  // namespace fastgan

@@ -180,8 +180,9 @@ __global__ void __launch_bounds__(kLossThreads) gan_loss_kernel(const GanLossArg
   }
 }
 
-// Counter (16 bytes) then 2 * kLossMaxBlocks partials of up to 8 bytes (stream_workspace).
-constexpr int64_t kLossWorkspaceBytes = 16 + 2 * kLossMaxBlocks * 8;
+// Counter (16 bytes) then 4 * kLossMaxBlocks partials of up to 8 bytes (stream_workspace):
+// gan_loss uses two sums per block, relativistic_loss up to four; one size serves both.
+constexpr int64_t kLossWorkspaceBytes = 16 + 4 * kLossMaxBlocks * 8;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gan_loss_cuda(const at::Tensor& x, const std::optional<at::Tensor>& y,
                                                              int64_t x_term, int64_t y_term, int64_t reduction) {
@@ -363,12 +364,185 @@ at::Tensor gan_loss_pointwise_cuda(const at::Tensor& logits, const std::optional
   return p.out;
 }
 
+// ---- relativistic_loss ----
+//
+// RpGAN: one launch (relativistic_kernel<kPassPair>) over the pairs writes both
+// gradients and reduces the loss. RaGAN: three launches, in stream order: the two
+// means (kPassMeans), the loss and the sigmoid sums (kPassSums, whose last block also
+// writes the cross terms of the gradients), then the gradients
+// (relativistic_average_grad_kernel). The reductions use gan_loss's workspace, ticket
+// and fixed-order last-block sum; `stats` carries the means and cross terms between
+// launches.
+enum RelativisticPass : int { kPassPair = 0, kPassMeans = 1, kPassSums = 2 };
+
+template <typename scalar_t>
+struct RelativisticArgs {
+  const scalar_t* x;
+  const scalar_t* y;
+  scalar_t* x_grad;
+  scalar_t* y_grad;
+  scalar_t* loss;
+  int64_t nx, ny, strip_x, strip_y;
+  acc_t<scalar_t> scale_x, scale_y;
+  acc_t<scalar_t>* stats;     // [mean(x), mean(y), cross_x, cross_y]
+  acc_t<scalar_t>* partials;  // [4 * kLossMaxBlocks]
+  unsigned int* counter;
+};
+
+// The pass's result from its K totals (thread 0 of the last block).
+template <int PASS, typename scalar_t>
+__device__ __forceinline__ void relativistic_finish(const RelativisticArgs<scalar_t>& a, const acc_t<scalar_t>* s) {
+  using T = acc_t<scalar_t>;
+  if constexpr (PASS == kPassPair) {
+    *a.loss = static_cast<scalar_t>(a.scale_x * s[0]);
+  } else if constexpr (PASS == kPassMeans) {
+    a.stats[0] = s[0] / static_cast<T>(a.nx);
+    a.stats[1] = s[1] / static_cast<T>(a.ny);
+  } else {
+    *a.loss = static_cast<scalar_t>(a.scale_x * s[0] + a.scale_y * s[2]);
+    a.stats[2] = -a.scale_y * s[3] / static_cast<T>(a.nx);  // x's mean is in every y_j - mean(x)
+    a.stats[3] = a.scale_x * s[1] / static_cast<T>(a.ny);
+  }
+}
+
+template <int PASS, typename scalar_t>
+__global__ void __launch_bounds__(kLossThreads) relativistic_kernel(const RelativisticArgs<scalar_t> a) {
+  using T = acc_t<scalar_t>;
+  constexpr int K = PASS == kPassPair ? 1 : PASS == kPassMeans ? 2 : 4;
+  __shared__ T shared[32];
+  __shared__ bool is_last;
+  const int64_t bx = std::min<int64_t>(a.nx, blockIdx.x * a.strip_x), ex = std::min<int64_t>(a.nx, bx + a.strip_x);
+  const int64_t by = std::min<int64_t>(a.ny, blockIdx.x * a.strip_y), ey = std::min<int64_t>(a.ny, by + a.strip_y);
+  T s[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) s[k] = T(0);
+  if constexpr (PASS == kPassPair) {  // pairs: x's strip indexes y too
+    for (int64_t i = bx + threadIdx.x; i < ex; i += blockDim.x) {
+      T t, sig;
+      relativistic_term(static_cast<T>(a.y[i]) - static_cast<T>(a.x[i]), t, sig);
+      s[0] += t;
+      a.x_grad[i] = static_cast<scalar_t>(-a.scale_x * sig);
+      a.y_grad[i] = static_cast<scalar_t>(a.scale_x * sig);
+    }
+  } else if constexpr (PASS == kPassMeans) {
+    for (int64_t i = bx + threadIdx.x; i < ex; i += blockDim.x) s[0] += static_cast<T>(a.x[i]);
+    for (int64_t i = by + threadIdx.x; i < ey; i += blockDim.x) s[1] += static_cast<T>(a.y[i]);
+  } else {
+    const T mean_x = a.stats[0], mean_y = a.stats[1];
+    for (int64_t i = bx + threadIdx.x; i < ex; i += blockDim.x) {
+      T t, sig;
+      relativistic_term(mean_y - static_cast<T>(a.x[i]), t, sig);
+      s[0] += t;
+      s[1] += sig;
+    }
+    for (int64_t i = by + threadIdx.x; i < ey; i += blockDim.x) {
+      T t, sig;
+      relativistic_term(static_cast<T>(a.y[i]) - mean_x, t, sig);
+      s[2] += t;
+      s[3] += sig;
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < K; ++k) s[k] = block_sum(s[k], shared);
+  if (gridDim.x == 1) {
+    if (threadIdx.x == 0) relativistic_finish<PASS>(a, s);
+    return;
+  }
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) a.partials[k * kLossMaxBlocks + blockIdx.x] = s[k];
+    __threadfence();  // the partials are visible before the ticket
+    is_last = atomicAdd(a.counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  T total[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) total[k] = T(0);
+  for (int i = threadIdx.x; i < gridDim.x; i += blockDim.x) {  // fixed order: deterministic
+#pragma unroll
+    for (int k = 0; k < K; ++k) total[k] += __ldcg(a.partials + k * kLossMaxBlocks + i);
+  }
+#pragma unroll
+  for (int k = 0; k < K; ++k) total[k] = block_sum(total[k], shared);
+  if (threadIdx.x == 0) {
+    relativistic_finish<PASS>(a, total);
+    *a.counter = 0u;  // ready for the next launch on this stream
+  }
+}
+
+// RaGAN's gradients: x_grad = -s_x sigmoid(mean(y) - x) + cross_x, y_grad = s_y sigmoid(y - mean(x)) + cross_y.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kLossThreads) relativistic_average_grad_kernel(const RelativisticArgs<scalar_t> a) {
+  using T = acc_t<scalar_t>;
+  const T mean_x = a.stats[0], mean_y = a.stats[1], cross_x = a.stats[2], cross_y = a.stats[3];
+  const int64_t bx = std::min<int64_t>(a.nx, blockIdx.x * a.strip_x), ex = std::min<int64_t>(a.nx, bx + a.strip_x);
+  const int64_t by = std::min<int64_t>(a.ny, blockIdx.x * a.strip_y), ey = std::min<int64_t>(a.ny, by + a.strip_y);
+  for (int64_t i = bx + threadIdx.x; i < ex; i += blockDim.x) {
+    T t, sig;
+    relativistic_term(mean_y - static_cast<T>(a.x[i]), t, sig);
+    a.x_grad[i] = static_cast<scalar_t>(-a.scale_x * sig + cross_x);
+  }
+  for (int64_t i = by + threadIdx.x; i < ey; i += blockDim.x) {
+    T t, sig;
+    relativistic_term(static_cast<T>(a.y[i]) - mean_x, t, sig);
+    a.y_grad[i] = static_cast<scalar_t>(a.scale_y * sig + cross_y);
+  }
+}
+
+template <auto Kernel, typename scalar_t>
+void launch_relativistic(RelativisticArgs<scalar_t> a, int64_t nx, int64_t ny, int device, cudaStream_t stream) {
+  const Strips strips = make_strips(nx, ny, resident_blocks<Kernel>(device));
+  a.strip_x = strips.x;
+  a.strip_y = strips.y;
+  Kernel<<<strips.blocks, kLossThreads, 0, stream>>>(a);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relativistic_loss_cuda(const at::Tensor& x, const at::Tensor& y,
+                                                                      int64_t kind, int64_t reduction) {
+  RelativisticLossProblem p = prepare_relativistic_loss(x, y, kind, reduction);
+  const at::Device device = p.x.device();
+  c10::cuda::CUDAGuard guard(device);
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index());
+  at::Tensor workspace = stream_workspace(device, stream, kLossWorkspaceBytes, kGanLossWorkspace);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x.scalar_type(), "relativistic_loss_cuda", [&] {
+    using T = acc_t<scalar_t>;
+    const at::Tensor stats = at::empty({4}, p.x.options().dtype(c10::CppTypeToScalarType<T>::value));
+    RelativisticArgs<scalar_t> a;
+    a.x = p.x.data_ptr<scalar_t>();
+    a.y = p.y.data_ptr<scalar_t>();
+    a.x_grad = p.x_grad.data_ptr<scalar_t>();
+    a.y_grad = p.y_grad.data_ptr<scalar_t>();
+    a.loss = p.loss.data_ptr<scalar_t>();
+    a.nx = p.x.numel();
+    a.ny = p.y.numel();
+    a.scale_x = static_cast<T>(p.x_scale);
+    a.scale_y = static_cast<T>(p.y_scale);
+    a.stats = stats.data_ptr<T>();
+    uint8_t* base = workspace.data_ptr<uint8_t>();
+    a.counter = reinterpret_cast<unsigned int*>(base);
+    a.partials = reinterpret_cast<T*>(base + 16);
+    const int index = device.index();
+    if (p.kind == kRelativisticPair) {
+      launch_relativistic<relativistic_kernel<kPassPair, scalar_t>>(a, a.nx, 0, index, stream);
+    } else {
+      launch_relativistic<relativistic_kernel<kPassMeans, scalar_t>>(a, a.nx, a.ny, index, stream);
+      launch_relativistic<relativistic_kernel<kPassSums, scalar_t>>(a, a.nx, a.ny, index, stream);
+      launch_relativistic<relativistic_average_grad_kernel<scalar_t>>(a, a.nx, a.ny, index, stream);
+    }
+  });
+  return {p.loss, p.x_grad, p.y_grad};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgan, CUDA, m) {
   m.impl("gan_loss", &gan_loss_cuda);
   m.impl("gan_loss_backward", &gan_loss_backward_cuda);
   m.impl("gan_loss_pointwise", &gan_loss_pointwise_cuda);
+  m.impl("relativistic_loss", &relativistic_loss_cuda);
 }
 
 }  // namespace fastgan

@@ -74,6 +74,36 @@ inline GanLossProblem prepare_gan_loss(const at::Tensor& x, const std::optional<
   return p;
 }
 
+// relativistic_loss(x, y, kind, reduction): the loss and both complete logits-gradients
+// (its backward is gan_loss_backward's scaling of them). x and y are not optional.
+struct RelativisticLossProblem {
+  at::Tensor x, y;  // contiguous
+  int kind;
+  double x_scale, y_scale;  // s of each side (pair: both are s over the pairs)
+  at::Tensor loss, x_grad, y_grad;  // outputs, allocated here, written by the kernels
+};
+
+inline RelativisticLossProblem prepare_relativistic_loss(const at::Tensor& x, const at::Tensor& y, int64_t kind,
+                                                         int64_t reduction) {
+  const char* op = "fastgan::relativistic_loss";
+  TORCH_CHECK(kind >= 0 && kind < kRelativisticKindCount, op, ": kind must be a relativistic loss kind code in [0, ",
+              int(kRelativisticKindCount), "), got ", kind);
+  TORCH_CHECK(reduction == kReductionMean || reduction == kReductionSum, op,
+              ": reduction must be 1 (mean) or 2 (sum), got ", reduction);
+  RelativisticLossProblem p;
+  p.x = gan_loss_input(x, x, op, "x");
+  p.y = gan_loss_input(y, x, op, "y");
+  p.kind = static_cast<int>(kind);
+  TORCH_CHECK(p.kind != kRelativisticPair || y.sizes().equals(x.sizes()), op, ": y has shape ", y.sizes(),
+              " but x has shape ", x.sizes(), "; kind 0 (pair) needs one shape");
+  p.x_scale = gan_side_scale(p.x.numel(), reduction);
+  p.y_scale = gan_side_scale(p.y.numel(), reduction);
+  p.loss = at::empty({}, x.options());
+  p.x_grad = at::empty(x.sizes(), x.options());
+  p.y_grad = at::empty(y.sizes(), x.options());
+  return p;
+}
+
 // gan_loss_backward: grad * x_grad for a saved gradient, grad * s_x * t_x' for a linear
 // side (likewise y), with grad the loss's one-element gradient.
 struct GanLossBackwardProblem {

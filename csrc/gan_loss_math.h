@@ -73,6 +73,29 @@ FASTGAN_MATH_HD SoftplusParts<T> softplus_parts(T x) {
   return p;
 }
 
+// Relativistic losses couple the two sides, so they are not terms of one side but
+// kinds of their own op, relativistic_loss; fastgan/ops/losses.py mirrors the codes
+// (RELATIVISTIC_PAIR, RELATIVISTIC_AVERAGE). x is the side that should score higher
+// (the discriminator's real logits, the generator's fake ones), y the other;
+// s = 1/numel (mean) or 1 (sum):
+//   pair    (RpGAN, x and y of one shape):  s * sum_i softplus(y_i - x_i)
+//   average (RaGAN):  s_x sum_i softplus(mean(y) - x_i) + s_y sum_j softplus(y_j - mean(x))
+enum RelativisticKind : int {
+  kRelativisticPair = 0,
+  kRelativisticAverage = 1,
+  kRelativisticKindCount = 2,
+};
+
+// softplus(z) and its derivative sigmoid(z) for a relativistic difference z (y_i - x_i,
+// mean(y) - x_i or y_j - mean(x)): the loss adds t; the direct part of the
+// logits-gradient is -scale * sig for x (it enters z negated), +scale * sig for y.
+template <typename T>
+FASTGAN_MATH_HD void relativistic_term(T z, T& t, T& sig) {
+  const SoftplusParts<T> p = softplus_parts(z);
+  t = p.softplus;
+  sig = p.sigmoid;
+}
+
 // t(l) and t'(l) together (the fused forward needs both and they share one exp).
 template <int TERM, typename T>
 FASTGAN_MATH_HD void gan_term_and_derivative(T l, T& t, T& dt) {

@@ -24,6 +24,12 @@ Kernels:
   the constant ``grad * s * t'`` for a linear side.
 - ``_gan_loss_pointwise_kernel``: ``grad * t^(order)(l)`` elementwise
   (``reduction="none"`` and every double backward).
+- ``_relativistic_reduce_kernel`` and ``_relativistic_average_grad_kernel``: the
+  relativistic losses (RpGAN ``s * sum softplus(y - x)`` over pairs; RaGAN
+  ``s_x sum softplus(mean(y) - x) + s_y sum softplus(y - mean(x))``), with the same
+  ticket and fixed-order sum. RpGAN: one launch writes the loss and both gradients.
+  RaGAN: three launches, the means, then the loss and sigmoid sums (the last
+  program writes the gradients' cross terms), then the gradients.
 
 Float32 divisions use ``div_rn`` (compiled ``/`` is approximate); ``log1p`` is
 Goldberg's ``log(u) * x / (u - 1)``, ``u = 1 + x``, since the interpreter has no
@@ -47,6 +53,10 @@ SOFTPLUS_NEG, SOFTPLUS, NEG_SOFTPLUS, NEG_SOFTPLUS_NEG = 0, 1, 2, 3
 IDENTITY, NEG_IDENTITY, HINGE_REAL, HINGE_FAKE, HALF_SQUARE_ONE, HALF_SQUARE = 4, 5, 6, 7, 8, 9
 #: t' of the linear terms: their forward saves no gradient.
 SLOPES = {IDENTITY: 1, NEG_IDENTITY: -1}
+# Relativistic kinds of csrc/gan_loss_math.h (RelativisticKind), and the passes of
+# _relativistic_reduce_kernel.
+RELATIVISTIC_PAIR, RELATIVISTIC_AVERAGE = 0, 1
+PASS_PAIR, PASS_MEANS, PASS_SUMS = 0, 1, 2
 
 @triton.jit
 def _to(v, DTYPE: tl.constexpr):
@@ -290,6 +300,155 @@ def _gan_loss_pointwise_kernel(x_ptr, grad_ptr, out_ptr, n, TERM: tl.constexpr, 
         _pointwise_block(x_ptr, grad_ptr, out_ptr, offsets, offsets < n, TERM, ORDER, HAS_GRAD, ACC, DTYPE, ALIGNED)
 
 
+@triton.jit
+def _strip_of(n, pid, nprog, BLOCK: tl.constexpr):
+    """[begin, end) of program pid's strip of n elements (multiples of BLOCK)."""
+    per = tl.cdiv(tl.cdiv(n, nprog), BLOCK) * BLOCK
+    begin = tl.minimum(pid.to(tl.int64) * per, n)
+    return begin, tl.minimum(begin + per, n)
+
+
+@triton.jit
+def _pair_strip(x_ptr, y_ptr, xg_ptr, yg_ptr, n, pid, nprog, scale, ACC: tl.constexpr, DTYPE: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """RpGAN over this program's pairs: writes xg = -scale sigmoid(y - x), yg = -xg;
+    returns sum softplus(y - x)."""
+    begin, end = _strip_of(n, pid, nprog, BLOCK)
+    acc = tl.zeros([BLOCK], ACC)
+    for start in range(begin, end, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        mask = offsets < end
+        z = tl.load(y_ptr + offsets, mask=mask, other=0).to(ACC) - tl.load(x_ptr + offsets, mask=mask, other=0).to(ACC)
+        t, sig, sig_neg, curv = _softplus_parts(z)
+        tl.store(xg_ptr + offsets, _to(-scale * sig, DTYPE), mask=mask)
+        tl.store(yg_ptr + offsets, _to(scale * sig, DTYPE), mask=mask)
+        acc += tl.where(mask, t, 0)
+    return tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _value_strip(l_ptr, n, pid, nprog, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Sum of this program's strip of the logits (RaGAN's means)."""
+    begin, end = _strip_of(n, pid, nprog, BLOCK)
+    acc = tl.zeros([BLOCK], ACC)
+    for start in range(begin, end, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        acc += tl.load(l_ptr + offsets, mask=offsets < end, other=0).to(ACC)
+    return tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _average_difference(l, shift, SIGN: tl.constexpr):
+    """RaGAN's z: mean(y) - x (SIGN -1) or y - mean(x) (SIGN +1)."""
+    if SIGN > 0:
+        z = l - shift
+    else:
+        z = shift - l
+    return z
+
+
+@triton.jit
+def _average_strip(l_ptr, n, pid, nprog, shift, SIGN: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """(sum softplus(z), sum sigmoid(z)) over this program's strip of one RaGAN side."""
+    begin, end = _strip_of(n, pid, nprog, BLOCK)
+    terms = tl.zeros([BLOCK], ACC)
+    sigmoids = tl.zeros([BLOCK], ACC)
+    for start in range(begin, end, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        mask = offsets < end
+        z = _average_difference(tl.load(l_ptr + offsets, mask=mask, other=0).to(ACC), shift, SIGN)
+        t, sig, sig_neg, curv = _softplus_parts(z)
+        terms += tl.where(mask, t, 0)
+        sigmoids += tl.where(mask, sig, 0)
+    return tl.sum(terms, axis=0), tl.sum(sigmoids, axis=0)
+
+
+@triton.jit
+def _relativistic_finish(s0, s1, s2, s3, nx, ny, sx, sy, loss_ptr, stats_ptr, PASS: tl.constexpr,
+                         ACC: tl.constexpr, DTYPE: tl.constexpr):
+    """A pass's result from its totals: the RpGAN loss; the two means; or the RaGAN
+    loss and the gradients' cross terms (x's mean is in every y - mean(x))."""
+    if PASS == 0:
+        tl.store(loss_ptr, _to(sx * s0, DTYPE))
+    elif PASS == 1:
+        tl.store(stats_ptr, div_rn(s0, as_acc(nx, ACC)))
+        tl.store(stats_ptr + 1, div_rn(s1, as_acc(ny, ACC)))
+    else:
+        tl.store(loss_ptr, _to(sx * s0 + sy * s2, DTYPE))
+        tl.store(stats_ptr + 2, -div_rn(sy * s3, as_acc(nx, ACC)))
+        tl.store(stats_ptr + 3, div_rn(sx * s1, as_acc(ny, ACC)))
+
+
+@triton.jit
+def _relativistic_reduce_kernel(x_ptr, y_ptr, x_grad_ptr, y_grad_ptr, nx, ny, loss_ptr, stats_ptr, partials_ptr,
+                                counter_ptr, PASS: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr,
+                                DTYPE: tl.constexpr, BLOCK: tl.constexpr, MAX_PROGRAMS: tl.constexpr):
+    """PASS 0: RpGAN (pairs of x and y); 1: the means into stats[0:2]; 2: the RaGAN loss
+    and the cross terms into stats[2:4], from the means."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    sx = _scale_of(nx, MEAN, ACC)
+    sy = _scale_of(ny, MEAN, ACC)
+    zero = tl.zeros([], ACC)
+    if PASS == 0:
+        s0 = _pair_strip(x_ptr, y_ptr, x_grad_ptr, y_grad_ptr, nx, pid, nprog, sx, ACC, DTYPE, BLOCK)
+        s1 = zero
+        s2 = zero
+        s3 = zero
+    elif PASS == 1:
+        s0 = _value_strip(x_ptr, nx, pid, nprog, ACC, BLOCK)
+        s1 = _value_strip(y_ptr, ny, pid, nprog, ACC, BLOCK)
+        s2 = zero
+        s3 = zero
+    else:
+        mean_x = tl.load(stats_ptr)
+        mean_y = tl.load(stats_ptr + 1)
+        s0, s1 = _average_strip(x_ptr, nx, pid, nprog, mean_y, -1, ACC, BLOCK)
+        s2, s3 = _average_strip(y_ptr, ny, pid, nprog, mean_x, 1, ACC, BLOCK)
+    if nprog == 1:
+        _relativistic_finish(s0, s1, s2, s3, nx, ny, sx, sy, loss_ptr, stats_ptr, PASS, ACC, DTYPE)
+    else:
+        # Partials, then a ticket, as _gan_loss_fwd_kernel.
+        tl.store(partials_ptr + pid, s0)
+        tl.store(partials_ptr + MAX_PROGRAMS + pid, s1)
+        tl.store(partials_ptr + 2 * MAX_PROGRAMS + pid, s2)
+        tl.store(partials_ptr + 3 * MAX_PROGRAMS + pid, s3)
+        ticket = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu")
+        if ticket == nprog - 1:
+            offsets = tl.arange(0, MAX_PROGRAMS)
+            live = offsets < nprog
+            t0 = tl.sum(tl.load(partials_ptr + offsets, mask=live, other=0, volatile=True), axis=0)
+            t1 = tl.sum(tl.load(partials_ptr + MAX_PROGRAMS + offsets, mask=live, other=0, volatile=True), axis=0)
+            t2 = tl.sum(tl.load(partials_ptr + 2 * MAX_PROGRAMS + offsets, mask=live, other=0, volatile=True), axis=0)
+            t3 = tl.sum(tl.load(partials_ptr + 3 * MAX_PROGRAMS + offsets, mask=live, other=0, volatile=True), axis=0)
+            _relativistic_finish(t0, t1, t2, t3, nx, ny, sx, sy, loss_ptr, stats_ptr, PASS, ACC, DTYPE)
+            tl.store(counter_ptr, 0)  # ready for the next launch on this stream
+
+
+@triton.jit
+def _average_grad_block(l_ptr, g_ptr, n, block, shift, scale, cross, SIGN: tl.constexpr, ACC: tl.constexpr,
+                        DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    offsets = block.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n
+    z = _average_difference(tl.load(l_ptr + offsets, mask=mask, other=0).to(ACC), shift, SIGN)
+    t, sig, sig_neg, curv = _softplus_parts(z)
+    tl.store(g_ptr + offsets, _to(SIGN * scale * sig + cross, DTYPE), mask=mask)
+
+
+@triton.jit
+def _relativistic_average_grad_kernel(x_ptr, y_ptr, x_grad_ptr, y_grad_ptr, nx, ny, stats_ptr, MEAN: tl.constexpr,
+                                      ACC: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """RaGAN's gradients: -s_x sigmoid(mean(y) - x) + cross_x, s_y sigmoid(y - mean(x)) + cross_y."""
+    pid = tl.program_id(0)
+    x_blocks = tl.cdiv(nx, BLOCK)
+    if pid < x_blocks:
+        _average_grad_block(x_ptr, x_grad_ptr, nx, pid, tl.load(stats_ptr + 1), _scale_of(nx, MEAN, ACC),
+                            tl.load(stats_ptr + 2), -1, ACC, DTYPE, BLOCK)
+    else:
+        _average_grad_block(y_ptr, y_grad_ptr, ny, pid - x_blocks, tl.load(stats_ptr), _scale_of(ny, MEAN, ACC),
+                            tl.load(stats_ptr + 3), 1, ACC, DTYPE, BLOCK)
+
+
 # ---- launchers ----
 
 _WORKSPACES: Dict[Tuple[torch.device, Optional[int], torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
@@ -302,7 +461,7 @@ def _workspace(device: torch.device, acc: torch.dtype) -> Tuple[torch.Tensor, to
     capture each loss gets its own zeroed pair (a memset node in the graph): two
     graphs captured on one stream may be replayed concurrently on two others."""
     def fresh():
-        return (torch.zeros(2 * MAX_PROGRAMS, dtype=acc, device=device),
+        return (torch.zeros(4 * MAX_PROGRAMS, dtype=acc, device=device),  # gan_loss uses 2 rows, relativistic 4
                 torch.zeros(1, dtype=torch.int32, device=device))
 
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
@@ -376,3 +535,29 @@ def gan_loss_pointwise(logits: torch.Tensor, grad: Optional[torch.Tensor], term:
             DTYPE=TL_DTYPES[x.dtype], ALIGNED=_aligned(x, g, out), BLOCK=BLOCK, num_warps=NUM_WARPS,
         )
     return out
+
+
+def relativistic_loss(x: torch.Tensor, y: torch.Tensor, kind: int,
+                      reduction: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, x_grad, y_grad) of a relativistic loss (see the module doc): one launch
+    for kind 0 (RpGAN, x and y of one shape), three for kind 1 (RaGAN). The gradients
+    are complete: the backward scales them."""
+    x, y = x.contiguous(), y.contiguous()
+    loss = x.new_empty(())
+    x_grad, y_grad = torch.empty_like(x), torch.empty_like(y)
+    acc = acc_dtype(x.dtype)
+    partials, counter = _workspace(x.device, acc)
+    stats = torch.empty(4, dtype=acc, device=x.device)  # mean(x), mean(y), cross_x, cross_y
+    nx, ny = x.numel(), y.numel()
+    pair = kind == RELATIVISTIC_PAIR
+    nprog = max(1, min(triton.cdiv(nx if pair else nx + ny, ELEMENTS_PER_PROGRAM), MAX_PROGRAMS))
+    flags = dict(MEAN=reduction == 1, ACC=TL_DTYPES[acc], DTYPE=TL_DTYPES[x.dtype], BLOCK=BLOCK)
+    for pass_ in (PASS_PAIR,) if pair else (PASS_MEANS, PASS_SUMS):
+        _relativistic_reduce_kernel[(nprog,)](
+            x, y, x_grad, y_grad, nx, ny, loss, stats, partials, counter, PASS=pass_, MAX_PROGRAMS=MAX_PROGRAMS,
+            num_warps=NUM_WARPS, **flags)
+    blocks = triton.cdiv(nx, BLOCK) + triton.cdiv(ny, BLOCK)
+    if not pair and blocks:
+        _relativistic_average_grad_kernel[(blocks,)](x, y, x_grad, y_grad, nx, ny, stats, num_warps=NUM_WARPS,
+                                                     **flags)
+    return loss, x_grad, y_grad

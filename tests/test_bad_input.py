@@ -518,6 +518,53 @@ CASES = [case for cases in (interpolate_cases, penalty_cases, gradient_penalty_c
                             nn_cases, optimizer_cases) for case in cases()]
 
 
+def relativistic_loss_cases():
+    """discriminator_loss and generator_loss with the relativistic kinds (issue 12)."""
+    def call(op, kind, real=None, fake=None, **kw):
+        real = t(6, 1) if real is None else real
+        fake = t(6, 1, seed=1) if fake is None else fake
+        if op == "discriminator_loss":
+            return lambda backend: discriminator_loss(real, fake, kind, backend=backend, **kw)
+        return lambda backend: generator_loss(fake, kind, real_logits=real, backend=backend, **kw)
+
+    for op in ("discriminator_loss", "generator_loss"):
+        for kind in ("relativistic", "relativistic_average"):
+            yield Case(op, f"{kind}-ok", call(op, kind))
+            yield Case(op, f"{kind}-none", call(op, kind, reduction="none"))
+            yield Case(op, f"{kind}-nan-inf-logits", call(op, kind, real=torch.tensor([NAN, 1.0, -INF, INF]),
+                                                          fake=torch.tensor([INF, -INF, 0.0, NAN])))
+            yield Case(op, f"{kind}-large-logits", call(op, kind, real=torch.tensor([1e4, -1e4, 80.0]),
+                                                        fake=torch.tensor([-1e4, 90.0, 1e4])))
+            yield Case(op, f"{kind}-strided", call(op, kind, real=t(6, 4)[:, ::2], fake=t(2, 6, seed=1).t()))
+            yield Case(op, f"{kind}-float16", call(op, kind, real=t(6, dtype=torch.float16),
+                                                   fake=t(6, dtype=torch.float16, seed=1)))
+            yield Case(op, f"{kind}-scalar-logits", call(op, kind, real=torch.tensor(0.3), fake=torch.tensor(-2.0)))
+            yield Case(op, f"{kind}-meta", call(op, kind, real=t(6, device="meta"), fake=t(6, device="meta")),
+                       BACKEND_ON_META, error_on=FUSED)
+            yield Case(op, f"{kind}-real_logits-int", call(op, kind, real=of_dtype(torch.int64, 6, 1)),
+                       (TypeError, rf"{op}: real_logits has dtype torch.int64; expected floating-point logits"))
+            yield Case(op, f"{kind}-real_logits-float64", call(op, kind, real=t(6, 1, dtype=torch.float64)),
+                       (TypeError, rf"{op}: (real|fake)_logits has dtype torch.float(32|64) but (real|fake)_logits "
+                                   r"has torch.float(32|64); expected one dtype"))
+        yield Case(op, "relativistic-shape-mismatch", call(op, "relativistic", fake=t(5, 1, seed=1)),
+                   (ValueError, rf"{op}: kind='relativistic' pairs real_logits with fake_logits, so they must have "
+                                r"one shape; got real_logits \(6, 1\) and fake_logits \(5, 1\)"))
+        yield Case(op, "relativistic-broadcastable-shapes", call(op, "relativistic", fake=t(6, seed=1)),
+                   (ValueError, rf"{op}: .*real_logits \(6, 1\) and fake_logits \(6,\)"))
+        yield Case(op, "relativistic_average-other-shapes", call(op, "relativistic_average", fake=t(3, 1, 2, 2)))
+    for kind in ("relativistic", "relativistic_average"):
+        yield Case("generator_loss", f"{kind}-without-real_logits",
+                   lambda backend, kind=kind: generator_loss(t(6, 1), kind, backend=backend),
+                   (ValueError, rf"generator_loss: kind='{kind}' compares fake_logits with the real samples' "
+                                "logits: pass real_logits="))
+    yield Case("generator_loss", "real_logits-with-non_saturating",
+               lambda backend: generator_loss(t(6, 1), "non_saturating", real_logits=t(6, 1), backend=backend),
+               (ValueError, "generator_loss: real_logits is read only by the relativistic kinds"))
+
+
+CASES += list(relativistic_loss_cases())
+
+
 def _params():
     for case in CASES:
         for backend in case.backends:

@@ -58,3 +58,16 @@ def test_activation_ids_agree(name):
     act_id = bias_act_ops._ACTS[name][0]
     assert cpp["k" + ("Lrelu" if name == "lrelu" else name.title())] == act_id
     assert getattr(kernels, name.upper()) == act_id
+
+
+def test_relativistic_kinds_agree():
+    cpp = cpp_enum("gan_loss_math.h", "RelativisticKind")
+    assert loss_ops.RELATIVISTIC_KINDS == {"relativistic": cpp["kRelativisticPair"],
+                                           "relativistic_average": cpp["kRelativisticAverage"]}
+    assert (loss_ops.RELATIVISTIC_PAIR, loss_ops.RELATIVISTIC_AVERAGE) == (cpp["kRelativisticPair"],
+                                                                          cpp["kRelativisticAverage"])
+    assert cpp["kRelativisticKindCount"] == len(loss_ops.RELATIVISTIC_KINDS)
+    from fastgan.kernels import gan_loss as kernels
+
+    assert (kernels.RELATIVISTIC_PAIR, kernels.RELATIVISTIC_AVERAGE) == (loss_ops.RELATIVISTIC_PAIR,
+                                                                        loss_ops.RELATIVISTIC_AVERAGE)

@@ -29,6 +29,7 @@ from fastgan.ops import (bias_act, clip_weights_, discriminator_loss, gan_value,
                          gradient_penalty, interpolate, r1_penalty, r2_penalty, rmsprop_clip_)
 from fastgan.ops.bias_act import ACTIVATIONS
 from fastgan.reference.losses import DISCRIMINATOR_KINDS, GENERATOR_KINDS, REDUCTIONS
+from fastgan.reference.losses import RELATIVISTIC_KINDS
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 SIZES = (1, 2, 3, 5, 7, 11)
@@ -346,6 +347,34 @@ FAMILIES: Dict[str, Callable[..., Trial]] = {
 }
 
 
+def relativistic_loss_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
+    """discriminator_loss and generator_loss with the relativistic kinds (issue 12): RpGAN
+    pairs logits of one shape (in any two layouts), RaGAN takes any two shapes."""
+    op = rng.choice(["discriminator_loss", "generator_loss"])
+    kind = rng.choice(RELATIVISTIC_KINDS)
+    reduction = rng.choice(REDUCTIONS)
+    scale = rng.choice([1.0, 5.0, 30.0])
+    real_shape = draw_shape(rng)
+    fake_shape = real_shape if kind == "relativistic" else draw_shape(rng)
+    inputs = [draw_input(rng, gen, real_shape, scale=scale), draw_input(rng, gen, fake_shape, scale=scale)]
+
+    def call(backend, views):
+        real, fake = views
+        if backend == EAGER:
+            if op == "discriminator_loss":
+                return reference.discriminator_loss(real, fake, kind, reduction)
+            return reference.generator_loss(fake, kind, reduction, real)
+        if op == "discriminator_loss":
+            return discriminator_loss(real, fake, kind, reduction=reduction, backend=backend)
+        return generator_loss(fake, kind, real_logits=real, reduction=reduction, backend=backend)
+
+    return Trial("relativistic_losses", dtype, inputs, call, 2, dict(op=op, kind=kind, reduction=reduction,
+                                                                    scale=scale))
+
+
+FAMILIES["relativistic_losses"] = relativistic_loss_trial
+
+
 def make_trial(family: str, index: int, **kw) -> Trial:
     seed = trial_seed(family, index)
     rng = random.Random(seed)
@@ -461,6 +490,7 @@ def run_trials(family: str, backend: str, device: str, indices: Sequence[int],
 #: reference), in about 25 s of CPU; scripts/fuzz.py runs more
 CI_TRIALS = {"bias_act": 80, "interpolate": 100, "grad_norm_penalty": 80, "losses": 80, "penalties": 50,
              "clip": 150, "rmsprop_clip": 100}
+CI_TRIALS["relativistic_losses"] = 40
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs())

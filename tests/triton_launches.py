@@ -62,6 +62,10 @@ def _gan_loss(dtype):
         for term in range(10) if every else (0,):
             for order in (0, 1, 2):
                 gan_loss.gan_loss_pointwise(x, None if order == 0 else x, term, order)
+        # relativistic_loss: RpGAN pairs x with a copy; RaGAN takes x and y (other sizes).
+        for reduction in reductions:
+            gan_loss.relativistic_loss(x, x.flip(0), gan_loss.RELATIVISTIC_PAIR, reduction)
+            gan_loss.relativistic_loss(x, y, gan_loss.RELATIVISTIC_AVERAGE, reduction)
 
 
 def _bias_act(dtype):

@@ -17,6 +17,20 @@ Every loss is ``s_r * sum t_r(real) + s_f * sum t_f(fake)`` with per-element ter
 - ``gan_loss_pointwise(logits, grad?, term, order) -> grad * t^(order)(logits)``:
   ``reduction="none"`` (order 0, backward order 1) and double backward (order 2).
 
+- ``relativistic_loss(x, y, kind, reduction) -> (loss, x_grad, y_grad)``: the
+  relativistic losses, x the logits that should score higher (D: real, G: fake), y
+  the others; ``x_grad``, ``y_grad`` are the complete logits-gradients, so the
+  backward is ``gan_loss_backward``'s scaling of them (one launch). Kind 0, RpGAN:
+  ``s * sum softplus(y - x)`` over pairs, one pass (one launch on CUDA and Triton,
+  one pass over the pairs on the CPU). Kind 1, RaGAN:
+  ``s_x sum softplus(mean(y) - x) + s_y sum softplus(y - mean(x))``: three passes
+  on every backend (three launches on CUDA and Triton): the two means; the loss and
+  the sums of the sigmoids, whose last block writes the gradients' cross terms (each
+  side's mean is in every difference of the other side); the gradients. Double
+  backward: the Hessian times the gradients reaching ``x_grad``, ``y_grad``, from
+  ``softplus'' = sigmoid'`` at the differences (``gan_loss_pointwise`` order 2) and a
+  few eager sums (formulas in csrc/gan_loss_autograd.cpp).
+
 Double backward: the saved gradients are differentiable outputs of ``gan_loss``,
 so a gradient reaching them (through ``gan_loss_backward``'s own autograd) comes
 back to ``gan_loss``'s backward, which adds ``s * t''(x) * g`` with the order-2
@@ -63,6 +77,16 @@ GENERATOR_TERMS: Dict[str, int] = {
     "hinge": NEG_IDENTITY,
     "least_squares": HALF_SQUARE_ONE,
 }
+# Kinds of csrc/gan_loss_math.h (RelativisticKind): relativistic_loss's kind codes.
+RELATIVISTIC_PAIR = 0  # RpGAN: softplus(-(x - y)) per pair
+RELATIVISTIC_AVERAGE = 1  # RaGAN: softplus(-(x - mean y)) and softplus(y - mean x)
+#: The relativistic kinds of discriminator_loss and generator_loss, and their codes.
+RELATIVISTIC_KINDS: Dict[str, int] = {"relativistic": RELATIVISTIC_PAIR,
+                                      "relativistic_average": RELATIVISTIC_AVERAGE}
+#: Every kind name discriminator_loss, generator_loss accept (fastgan.reference.losses keeps the
+#: term kinds and the relativistic ones apart).
+DISCRIMINATOR_LOSS_KINDS = (*DISCRIMINATOR_TERMS, *RELATIVISTIC_KINDS)
+GENERATOR_LOSS_KINDS = (*GENERATOR_TERMS, *RELATIVISTIC_KINDS)
 #: V(D, G) = E ln D(real) + E ln(1 - D(fake)).
 VALUE_TERMS = (NEG_SOFTPLUS_NEG, NEG_SOFTPLUS)
 #: torch's at::Reduction codes.
@@ -125,6 +149,17 @@ def _check_gan_loss_pointwise(logits, grad, term, order):
                  f"grad has shape {tuple(grad.shape)}, expected {tuple(logits.shape)}")
 
 
+def _check_relativistic_loss(x, y, kind, reduction):
+    op = "relativistic_loss"
+    require(kind in (RELATIVISTIC_PAIR, RELATIVISTIC_AVERAGE), op,
+            f"kind must be a relativistic loss kind code in [0, 2), got {kind}")
+    require(reduction in (1, 2), op, f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
+    _check_input(op, "x", x, x)
+    _check_input(op, "y", y, x)
+    require(kind != RELATIVISTIC_PAIR or y.shape == x.shape, op,
+            f"y has shape {tuple(y.shape)} but x has shape {tuple(x.shape)}; kind 0 (pair) needs one shape")
+
+
 # ---- fake (meta) kernels: same for both namespaces ----
 
 
@@ -142,6 +177,11 @@ def _gan_loss_backward_fake(grad, x_grad, y_grad, x, y, x_term, y_term, reductio
 def _gan_loss_pointwise_fake(logits, grad, term, order):
     _check_gan_loss_pointwise(logits, grad, term, order)
     return logits.new_empty(logits.shape)
+
+
+def _relativistic_loss_fake(x, y, kind, reduction):
+    _check_relativistic_loss(x, y, kind, reduction)
+    return x.new_empty(()), x.new_empty(x.shape), x.new_empty(y.shape)
 
 
 # ---- Triton kernels as custom ops ----
@@ -172,7 +212,16 @@ def _gan_loss_pointwise_triton(logits: torch.Tensor, grad: Optional[torch.Tensor
     return kernels.gan_loss_pointwise(logits, grad, term, order)
 
 
+@triton_op("relativistic_loss", _check_relativistic_loss)
+def _relativistic_loss_triton(x: torch.Tensor, y: torch.Tensor, kind: int,
+                              reduction: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ..kernels import gan_loss as kernels
+
+    return kernels.relativistic_loss(x, y, kind, reduction)
+
+
 for _ns in ("fastgan", "fastgan_triton"):
+    torch.library.register_fake(f"{_ns}::relativistic_loss")(_relativistic_loss_fake)
     torch.library.register_fake(f"{_ns}::gan_loss")(_gan_loss_fake)
     torch.library.register_fake(f"{_ns}::gan_loss_backward")(_gan_loss_backward_fake)
     torch.library.register_fake(f"{_ns}::gan_loss_pointwise")(_gan_loss_pointwise_fake)
@@ -252,9 +301,53 @@ def _register_autograd(ns: str) -> None:
             d_grad = ops.gan_loss_pointwise(logits, g, ctx.term, ctx.order)
         return d_logits, d_grad, None, None
 
+    def relativistic_setup(ctx, inputs, output):
+        x, y, kind, reduction = inputs
+        _, x_grad, y_grad = output
+        ctx.set_materialize_grads(False)
+        ctx.kind, ctx.reduction = kind, reduction
+        ctx.save_for_backward(x, y, x_grad, y_grad)
+
+    def relativistic_backward(ctx, grad_loss, grad_x_grad, grad_y_grad):
+        x, y, x_grad, y_grad = ctx.saved_tensors
+        dx = dy = None
+        if grad_loss is not None:  # a scaling of the complete saved gradients (a non-linear term code)
+            dx, dy = ops.gan_loss_backward(grad_loss, x_grad, y_grad, x, y, SOFTPLUS_NEG, SOFTPLUS_NEG,
+                                           ctx.reduction)
+        if grad_x_grad is not None or grad_y_grad is not None:
+            hx, hy = _relativistic_hessian_product(ops.gan_loss_pointwise, x, y, grad_x_grad, grad_y_grad, ctx.kind,
+                                                   ctx.reduction == REDUCTIONS["mean"])
+            dx = hx if dx is None else dx + hx
+            dy = hy if dy is None else dy + hy
+        return dx, dy, None, None
+
+    torch.library.register_autograd(f"{ns}::relativistic_loss", relativistic_backward,
+                                    setup_context=relativistic_setup)
     torch.library.register_autograd(f"{ns}::gan_loss", loss_backward, setup_context=loss_setup)
     torch.library.register_autograd(f"{ns}::gan_loss_backward", backward_backward, setup_context=backward_setup)
     torch.library.register_autograd(f"{ns}::gan_loss_pointwise", pointwise_backward, setup_context=pointwise_setup)
+
+
+def _relativistic_hessian_product(pointwise, x: torch.Tensor, y: torch.Tensor, gx: Optional[torch.Tensor],
+                                  gy: Optional[torch.Tensor], kind: int,
+                                  mean: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """H [gx; gy] for gradients gx, gy (None: zero) reaching relativistic_loss's x_grad,
+    y_grad, with softplus''(z) = sigmoid'(z) from ``pointwise(z, g, SOFTPLUS, 2)``;
+    the formulas of csrc/gan_loss_autograd.cpp."""
+    gx = torch.zeros_like(x) if gx is None else gx
+    gy = torch.zeros_like(y) if gy is None else gy
+
+    def curvature(z, g, side):  # s * softplus''(z) * g
+        v = pointwise(z, g, SOFTPLUS, 2)
+        return v / side.numel() if mean else v
+
+    if kind == RELATIVISTIC_PAIR:
+        w = curvature(y - x, gx - gy, x)
+        return w, -w
+    nx, ny = x.numel(), y.numel()
+    a = curvature(x - y.mean(), gy.sum() / ny - gx, x)
+    b = curvature(y - x.mean(), gy - gx.sum() / nx, y)
+    return -a - b.sum() / nx, b + a.sum() / ny
 
 
 # The C++ ops have the same formulas in C++ (csrc/gan_loss_autograd.cpp): a Python
@@ -265,10 +358,12 @@ class _LossOps(NamedTuple):
     """One backend's ops, as resolved overloads (a packet re-resolves on every call)."""
     gan_loss: object
     gan_loss_pointwise: object
+    relativistic_loss: object
 
 
 def _loss_ops(namespace) -> _LossOps:
-    return _LossOps(namespace.gan_loss.default, namespace.gan_loss_pointwise.default)
+    return _LossOps(namespace.gan_loss.default, namespace.gan_loss_pointwise.default,
+                    namespace.relativistic_loss.default)
 
 
 _NATIVE_OPS = _loss_ops(torch.ops.fastgan)
@@ -317,6 +412,27 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
 # ---- public API ----
 
 
+def _relativistic(impl: str, real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str,
+                  reduction: str, player: str) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """A relativistic loss of `player` ("D" or "G") on a fused backend."""
+    ops = _OPS[impl]
+    x, y = (real_logits, fake_logits) if player == "D" else (fake_logits, real_logits)
+    if reduction != "none":
+        return ops.relativistic_loss(x, y, RELATIVISTIC_KINDS[kind], REDUCTIONS[reduction])[0]
+    if kind == "relativistic":  # softplus(y - x) per pair
+        return ops.gan_loss_pointwise(y - x, None, SOFTPLUS, 0)
+    x_terms = ops.gan_loss_pointwise(x - y.mean(), None, SOFTPLUS_NEG, 0)
+    y_terms = ops.gan_loss_pointwise(y - x.mean(), None, SOFTPLUS, 0)
+    return (x_terms, y_terms) if player == "D" else (y_terms, x_terms)
+
+
+def _check_pairs(op: str, kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+    if kind == "relativistic" and real_logits.shape != fake_logits.shape:
+        raise ValueError(f"{op}: kind='relativistic' pairs real_logits with fake_logits, so they must have one "
+                         f"shape; got real_logits {tuple(real_logits.shape)} and fake_logits "
+                         f"{tuple(fake_logits.shape)}")
+
+
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "minimax", *,
                        reduction: str = "mean",
                        backend: Optional[str] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
@@ -326,28 +442,37 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
         real_logits, fake_logits: the discriminator's raw outputs (before any
             sigmoid) on real and generated samples. Any shapes (``(B,)``,
             ``(B, 1)``, PatchGAN ``(B, 1, H, W)``); the two may differ in batch
-            size and shape. float32, float16, bfloat16 or float64, one dtype and
-            device; accumulation in float32 (float64 for float64).
+            size and shape, except for ``"relativistic"``, which pairs them (one
+            shape). float32, float16, bfloat16 or float64, one dtype and device;
+            accumulation in float32 (float64 for float64).
         kind: ``"minimax"`` (binary cross-entropy with real labelled 1 and fake
             0: ``-V(D, G)`` with ``D = sigmoid(l)``), ``"wasserstein"``
             (``mean(fake) - mean(real)``), ``"hinge"``
-            (``mean(relu(1 - real)) + mean(relu(1 + fake))``) or
-            ``"least_squares"`` (``0.5 mean((real - 1)^2) + 0.5 mean(fake^2)``).
+            (``mean(relu(1 - real)) + mean(relu(1 + fake))``),
+            ``"least_squares"`` (``0.5 mean((real - 1)^2) + 0.5 mean(fake^2)``),
+            ``"relativistic"`` (RpGAN, R3GAN's loss: ``mean softplus(-(real - fake))``
+            over aligned pairs) or ``"relativistic_average"`` (RaGAN, ESRGAN's:
+            ``mean softplus(-(real - mean(fake))) + mean softplus(fake - mean(real))``).
         reduction: ``"mean"`` (default) or ``"sum"`` reduce each side's terms and
-            add them; ``"none"`` returns the pair ``(real_terms, fake_terms)``.
+            add them (RaGAN's inner means stay means); ``"none"`` returns the pair
+            ``(real_terms, fake_terms)``, or RpGAN's per-pair terms (one tensor).
         backend: see :func:`fastgan.set_backend`.
 
     Returns the loss in the logits' dtype, differentiable w.r.t. both logits
     (double backward too). Stable for any finite logit; NaN logits give NaN.
-    One CUDA launch forward and one backward for "mean" and "sum".
+    One CUDA launch forward and one backward for "mean" and "sum"; RaGAN's forward
+    is three (its means first; see :mod:`fastgan.ops.losses`).
     """
     op = "discriminator_loss"
-    _check_choice(op, "kind", kind, DISCRIMINATOR_TERMS)
+    _check_choice(op, "kind", kind, DISCRIMINATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_logits(op, real_logits=real_logits, fake_logits=fake_logits)
+    _check_pairs(op, kind, real_logits, fake_logits)
     impl = _backend_for(op, real_logits, backend)
     if impl == "reference":
         return reference.discriminator_loss(real_logits, fake_logits, kind, reduction)
+    if kind in RELATIVISTIC_KINDS:
+        return _relativistic(impl, real_logits, fake_logits, kind, reduction, "D")
     ops = _OPS[impl]
     real_term, fake_term = DISCRIMINATOR_TERMS[kind]
     if reduction == "none":
@@ -356,24 +481,44 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     return ops.gan_loss(real_logits, fake_logits, real_term, fake_term, REDUCTIONS[reduction])[0]
 
 
-def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *, reduction: str = "mean",
-                   backend: Optional[str] = None) -> torch.Tensor:
+def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
+                   real_logits: Optional[torch.Tensor] = None, reduction: str = "mean",
+                   backend: Optional[str] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """The generator's loss on the discriminator's logits for generated samples, fused.
 
     ``kind``: ``"non_saturating"`` (``mean softplus(-l)`` = ``-E ln D``, the usual
     choice), ``"minimax"`` (``-mean softplus(l)`` = ``E ln(1 - D)``, saturates
-    early in training), ``"wasserstein"`` and ``"hinge"`` (``-mean(l)``) or
-    ``"least_squares"`` (``0.5 mean((l - 1)^2)``). ``reduction`` ``"none"``
-    returns the per-element terms. Logits, dtypes, backends and gradients as
+    early in training), ``"wasserstein"`` and ``"hinge"`` (``-mean(l)``),
+    ``"least_squares"`` (``0.5 mean((l - 1)^2)``), or the relativistic kinds, which
+    also need ``real_logits`` (the discriminator's logits on real samples; detach
+    them, as R3GAN does, or not: gradients flow to both):
+    ``"relativistic"`` (RpGAN: ``mean softplus(-(fake - real))`` over aligned pairs,
+    one shape) and ``"relativistic_average"`` (RaGAN:
+    ``mean softplus(-(fake - mean(real))) + mean softplus(real - mean(fake))``).
+    ``reduction`` ``"none"`` returns the per-element terms (RaGAN: the pair
+    ``(real_terms, fake_terms)``). Logits, dtypes, backends and gradients as
     :func:`discriminator_loss`.
     """
     op = "generator_loss"
-    _check_choice(op, "kind", kind, GENERATOR_TERMS)
+    _check_choice(op, "kind", kind, GENERATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
-    _check_logits(op, fake_logits=fake_logits)
+    relativistic = kind in RELATIVISTIC_KINDS
+    if relativistic and real_logits is None:
+        raise ValueError(f"{op}: kind={kind!r} compares fake_logits with the real samples' logits: pass "
+                         f"real_logits=")
+    if not relativistic and real_logits is not None:
+        raise ValueError(f"{op}: real_logits is read only by the relativistic kinds "
+                         f"({', '.join(repr(k) for k in RELATIVISTIC_KINDS)}); kind={kind!r} uses fake_logits alone")
+    if relativistic:
+        _check_logits(op, fake_logits=fake_logits, real_logits=real_logits)
+        _check_pairs(op, kind, real_logits, fake_logits)
+    else:
+        _check_logits(op, fake_logits=fake_logits)
     impl = _backend_for(op, fake_logits, backend)
     if impl == "reference":
-        return reference.generator_loss(fake_logits, kind, reduction)
+        return reference.generator_loss(fake_logits, kind, reduction, real_logits)
+    if relativistic:
+        return _relativistic(impl, real_logits, fake_logits, kind, reduction, "G")
     ops = _OPS[impl]
     term = GENERATOR_TERMS[kind]
     if reduction == "none":
