@@ -371,3 +371,19 @@ def test_bad_inputs_name_the_argument():
             approximate_r1_penalty(critic, x, noise=torch.randn(4, 2, device="cuda"))
         with pytest.raises(ValueError, match="generator is on"):
             approximate_r1_penalty(critic, x, generator=torch.Generator(device="cuda"))
+
+
+def test_r1r2_benchmark_suite_runs(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import cases_r1r2
+    from benchmarks.run import main
+
+    monkeypatch.setattr(cases_r1r2, "_critics", lambda device, sizes: [("mlp", lambda: mlp_critic(2, 64, 2), (64, 2))])
+
+    assert main(["--suite", "r1r2", "--device", "cpu", "--quick", "--reps", "1", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "r1r2-cpu.json").read_text())["results"]
+    assert {r["variant"] for r in rows} == {"eager", "fastgan-cpu exact", "fastgan-cpu approx",
+                                           "fastgan-cpu no penalty"}
+    assert all(0 <= r["cpu_penalty_rel_diff_8_draws"] < 1 for r in rows)
