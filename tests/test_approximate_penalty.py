@@ -331,6 +331,20 @@ def test_compile_fullgraph_drawing_its_own_noise():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in critic.parameters())
 
 
+@pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.Unsupported,
+                   reason="dynamo cannot trace torch.randn(generator=...): documented in approximate_r1_penalty; "
+                          "an XPASS means the docstring and README can drop the limitation")
+def test_compile_fullgraph_with_a_generator():
+    critic = mlp_critic(2, 8, 1)
+    generator = torch.Generator().manual_seed(0)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def step(x):
+        return approximate_r1_penalty(critic, x, generator=generator)
+
+    step(_randn((6, 2), torch.float32, "cpu", "compile-real"))
+
+
 # ------------------------------------------------------------------ bad input
 
 
