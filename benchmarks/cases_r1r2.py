@@ -106,7 +106,8 @@ def approximation_error(critic: torch.nn.Module, real: torch.Tensor, fake: torch
     return {"exact_penalty": exact.item(), "approx_penalty": values[0].item(),
             "penalty_rel_diff_1_draw": rel(values[0], exact.detach()),
             f"penalty_rel_diff_{DRAWS}_draws": rel(mean_value, exact.detach()),
-            "grad_rel_diff_1_draw": rel(grads[0], exact_grad), f"grad_rel_diff_{DRAWS}_draws": rel(mean_grad, exact_grad)}
+            "grad_rel_diff_1_draw": rel(grads[0], exact_grad),
+            f"grad_rel_diff_{DRAWS}_draws": rel(mean_grad, exact_grad)}
 
 
 def r1r2_cases(device: torch.device, with_compile: bool, sizes: str) -> Iterator[Case]:

@@ -542,7 +542,8 @@ def approximate_penalty_cases():
         yield Case(op, "noise-float64", call(noise=t(4, 3, seed=5, dtype=torch.float64)))
         yield Case(op, "noise-nan", call(noise=torch.tensor([[NAN, 1.0, 2.0]] * 4)))
         yield Case(op, f"{arg}-inf", call(torch.tensor([[INF, 1.0, 2.0]] * 4)))
-        yield Case(op, "generator-int", call(noise=None, generator=3), (TypeError, "generator must be a torch.Generator"))
+        yield Case(op, "generator-int", call(noise=None, generator=3),
+                   (TypeError, "generator must be a torch.Generator"))
         yield Case(op, "noise-and-generator", call(generator=torch.Generator()),
                    (ValueError, "pass noise= or generator=, not both"))
         yield Case(op, "critic-none", call(critic=None), (ValueError, "needs the critic"))

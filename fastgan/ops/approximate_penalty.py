@@ -22,7 +22,7 @@ import torch
 
 from .. import reference
 from .._backend import resolve_backend
-from .._layout import batch_major, batch_major_pair
+from .._layout import batch_major_pair
 from .._validate import check_batch, check_flag, check_real
 from ._triton import require, triton_op
 from .penalty import _check_batch_arg, _check_critic, _check_like, r1_penalty, r2_penalty
