@@ -19,6 +19,7 @@ from fastgan import BackendError
 from fastgan.nn import FusedBiasAct, FusedLeakyReLU, fuse_bias_act
 from fastgan.ops import (bias_act, clip_weights_, discriminator_loss, gan_value, generator_loss, grad_norm_penalty,
                          gradient_penalty, input_gradients, interpolate, r1_penalty, r2_penalty, rmsprop_clip_)
+from fastgan.ops import approximate_r1_penalty, approximate_r2_penalty, r1_r2_penalty
 from fastgan.optim import ClippedRMSprop
 
 BACKENDS = tuple(backends_for("cpu"))  # cpu, triton (interpreted without a GPU), reference
@@ -513,9 +514,68 @@ def optimizer_cases():
                (ValueError, r"param_groups\[0\]\['lr'\] must be finite and >= 0.0, got inf"))
 
 
+def approximate_penalty_cases():
+    for op, fn, arg in (("approximate_r1_penalty", approximate_r1_penalty, "real"),
+                        ("approximate_r2_penalty", approximate_r2_penalty, "fake")):
+        def call(samples=None, critic=critic, fn=fn, **kw):
+            samples = t(4, 3) if samples is None else samples
+            kw.setdefault("noise", t(*samples.shape, seed=5, device=samples.device) if isinstance(samples, torch.Tensor)
+                          else None)
+            return lambda backend: fn(critic, samples, backend=backend, **kw)
+
+        yield Case(op, "ok", call(gamma=2.0, sigma=0.1))
+        for kind, dtype in BAD_DTYPES.items():
+            yield Case(op, f"{arg}-{kind}", call(of_dtype(dtype, 4, 3)), (TypeError, rf"{arg} has dtype {dtype}"))
+        yield Case(op, "meta", call(t(4, 3, device="meta")), BACKEND_ON_META, error_on=FUSED)
+        yield Case(op, "empty", call(t(0, 3)), (ValueError, f"{arg} has a batch of 0 samples"))
+        yield Case(op, f"{arg}-list", call([[1.0]]), (TypeError, f"{arg} must be a tensor, got list"))
+        for kind, value in {**BAD_NUMBERS, "zero": 0.0}.items():
+            yield Case(op, f"sigma-{kind}", call(sigma=value), (ValueError, rf"sigma must be finite and > 0, got"))
+        for kind, value in BAD_NUMBERS.items():
+            yield Case(op, f"gamma-{kind}", call(gamma=value), (ValueError, rf"gamma must be finite and >= 0.0"))
+        yield Case(op, "sigma-str", call(sigma="0.1"), (TypeError, "sigma must be a real number"))
+        yield Case(op, "noise-shape", call(noise=t(4, 2)), (ValueError, rf"noise must have the shape of {arg}"))
+        yield Case(op, "noise-meta", call(noise=t(4, 3, device="meta")),
+                   (ValueError, f"noise is on meta but {arg} is on cpu"))
+        yield Case(op, "noise-int", call(noise=of_dtype(torch.int64, 4, 3)),
+                   (TypeError, "noise must be a floating-point tensor"))
+        yield Case(op, "noise-float64", call(noise=t(4, 3, seed=5, dtype=torch.float64)))
+        yield Case(op, "noise-nan", call(noise=torch.tensor([[NAN, 1.0, 2.0]] * 4)))
+        yield Case(op, f"{arg}-inf", call(torch.tensor([[INF, 1.0, 2.0]] * 4)))
+        yield Case(op, "generator-int", call(noise=None, generator=3),
+                   (TypeError, "generator must be a torch.Generator"))
+        yield Case(op, "noise-and-generator", call(generator=torch.Generator()),
+                   (ValueError, "pass noise= or generator=, not both"))
+        yield Case(op, "critic-none", call(critic=None), (ValueError, "needs the critic"))
+        yield Case(op, "critic-returns-list", call(critic=lambda x: [x.sum()]),
+                   (TypeError, "the critic must return a tensor, got list"))
+        yield Case(op, "outputs-shape", call(outputs=torch.ones(4, 1)), (ValueError, r"outputs has shape \(4, 1\)"))
+        yield Case(op, "channels-last", call(t(2, 3, 4, 5).to(memory_format=torch.channels_last)))
+        yield Case(op, "bad-backend", call(), BAD_BACKEND, error_on=("gpu",), backends=("gpu",))
+
+    def r1_r2(**kw):
+        kw.setdefault("gamma", 1.5)
+        return lambda backend: r1_r2_penalty(critic, t(4, 3), t(4, 3, seed=1), backend=backend, **kw)
+
+    yield Case("r1_r2_penalty", "ok-exact", r1_r2())
+    yield Case("r1_r2_penalty", "ok-approximate", r1_r2(approximate=True, noise_real=t(4, 3, seed=2),
+                                                        noise_fake=t(4, 3, seed=3)))
+    yield Case("r1_r2_penalty", "gamma-missing", lambda backend: r1_r2_penalty(critic, t(4, 3), t(4, 3)),
+               (TypeError, "gamma"))
+    yield Case("r1_r2_penalty", "gamma-negative", r1_r2(gamma=-1.0), (ValueError, "gamma must be finite and >= 0.0"))
+    yield Case("r1_r2_penalty", "sigma-zero", r1_r2(approximate=True, sigma=0.0),
+               (ValueError, "sigma must be finite and > 0"))
+    yield Case("r1_r2_penalty", "approximate-str", r1_r2(approximate="yes"), (TypeError, "approximate must be a bool"))
+    yield Case("r1_r2_penalty", "noise-with-exact", r1_r2(noise_fake=t(4, 3)),
+               (ValueError, "noise_fake goes with approximate=True"))
+    yield Case("r1_r2_penalty", "noise-shape", r1_r2(approximate=True, noise_real=t(4, 2)),
+               (ValueError, "noise must have the shape of real"))
+
+
 CASES = [case for cases in (interpolate_cases, penalty_cases, gradient_penalty_cases, zero_centered_cases,
                             input_gradients_cases, loss_cases, bias_act_cases, clip_cases, rmsprop_clip_cases,
                             nn_cases, optimizer_cases) for case in cases()]
+CASES += list(approximate_penalty_cases())
 
 
 def relativistic_loss_cases():

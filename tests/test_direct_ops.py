@@ -68,6 +68,21 @@ CASES = {
     "rmsprop_lr_tensor_meta": (
         "rmsprop_clip_", "[t(8)], [t(8)], [t(8)], [], [], 0.1, 0.99, 1e-8, 0.0, 0.0, False, False, 0.1, "
         "t(1, device='meta')", "lr_tensor"),
+    "perturb_short_noise": ("perturb", "t(4, 3), t(4, 2), 0.1", "noise"),
+    "perturb_noise_dtype": ("perturb", "t(4, 3), t(4, 3, dtype=torch.float64), 0.1", "noise"),
+    "perturb_sigma_zero": ("perturb", "t(4, 3), t(4, 3), 0.0", "sigma"),
+    "perturb_empty": ("perturb", "t(0, 3), t(0, 3), 0.1", "x"),
+    "fd_penalty_short_outputs": ("finite_difference_penalty", "t(4, 1), t(3, 1), 0.1, 1.0", "outputs"),
+    "fd_penalty_meta_outputs": ("finite_difference_penalty", "t(4), t(4, device='meta'), 0.1, 1.0", "outputs"),
+    "fd_penalty_int_perturbed": (
+        "finite_difference_penalty", "torch.ones(4, dtype=torch.int32), torch.ones(4, dtype=torch.int32), 0.1, 1.0",
+        "perturbed"),
+    "fd_penalty_sigma_nan": ("finite_difference_penalty", "t(4), t(4), float('nan'), 1.0", "sigma"),
+    "fd_penalty_weight_negative": ("finite_difference_penalty", "t(4), t(4), 0.1, -1.0", "weight"),
+    "fd_penalty_backward_grad_loss_shape": (
+        "finite_difference_penalty_backward", "t(4), t(4), t(4), 0.1, 1.0, True, True", "grad_loss"),
+    "fd_penalty_backward_short_outputs": (
+        "finite_difference_penalty_backward", "t(), t(4), t(2), 0.1, 1.0, True, True", "outputs"),
 }
 
 CHILD = r"""

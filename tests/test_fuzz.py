@@ -27,6 +27,7 @@ from conftest import assert_flash_close, backends_for, device_backend_pairs
 from fastgan import reference
 from fastgan.ops import (bias_act, clip_weights_, discriminator_loss, gan_value, generator_loss, grad_norm_penalty,
                          gradient_penalty, interpolate, r1_penalty, r2_penalty, rmsprop_clip_)
+from fastgan.ops import approximate_r1_penalty, finite_difference_penalty, perturb
 from fastgan.ops.bias_act import ACTIVATIONS
 from fastgan.reference.losses import DISCRIMINATOR_KINDS, GENERATOR_KINDS, REDUCTIONS
 from fastgan.reference.losses import RELATIVISTIC_KINDS
@@ -341,9 +342,55 @@ def rmsprop_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) 
     return Trial("rmsprop_clip", dtype, inputs, call, 0, hyper)
 
 
+def finite_difference_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
+    """perturb, finite_difference_penalty (p and o of scale σ: quotients of order 1) and
+    approximate_r1_penalty through a small tanh critic (the penalty and its gradient with
+    respect to the critic's weights)."""
+    op = rng.choice(["perturb", "finite_difference_penalty", "approximate_r1_penalty"])
+    sigma, weight = rng.choice([0.05, 0.3, 1.0]), rng.choice([5.0, 0.5])
+    settings = dict(op=op, sigma=sigma, weight=weight)
+    if op == "approximate_r1_penalty":
+        shape = draw_shape(rng, min_dims=2, max_dims=4)
+        features = math.prod(shape[1:])
+        inputs = [draw_input(rng, gen, shape, differentiable=False),
+                  Input(torch.randn(features, 3, generator=gen, dtype=torch.float64) / math.sqrt(features),
+                        lambda t: t, "contiguous"),
+                  draw_input(rng, gen, shape, differentiable=False)]
+
+        def call(backend, views):
+            real, w, noise = views
+
+            def critic(x):
+                return torch.tanh(x.flatten(1) @ w.to(x.dtype)).sum(1)
+
+            if backend == EAGER:
+                return reference.approximate_r1_penalty(critic, real, noise.to(real.dtype), 2 * weight, sigma)
+            return approximate_r1_penalty(critic, real, gamma=2 * weight, sigma=sigma, noise=noise, backend=backend)
+
+        return Trial("finite_difference", dtype, inputs, call, 1, settings)
+    shape = draw_shape(rng)
+    if op == "perturb":
+        inputs = [draw_input(rng, gen, shape), draw_input(rng, gen, shape, differentiable=False)]
+
+        def call(backend, views):
+            if backend == EAGER:
+                return reference.perturb(views[0], views[1].to(views[0].dtype), sigma)
+            return perturb(views[0], views[1], sigma=sigma, backend=backend)
+    else:
+        inputs = [draw_input(rng, gen, shape, scale=sigma), draw_input(rng, gen, shape, scale=sigma)]
+
+        def call(backend, views):
+            if backend == EAGER:
+                return reference.finite_difference_penalty(views[0], views[1], sigma, weight)
+            return finite_difference_penalty(views[0], views[1], sigma=sigma, weight=weight, backend=backend)
+
+    return Trial("finite_difference", dtype, inputs, call, 2, settings)
+
+
 FAMILIES: Dict[str, Callable[..., Trial]] = {
     "bias_act": bias_act_trial, "interpolate": interpolate_trial, "grad_norm_penalty": grad_norm_penalty_trial,
     "losses": loss_trial, "penalties": penalty_trial, "clip": clip_trial, "rmsprop_clip": rmsprop_trial,
+    "finite_difference": finite_difference_trial,
 }
 
 
@@ -489,7 +536,7 @@ def run_trials(family: str, backend: str, device: str, indices: Sequence[int],
 #: trials per family and backend: a few hundred per family over the CPU backends (cpu, triton,
 #: reference), in about 25 s of CPU; scripts/fuzz.py runs more
 CI_TRIALS = {"bias_act": 80, "interpolate": 100, "grad_norm_penalty": 80, "losses": 80, "penalties": 50,
-             "clip": 150, "rmsprop_clip": 100}
+             "clip": 150, "rmsprop_clip": 100, "finite_difference": 60}
 CI_TRIALS["relativistic_losses"] = 40
 
 

@@ -106,7 +106,20 @@ def _clip(dtype):
                            torch.tensor(5e-5))
 
 
+def _fd_penalty(dtype):
+    from fastgan.kernels import fd_penalty
+
+    for (rows, n), every in _variants(dtype, True):
+        x = torch.randn(rows, n, dtype=dtype)
+        fd_penalty.perturb(x, x, 0.01)
+        fd_penalty.finite_difference_penalty(x, x, 0.01, 5.0)
+        for need in ((True, True), (True, False), (False, True)) if every else ((True, True),):
+            fd_penalty.finite_difference_penalty_backward(torch.ones((), dtype=dtype), x, x, 0.01, 5.0, *need)
+    odd = torch.randn(17, dtype=dtype)[1:].reshape(4, 4)  # a pointer off 16-byte alignment
+    fd_penalty.perturb(odd, odd, 0.01)
+
+
 def run_every_launcher() -> None:
     for dtype in DTYPES:
-        for family in (_penalty, _gan_loss, _bias_act, _clip):
+        for family in (_penalty, _gan_loss, _bias_act, _clip, _fd_penalty):
             family(dtype)

@@ -1,0 +1,141 @@
+// Finite-difference (first-order approximate) R1/R2 ops: schemas and CPU kernels.
+//   perturb:                            x + sigma * noise, one pass
+//   finite_difference_penalty:          w / B * sum ((p - o) / sigma)^2, one pass
+//   finite_difference_penalty_backward: (c q, -c q), both in one pass
+// Math in fd_penalty_math.h; autograd in fd_penalty_autograd.cpp.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include "cpu_multi_tensor.h"
+#include "fd_penalty_host.h"
+#include "fd_penalty_math.h"
+#include "rows.h"
+
+namespace fastgan {
+namespace {
+
+template <typename scalar_t>
+FASTGAN_CPU_CLONES void perturb_span(scalar_t* __restrict__ out, const scalar_t* __restrict__ x,
+                                     const scalar_t* __restrict__ noise, int64_t n, acc_t<scalar_t> sigma) {
+  using T = acc_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = static_cast<scalar_t>(perturb_element(static_cast<T>(x[j]), static_cast<T>(noise[j]), sigma));
+}
+
+template <typename scalar_t>
+FASTGAN_CPU_CLONES double sum_squared_quotients(const scalar_t* __restrict__ p, const scalar_t* __restrict__ o,
+                                                int64_t n, acc_t<scalar_t> sigma) {
+  using T = acc_t<scalar_t>;
+  constexpr int kLanes = 16;  // independent partial sums: vectorised, and a fixed summation order
+  T lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const T q = fd_quotient(static_cast<T>(p[j + k]), static_cast<T>(o[j + k]), sigma);
+      lanes[k] += q * q;
+    }
+  double total = 0.0;
+  for (int k = 0; k < kLanes; ++k) total += static_cast<double>(lanes[k]);
+  for (; j < n; ++j) {
+    const double q = static_cast<double>(fd_quotient(static_cast<T>(p[j]), static_cast<T>(o[j]), sigma));
+    total += q * q;
+  }
+  return total;
+}
+
+template <typename scalar_t>
+FASTGAN_CPU_CLONES void fd_grad_span(scalar_t* __restrict__ grad_p, scalar_t* __restrict__ grad_o,
+                                     const scalar_t* __restrict__ p, const scalar_t* __restrict__ o, int64_t n,
+                                     acc_t<scalar_t> sigma, acc_t<scalar_t> coef) {
+  using T = acc_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j) {
+    const T g = coef * fd_quotient(static_cast<T>(p[j]), static_cast<T>(o[j]), sigma);
+    if (grad_p) grad_p[j] = static_cast<scalar_t>(g);
+    if (grad_o) grad_o[j] = static_cast<scalar_t>(-g);
+  }
+}
+
+template <typename Fn>
+void cpu_for_each_chunk(int64_t n, const Fn& fn) {
+  if (n <= kCpuChunk) {  // one chunk's work: waking the thread pool costs more than it saves
+    fn(0, n);
+    return;
+  }
+  at::parallel_for(0, n, kCpuChunk, fn);
+}
+
+at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& noise, double sigma) {
+  check_perturb_args(x, noise, sigma);
+  auto [xs, ns] = batch_major_pair(x, noise);
+  at::Tensor out = at::empty_like(xs);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xs.scalar_type(), "perturb_cpu", [&] {
+    const scalar_t* xp = xs.data_ptr<scalar_t>();
+    const scalar_t* np = ns.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const auto s = static_cast<acc_t<scalar_t>>(sigma);
+    cpu_for_each_chunk(xs.numel(), [&](int64_t begin, int64_t end) {
+      perturb_span(op + begin, xp + begin, np + begin, end - begin, s);
+    });
+  });
+  return out;
+}
+
+// A scalar in the inputs' dtype; the sum is kept in double (critic outputs are few).
+at::Tensor fd_penalty_cpu(const at::Tensor& perturbed, const at::Tensor& outputs, double sigma, double weight) {
+  check_fd_penalty_args(perturbed, outputs, sigma, weight, "finite_difference_penalty");
+  auto [p, o] = batch_major_pair(perturbed, outputs);
+  at::Tensor loss = at::empty({}, p.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "finite_difference_penalty_cpu", [&] {
+    const double total = sum_squared_quotients(p.data_ptr<scalar_t>(), o.data_ptr<scalar_t>(), p.numel(),
+                                               static_cast<acc_t<scalar_t>>(sigma));
+    loss.data_ptr<scalar_t>()[0] = static_cast<scalar_t>(weight / static_cast<double>(p.size(0)) * total);
+  });
+  return loss;
+}
+
+// Returns (grad_perturbed, grad_outputs); an unneeded one is an empty tensor.
+std::tuple<at::Tensor, at::Tensor> fd_penalty_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& perturbed,
+                                                           const at::Tensor& outputs, double sigma, double weight,
+                                                           bool need_perturbed, bool need_outputs) {
+  check_fd_penalty_backward_args(grad_loss, perturbed, outputs, sigma, weight);
+  auto [p, o] = batch_major_pair(perturbed, outputs);
+  at::Tensor grad_p = need_perturbed ? at::empty_like(p) : at::empty({0}, p.options());
+  at::Tensor grad_o = need_outputs ? at::empty_like(p) : at::empty({0}, p.options());
+  if (!(need_perturbed || need_outputs)) return {grad_p, grad_o};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "finite_difference_penalty_backward_cpu",
+                                  [&] {
+    using T = acc_t<scalar_t>;
+    const T s = static_cast<T>(sigma);
+    const T coef = fd_penalty_grad_coef(static_cast<T>(grad_loss.item<scalar_t>()), static_cast<T>(weight), s,
+                                        p.size(0));
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    const scalar_t* op = o.data_ptr<scalar_t>();
+    scalar_t* gp = need_perturbed ? grad_p.data_ptr<scalar_t>() : nullptr;
+    scalar_t* go = need_outputs ? grad_o.data_ptr<scalar_t>() : nullptr;
+    cpu_for_each_chunk(p.numel(), [&](int64_t begin, int64_t end) {
+      fd_grad_span(gp ? gp + begin : nullptr, go ? go + begin : nullptr, pp + begin, op + begin, end - begin, s, coef);
+    });
+  });
+  return {grad_p, grad_o};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  m.def("perturb(Tensor x, Tensor noise, float sigma) -> Tensor");
+  m.def("finite_difference_penalty(Tensor perturbed, Tensor outputs, float sigma, float weight) -> Tensor");
+  m.def(
+      "finite_difference_penalty_backward(Tensor grad_loss, Tensor perturbed, Tensor outputs, float sigma, "
+      "float weight, bool need_perturbed, bool need_outputs) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("perturb", &perturb_cpu);
+  m.impl("finite_difference_penalty", &fd_penalty_cpu);
+  m.impl("finite_difference_penalty_backward", &fd_penalty_backward_cpu);
+}
+
+}  // namespace fastgan
