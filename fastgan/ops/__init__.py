@@ -6,7 +6,8 @@ from .clip import clip_weights_, rmsprop_clip_
 from .losses import discriminator_loss, gan_value, generator_loss
 from .penalty import (grad_norm_penalty, gradient_penalty, input_gradients, interpolate, r1_penalty,
                       r2_penalty)
+from .vae import bernoulli_nll, gaussian_kl, gaussian_nll, reparameterize, vae_loss
 
 __all__ = ["bias_act", "clip_weights_", "discriminator_loss", "gan_value", "generator_loss",
            "grad_norm_penalty", "gradient_penalty", "input_gradients", "interpolate", "r1_penalty", "r2_penalty",
-           "rmsprop_clip_"]
+           "rmsprop_clip_", "bernoulli_nll", "gaussian_kl", "gaussian_nll", "reparameterize", "vae_loss"]

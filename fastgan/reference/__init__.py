@@ -4,6 +4,7 @@ from .bias_act import bias_act
 from .clip import clip_, rmsprop_clip_
 from .losses import discriminator_loss, gan_value, generator_loss
 from .penalty import critic_input_gradients, grad_norm_penalty, gradient_penalty, interpolate, r1_penalty
+from .vae import bernoulli_nll, gaussian_kl, gaussian_nll, reparameterize, vae_loss
 
 __all__ = ["bias_act", "clip_", "critic_input_gradients", "discriminator_loss", "gan_value", "generator_loss",
-           "grad_norm_penalty", "gradient_penalty", "interpolate", "r1_penalty", "rmsprop_clip_"]
+           "grad_norm_penalty", "gradient_penalty", "interpolate", "r1_penalty", "rmsprop_clip_", "bernoulli_nll", "gaussian_kl", "gaussian_nll", "reparameterize", "vae_loss"]
