@@ -18,7 +18,7 @@
 //   vae_reparameterize_backward: o = g (z - mu) / 2 -> d/dg = G (z - mu) / 2, d/dz = G g / 2 = -d/dmu
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/exp.h>
-#include <ATen/ops/full_like.h>
+#include <ATen/ops/ones_like.h>
 #include <ATen/ops/sigmoid.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -74,7 +74,7 @@ at::Tensor defined_or_empty(const OptTensor& t) { return t.has_value() ? *t : at
 at::Tensor per_sample(const at::Tensor& g, const at::Tensor& like, bool per_row) {
   if (!per_row) return g;
   std::vector<int64_t> shape(like.dim(), 1);
-  shape[0] = g.size(0);
+  shape[0] = -1;  // B, without reading a size that may be symbolic
   return g.reshape(shape);
 }
 
@@ -94,7 +94,8 @@ struct VaeLossFunction : public torch::autograd::Function<VaeLossFunction> {
     ctx->saved_data["likelihood"] = likelihood;
     ctx->saved_data["beta"] = beta;
     ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["rows"] = (recon.has_value() ? *recon : *mu).size(0);
+    ctx->saved_data["rows"] = (recon.has_value() ? *recon : *mu).sym_size(0);  // symbolic under tracing
+    ctx->saved_data["has_kl"] = mu.has_value();
     ctx->save_for_backward({defined_or_empty(recon), defined_or_empty(target), defined_or_empty(recon_logvar), rg,
                             vg, mg, lg});
     return {loss, rg, vg, mg, lg};
@@ -107,39 +108,42 @@ struct VaeLossFunction : public torch::autograd::Function<VaeLossFunction> {
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const bool bernoulli = ctx->saved_data["likelihood"].toInt() == kVaeBernoulli, per_row = reduction == kVaeNone;
     const double beta = ctx->saved_data["beta"].toDouble();
-    const double s = vae_batch_scale(ctx->saved_data["rows"].toInt(), reduction);
+    const c10::SymInt rows = ctx->saved_data["rows"].toSymInt();
+    // t * s, s = 1/B for the mean (a division: B may be symbolic), else 1.
+    auto scaled = [&](const at::Tensor& t) { return reduction == kVaeMean ? t.div(c10::Scalar(rows)) : t; };
     const bool has_recon = recon.defined(), has_v = recon_logvar.defined();
+    const bool has_kl = ctx->saved_data["has_kl"].toBool();
     at::Tensor d_recon, d_target, d_v, d_mu, d_lv;
     if (grads[0].defined()) {
       at::Tensor a, b, c, d;
       std::tie(a, b, c, d) = backward_op().call(grads[0], R, V, M, L, reduction);
       if (has_recon) d_recon = a;
       if (has_v) d_v = b;
-      if (M.numel() > 0) {
+      if (has_kl) {
         d_mu = c;
         d_lv = d;
       }
       if (has_recon && ctx->needs_input_grad(1))
-        d_target = bernoulli ? per_sample(grads[0], recon, per_row).mul(recon).mul(-s) : a.neg();
+        d_target = bernoulli ? scaled(per_sample(grads[0], recon, per_row).mul(recon)).neg() : a.neg();
     }
     const at::Tensor &G_R = grads[1], &G_V = grads[2], &G_M = grads[3], &G_L = grads[4];
     if (has_recon && G_R.defined()) {
       at::Tensor curvature;  // d R / d recon, elementwise
-      if (bernoulli) curvature = at::sigmoid(recon).mul(at::sigmoid(recon.neg())).mul(s);
-      else curvature = has_v ? at::exp(recon_logvar.neg()).mul(s) : at::full_like(recon, s);
+      if (bernoulli) curvature = scaled(at::sigmoid(recon).mul(at::sigmoid(recon.neg())));
+      else curvature = has_v ? scaled(at::exp(recon_logvar.neg())) : scaled(at::ones_like(recon));
       const at::Tensor term = curvature.mul(G_R);
       accumulate(d_recon, term);
-      if (ctx->needs_input_grad(1)) accumulate(d_target, bernoulli ? G_R.mul(-s) : term.neg());
+      if (ctx->needs_input_grad(1)) accumulate(d_target, bernoulli ? scaled(G_R).neg() : term.neg());
       if (has_v) accumulate(d_v, R.mul(G_R).neg());
     }
     if (has_v && G_V.defined()) {
       const at::Tensor cross = R.mul(G_V);
       accumulate(d_recon, cross.neg());
       if (ctx->needs_input_grad(1)) accumulate(d_target, cross);
-      accumulate(d_v, V.neg().add(s / 2).mul(G_V));
+      accumulate(d_v, scaled(G_V).mul(0.5).sub(V.mul(G_V)));
     }
-    if (G_M.defined() && M.numel() > 0) accumulate(d_mu, G_M.mul(beta * s));
-    if (G_L.defined() && L.numel() > 0) accumulate(d_lv, L.add(beta * s / 2).mul(G_L));
+    if (has_kl && G_M.defined()) accumulate(d_mu, scaled(G_M).mul(beta));
+    if (has_kl && G_L.defined()) accumulate(d_lv, L.mul(G_L).add(scaled(G_L).mul(beta / 2)));
     return {d_recon, d_target, d_v, d_mu, d_lv, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -166,11 +170,13 @@ struct VaeLossBackwardFunction : public torch::autograd::Function<VaeLossBackwar
     variable_list out(6);
     for (int i = 0; i < 4; ++i) {
       const at::Tensor &G = grads[i], &S = saved[i + 1];
-      if (!G.defined() || S.numel() == 0) continue;
+      if (!G.defined() || S.sym_numel() == 0) continue;
       if (ctx->needs_input_grad(0)) {
         const auto acc = S.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
         at::Tensor dot = G.mul(S);
-        dot = per_row ? dot.reshape({S.size(0), -1}).sum(1, false, acc) : dot.sum(acc);
+        std::vector<int64_t> features(S.dim() - 1);  // every dimension but the batch
+        for (int64_t k = 1; k < S.dim(); ++k) features[k - 1] = k;
+        dot = !per_row ? dot.sum(acc) : features.empty() ? dot.to(acc) : dot.sum(features, false, acc);
         accumulate(d_grad, dot);
       }
       if (ctx->needs_input_grad(i + 1)) out[i + 1] = G.mul(per_sample(grad_loss, S, per_row));

@@ -222,11 +222,11 @@ def test_extreme_inputs_stay_finite(device, backend, dtype):
     target = torch.tensor([[1.0, 0.0, 0.3], [0.2, 0.9, 1.0]], dtype=dtype, device=device)
     logvar = torch.tensor([[80.0, -80.0, 0.0], [-80.0, 80.0, 1.0]], dtype=dtype, device=device)
     mu = torch.tensor([[0.5, -0.5, 0.0], [1.0, 0.0, -1.0]], dtype=dtype, device=device)
-    calls = [lambda l, v, m: bernoulli_nll(l, target, reduction="sum", backend=backend),
+    calls = [lambda l, v, m: bernoulli_nll(l, target.to(l), reduction="sum", backend=backend),
              lambda l, v, m: gaussian_kl(m, v, reduction="sum", backend=backend),
-             lambda l, v, m: gaussian_nll(target, m, v, reduction="sum", backend=backend),
-             lambda l, v, m: vae_loss(l, target, m, v, reduction="sum", backend=backend),
-             lambda l, v, m: reparameterize(m, v, eps=target, backend=backend).sum()]
+             lambda l, v, m: gaussian_nll(target.to(l), m, v, reduction="sum", backend=backend),
+             lambda l, v, m: vae_loss(l, target.to(l), m, v, reduction="sum", backend=backend),
+             lambda l, v, m: reparameterize(m, v, eps=target.to(l), backend=backend).sum()]
     for call in calls:
         leaves = [x.clone().requires_grad_() for x in (logits, logvar, mu)]
         out = call(*leaves)
