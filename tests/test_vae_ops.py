@@ -15,7 +15,7 @@ from fastgan import reference
 from fastgan.ops import bernoulli_nll, gaussian_kl, gaussian_nll, reparameterize, vae_loss
 
 REDUCTIONS = ["mean", "sum", "none"]
-SHAPES = [((3, 7), (3, 4)), ((5, 2, 3, 4), (5, 6)), ((1, 1), (1, 1)), ((4, 130), (4, 17))]  # (data, latent)
+SHAPES = [((3, 7), (3, 4)), ((5, 2, 3, 4), (5, 6)), ((1, 1), (1, 1)), ((2, 1500), (2, 1100))]  # (data, latent)
 
 
 def _inputs(case, shapes, generator, dtype, device):
@@ -143,12 +143,13 @@ def test_bernoulli_target_gradient(device, backend):
     generator = torch.Generator().manual_seed(stable_seed("bernoulli target"))
     logits = torch.randn(3, 4, generator=generator, dtype=torch.float64).to(device).requires_grad_()
     target = (0.25 + 0.5 * torch.rand(3, 4, generator=generator, dtype=torch.float64)).to(device).requires_grad_()
+    fast = backend == "triton" and device == "cpu"  # the interpreter is slow: a random projection
     for reduction in REDUCTIONS:
         def fn(l, x):
             return bernoulli_nll(l, x, reduction=reduction, backend=backend)
 
-        assert torch.autograd.gradcheck(fn, (logits, target))
-        assert torch.autograd.gradgradcheck(fn, (logits, target))
+        assert torch.autograd.gradcheck(fn, (logits, target), fast_mode=fast)
+        assert torch.autograd.gradgradcheck(fn, (logits, target), fast_mode=fast)
 
 
 def _op_samples(device="cpu"):
@@ -255,7 +256,7 @@ def test_nan_propagates(device, backend):
 def test_large_batches_many_programs(device, backend, poisoned_outputs):
     """Batches past one CPU task, one Triton program and one CUDA block (the last-block sum)."""
     generator = torch.Generator().manual_seed(stable_seed("large"))
-    rows = 67 if device == "cpu" and backend == "triton" else 1031
+    rows = 37 if device == "cpu" and backend == "triton" else 1031
     inputs = _inputs("vae_bernoulli", ((rows, 300), (rows, 9)), generator, torch.float64, device)
     for reduction in ("mean", "sum"):
         out, grads = _forward_backward(lambda xs: _fastgan("vae_bernoulli", xs, reduction, backend), inputs, 3)
