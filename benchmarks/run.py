@@ -18,7 +18,7 @@ from typing import Dict, Iterator
 
 import torch
 
-from . import cases_bias_act, cases_clip, cases_losses, cases_overhead, cases_penalty
+from . import cases_bias_act, cases_clip, cases_losses, cases_overhead, cases_penalty, cases_vae
 from .harness import TABLE_HEADER, Case, Timer, environment, evaluate, measure_machine, table_rows, write_report
 
 LOCAL_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "local")
@@ -29,6 +29,7 @@ SUITES: Dict[str, object] = {
     "losses": lambda device, args: cases_losses.loss_cases(device, args.compile, args.sizes),
     "bias_act": lambda device, args: cases_bias_act.bias_act_cases(device, args.compile, args.sizes),
     "overhead": lambda device, args: cases_overhead.overhead_cases(device, args.compile, args.sizes),
+    "vae": lambda device, args: cases_vae.vae_cases(device, args.compile, args.sizes),
 }
 
 
