@@ -362,7 +362,9 @@ def _check_shape(op: str, name: str, t: torch.Tensor, like_name: str, like: torc
 
 def _check_probabilities(op: str, name: str, target: torch.Tensor) -> None:
     """ValueError unless every element of `target` is in [0, 1] (NaN passes: it propagates).
-    One fused min/max reduction."""
+    One fused min/max reduction (skipped on meta tensors and under tracing: no values)."""
+    if target.device.type == "meta" or torch.compiler.is_compiling():
+        return
     low, high = torch.aminmax(target)
     if bool(low < 0) or bool(high > 1):
         raise ValueError(f"{op}: {name} must hold probabilities in [0, 1] for the bernoulli likelihood; got "
