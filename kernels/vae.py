@@ -71,7 +71,7 @@ def _vae_loss_fwd_kernel(r_ptr, x_ptr, v_ptr, rg_ptr, vg_ptr, mu_ptr, lv_ptr, mg
     if KIND >= 0:
         base = b * n
         for start in range(0, n, BLOCK):
-            offsets = start + tl.arange(0, BLOCK)
+            offsets = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
             mask = offsets < n
             r = tl.load(r_ptr + base + offsets, mask=mask, other=0).to(ACC)
             x = tl.load(x_ptr + base + offsets, mask=mask, other=0).to(ACC)
@@ -88,7 +88,7 @@ def _vae_loss_fwd_kernel(r_ptr, x_ptr, v_ptr, rg_ptr, vg_ptr, mu_ptr, lv_ptr, mg
         kl = tl.zeros([BLOCK], ACC)
         base = b * m
         for start in range(0, m, BLOCK):
-            offsets = start + tl.arange(0, BLOCK)
+            offsets = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
             mask = offsets < m
             mu = tl.load(mu_ptr + base + offsets, mask=mask, other=0).to(ACC)
             lv = tl.load(lv_ptr + base + offsets, mask=mask, other=0).to(ACC)
