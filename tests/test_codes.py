@@ -58,3 +58,17 @@ def test_activation_ids_agree(name):
     act_id = bias_act_ops._ACTS[name][0]
     assert cpp["k" + ("Lrelu" if name == "lrelu" else name.title())] == act_id
     assert getattr(kernels, name.upper()) == act_id
+
+
+def test_vae_codes_agree():
+    vae_ops = importlib.import_module("fastgan.ops.vae")
+    likelihoods = cpp_enum("vae_math.h", "VaeLikelihood")
+    assert vae_ops.LIKELIHOODS == {"bernoulli": likelihoods["kVaeBernoulli"], "gaussian": likelihoods["kVaeGaussian"]}
+    assert likelihoods["kVaeLikelihoodCount"] == len(vae_ops.LIKELIHOODS)
+    reductions = cpp_enum("vae_math.h", "VaeReduction")
+    assert vae_ops.REDUCTIONS == {"none": reductions["kVaeNone"], "mean": reductions["kVaeMean"],
+                                  "sum": reductions["kVaeSum"]}
+    from fastgan.kernels import vae as kernels
+
+    assert {"bernoulli": kernels.BERNOULLI, "gaussian": kernels.GAUSSIAN} == vae_ops.LIKELIHOODS
+    assert kernels.REDUCTION_CODES == vae_ops.REDUCTIONS
