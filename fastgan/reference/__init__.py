@@ -7,4 +7,5 @@ from .penalty import critic_input_gradients, grad_norm_penalty, gradient_penalty
 from .vae import bernoulli_nll, gaussian_kl, gaussian_nll, reparameterize, vae_loss
 
 __all__ = ["bias_act", "clip_", "critic_input_gradients", "discriminator_loss", "gan_value", "generator_loss",
-           "grad_norm_penalty", "gradient_penalty", "interpolate", "r1_penalty", "rmsprop_clip_", "bernoulli_nll", "gaussian_kl", "gaussian_nll", "reparameterize", "vae_loss"]
+           "grad_norm_penalty", "gradient_penalty", "interpolate", "r1_penalty", "rmsprop_clip_",
+           "bernoulli_nll", "gaussian_kl", "gaussian_nll", "reparameterize", "vae_loss"]
