@@ -106,8 +106,10 @@ def poisoned_outputs():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_matches_float64_reference(device, backend, case, reduction, dtype, poisoned_outputs):
     """Forward and every input's gradient, on several shapes: float64 to 1e-12, the
-    others by flash-attention's rule against eager PyTorch in the same dtype."""
-    for index, shapes in enumerate(SHAPES):
+    others by flash-attention's rule against eager PyTorch in the same dtype. (The
+    interpreted Triton kernels run the low precisions on two shapes: they are slow.)"""
+    interpreted = backend == "triton" and device == "cpu" and dtype in (torch.bfloat16, torch.float16)
+    for index, shapes in enumerate(SHAPES[1:3] if interpreted else SHAPES):
         seed = stable_seed(case, reduction, str(dtype), index)
         inputs = _inputs(case, shapes, torch.Generator().manual_seed(seed), dtype, device)
         out, grads = _forward_backward(lambda xs: _fastgan(case, xs, reduction, backend), inputs, seed)
