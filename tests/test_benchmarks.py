@@ -84,3 +84,12 @@ def test_losses_suite_smoke_prints_one_table(tmp_path, monkeypatch, capsys):
     assert ("discriminator", "minimax 64x1", "fastgan-cpu") in rows
     assert ("generator", "least_squares 64x1", "eager") in rows
     assert all(r["median_ms"] > 0 and r["bytes"] == 2 * r["logits"] * 4 + 8 for r in payload["results"])
+
+
+def test_vae_suite_runs(tmp_path):
+    assert main(["--suite", "vae", *TINY, "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "vae-cpu.json").read_text())
+    rows = {(r["case"], r["variant"]) for r in payload["results"]}
+    assert rows == {(case, variant) for case in ("bernoulli 64x784 z128", "gaussian 64x3x64x64 z128")
+                    for variant in ("eager", "fastgan-cpu")}
+    assert all(r["median_ms"] > 0 for r in payload["results"])
