@@ -282,6 +282,29 @@ def test_cpu_sum_is_deterministic_across_thread_counts():
     assert torch.equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("backend", backends_for("cpu"))
+def test_works_under_compile_fullgraph(backend):
+    generator = torch.Generator().manual_seed(stable_seed("compile"))
+    inputs = _inputs("vae_gaussian", ((4, 6), (4, 3)), generator, torch.float32, "cpu")
+    eps = torch.randn(4, 3, generator=generator)
+    target = torch.rand(4, 6, generator=generator)
+
+    def step(recon, x, mu, logvar):
+        z = reparameterize(mu, logvar, eps=eps, backend=backend)
+        return (vae_loss(recon, x, z, logvar, likelihood="gaussian", beta=0.5, backend=backend)
+                + bernoulli_nll(recon, target, reduction="none", backend=backend).sum()
+                + gaussian_nll(x, recon, logvar.mean(1, keepdim=True).expand_as(x), backend=backend))
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    ours, want = [], []
+    for fn, out in ((compiled, ours), (step, want)):
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        loss = fn(*leaves)
+        out += [loss.detach(), *torch.autograd.grad(loss, leaves)]
+    for a, b in zip(ours, want):
+        torch.testing.assert_close(a, b)
+
+
 @requires_cuda
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_cuda_one_launch_forward_one_backward(backend):
