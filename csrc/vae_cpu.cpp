@@ -8,7 +8,7 @@
 // None). vae_reparameterize is one elementwise pass, its backward another.
 //
 // Sums are deterministic whatever the thread count: each sample is summed by one
-// thread in 16 lanes, and the samples are added in order.
+// thread in 16 lanes, and the samples are added in order in double.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")  // as gan_loss_cpu.cpp: lets the selects vectorise
 #endif
@@ -108,9 +108,9 @@ void vae_loss_cpu_typed(VaeLossProblem& p) {
   if (p.reduction == kVaeNone) {
     for (int64_t b = 0; b < p.rows; ++b) loss[b] = static_cast<scalar_t>(row_terms[b]);
   } else {
-    T total = T(0);
-    for (int64_t b = 0; b < p.rows; ++b) total += row_terms[b];
-    *loss = static_cast<scalar_t>(scale * total);
+    double total = 0.0;  // in order, in double: many samples lose nothing
+    for (int64_t b = 0; b < p.rows; ++b) total += static_cast<double>(row_terms[b]);
+    *loss = static_cast<scalar_t>(static_cast<T>(p.scale * total));
   }
 }
 
