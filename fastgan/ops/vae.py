@@ -366,7 +366,7 @@ def _check_probabilities(op: str, name: str, target: torch.Tensor) -> None:
     if target.device.type == "meta" or torch.compiler.is_compiling():
         return
     low, high = torch.aminmax(target)
-    if bool(low < 0) or bool(high > 1):
+    if bool((low < 0) | (high > 1)):  # one host sync
         raise ValueError(f"{op}: {name} must hold probabilities in [0, 1] for the bernoulli likelihood; got "
                          f"values in [{low.item():g}, {high.item():g}]")
 
