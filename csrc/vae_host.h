@@ -15,9 +15,9 @@
 
 namespace fastgan {
 
-// `t` as a contiguous tensor after checking it against `like` (the op's first tensor):
-// dense floating point, like's dtype and device, shape (B, ...) with B >= 1.
-inline at::Tensor vae_input(const at::Tensor& t, const at::Tensor& like, const char* op, const char* name) {
+// Checks `t` against `like` (the op's first tensor): dense floating point, like's dtype
+// and device, shape (B, ...) with B >= 1 and elements per sample.
+inline void check_vae_input(const at::Tensor& t, const at::Tensor& like, const char* op, const char* name) {
   TORCH_CHECK(t.layout() == c10::kStrided && at::isFloatingType(t.scalar_type()), "fastgan::", op, ": ", name,
               " must be a dense floating-point tensor, got ", t.scalar_type());
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), "fastgan::", op, ": ", name, " has dtype ", t.scalar_type(),
@@ -26,6 +26,11 @@ inline at::Tensor vae_input(const at::Tensor& t, const at::Tensor& like, const c
               " but the first input is on ", like.device());
   TORCH_CHECK(t.dim() >= 1 && t.size(0) >= 1 && t.numel() >= 1, "fastgan::", op, ": ", name,
               " must have shape (B, ...) with B >= 1 and elements per sample, got ", t.sizes());
+}
+
+// `t`, checked as check_vae_input does, as a contiguous tensor.
+inline at::Tensor vae_input(const at::Tensor& t, const at::Tensor& like, const char* op, const char* name) {
+  check_vae_input(t, like, op, name);
   return t.contiguous();
 }
 
@@ -158,9 +163,9 @@ inline VaeLossBackwardProblem prepare_vae_loss_backward(const at::Tensor& grad_l
 // vae_reparameterize(mu, logvar, eps) and its backward(grad, z, mu): all one shape.
 inline void check_vae_reparameterize(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const char* op,
                                      const char* a_name, const char* b_name, const char* c_name) {
-  vae_input(a, a, op, a_name);
-  vae_input(b, a, op, b_name);
-  vae_input(c, a, op, c_name);
+  check_vae_input(a, a, op, a_name);
+  check_vae_input(b, a, op, b_name);
+  check_vae_input(c, a, op, c_name);
   vae_same_shape(b, a, op, b_name, a_name);
   vae_same_shape(c, a, op, c_name, a_name);
 }
