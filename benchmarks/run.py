@@ -18,7 +18,8 @@ from typing import Dict, Iterator
 
 import torch
 
-from . import cases_bias_act, cases_clip, cases_iteration, cases_losses, cases_overhead, cases_penalty, cases_r1r2
+from . import (cases_bias_act, cases_clip, cases_iteration, cases_losses, cases_overhead, cases_penalty, cases_r1r2,
+               cases_vae)
 from .harness import TABLE_HEADER, Case, Timer, environment, evaluate, measure_machine, table_rows, write_report
 
 LOCAL_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "local")
@@ -31,6 +32,7 @@ SUITES: Dict[str, object] = {
     "overhead": lambda device, args: cases_overhead.overhead_cases(device, args.compile, args.sizes),
     "iteration": lambda device, args: cases_iteration.iteration_cases(device, args.compile, args.sizes),
     "r1r2": lambda device, args: cases_r1r2.r1r2_cases(device, args.compile, args.sizes),
+    "vae": lambda device, args: cases_vae.vae_cases(device, args.compile, args.sizes),
 }
 
 

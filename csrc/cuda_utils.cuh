@@ -54,6 +54,6 @@ inline at::Tensor stream_workspace(const at::Device& device, cudaStream_t stream
 }
 
 // Tags of stream_workspace's users.
-enum WorkspaceTag : int { kGanLossWorkspace = 0, kPenaltyWorkspace = 1 };
+enum WorkspaceTag : int { kGanLossWorkspace = 0, kPenaltyWorkspace = 1, kVaeWorkspace = 2 };
 
 }  // namespace fastgan

@@ -21,6 +21,7 @@ from fastgan.ops import (bias_act, clip_weights_, discriminator_loss, gan_value,
                          gradient_penalty, input_gradients, interpolate, r1_penalty, r2_penalty, rmsprop_clip_)
 from fastgan.ops import approximate_r1_penalty, approximate_r2_penalty, r1_r2_penalty
 from fastgan.optim import ClippedRMSprop
+from fastgan.ops import bernoulli_nll, gaussian_kl, gaussian_nll, reparameterize, vae_loss
 
 BACKENDS = tuple(backends_for("cpu"))  # cpu, triton (interpreted without a GPU), reference
 FUSED = tuple(b for b in BACKENDS if b != "reference")
@@ -572,10 +573,89 @@ def approximate_penalty_cases():
                (ValueError, "noise must have the shape of real"))
 
 
-CASES = [case for cases in (interpolate_cases, penalty_cases, gradient_penalty_cases, zero_centered_cases,
-                            input_gradients_cases, loss_cases, bias_act_cases, clip_cases, rmsprop_clip_cases,
-                            nn_cases, optimizer_cases) for case in cases()]
-CASES += list(approximate_penalty_cases())
+def vae_cases():
+    """The VAE ops (issue 14): each call builds its tensors from defaults (recon/logits/x
+    (6, 5), targets in [0, 1], latents (6, 3)) with one argument replaced."""
+    def probabilities(*shape, seed=2):
+        return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+    ops = {
+        "vae_loss": (lambda a, backend, **kw: vae_loss(a["recon"], a["target"], a["mu"], a["logvar"],
+                                                       backend=backend, **kw), ("recon", "target", "mu", "logvar")),
+        "gaussian_kl": (lambda a, backend, **kw: gaussian_kl(a["mu"], a["logvar"], backend=backend, **kw),
+                        ("mu", "logvar")),
+        "bernoulli_nll": (lambda a, backend, **kw: bernoulli_nll(a["logits"], a["target"], backend=backend, **kw),
+                          ("logits", "target")),
+        "gaussian_nll": (lambda a, backend, **kw: gaussian_nll(a["x"], a["mean"], a["logvar"], backend=backend,
+                                                               **kw), ("x", "mean", "logvar")),
+        "reparameterize": (lambda a, backend, **kw: reparameterize(
+            a["mu"], a["logvar"], generator=kw.pop("generator", torch.Generator().manual_seed(5)), backend=backend,
+            **kw), ("mu", "logvar")),
+    }
+    for op, (fn, names) in ops.items():
+        latent = op in ("gaussian_kl", "reparameterize")
+
+        def call(fn=fn, latent=latent, op=op, kw=None, **replace):
+            defaults = {"recon": t(6, 5), "logits": t(6, 5), "x": t(6, 5), "mean": t(6, 5, seed=1),
+                        "target": probabilities(6, 5), "mu": t(6, 3, seed=3),
+                        "logvar": t(6, 3, seed=4) if latent or op == "vae_loss" else t(6, 5, seed=4)}
+            defaults.update(replace)
+            return lambda backend: fn(defaults, backend, **(kw or {}))
+
+        first, last = names[0], names[-1]
+        like = "mu" if last == "logvar" and "mu" in names else first
+        yield Case(op, "ok", call())
+        for kind_name, dtype in BAD_DTYPES.items():
+            yield Case(op, f"{last}-{kind_name}", call(**{last: of_dtype(dtype, 6, 3 if latent else 5)}),
+                       (TypeError, rf"{op}: {last} has dtype {dtype}; only real floating-point tensors"))
+        yield Case(op, f"{last}-list", call(**{last: [0.5]}), (TypeError, rf"{op}: {last} must be a tensor, got list"))
+        yield Case(op, f"{first}-empty-batch", call(**{first: t(0, 5)}),
+                   (ValueError, rf"{op}: {first} has a batch of 0 samples"))
+        yield Case(op, f"{last}-shape-mismatch", call(**{last: t(6, 2, seed=4)}),
+                   (ValueError, rf"{op}: {last} has shape \(6, 2\) but {like} has"))
+        yield Case(op, f"{last}-device-mismatch", call(**{last: t(6, 3 if latent else 5, device="meta")}),
+                   (ValueError, rf"{op}: {last} is on meta but {first} is on cpu"))
+        yield Case(op, f"{last}-dtype-mismatch", call(**{last: t(6, 3 if latent else 5, dtype=torch.float64)}),
+                   (TypeError, rf"{op}: {last} has dtype torch.float64 but {first} has torch.float32"))
+        yield Case(op, "meta", call(**{n: t(6, 3 if latent or (op == "vae_loss" and n in ("mu", "logvar")) else 5,
+                                            device="meta") for n in names}), BACKEND_ON_META, error_on=FUSED)
+        yield Case(op, "bad-backend", call(), BAD_BACKEND, error_on=("gpu",), backends=("gpu",))
+        yield Case(op, "logvar-80", call(logvar=torch.tensor([[80.0, -80.0, 0.0]] * 6) if latent or op == "vae_loss"
+                                         else torch.tensor([[80.0, -80.0, 0.0, 1.0, -1.0]] * 6)))
+        yield Case(op, "nan", call(**{first: torch.full((6, 3 if latent else 5), NAN)}))
+        if op == "reparameterize":  # half rounding differs from eager's; tests/test_vae_ops.py checks float16
+            yield Case(op, "eps-and-generator", call(kw={"eps": t(6, 3)}),
+                       (ValueError, r"reparameterize: pass eps or generator, not both"))
+            yield Case(op, "generator-int", call(kw={"generator": 5}),
+                       (TypeError, r"reparameterize: generator must be a torch.Generator or None, got int"))
+            continue
+        yield Case(op, "float16", call(**{n: t(6, 3 if latent or (op == "vae_loss" and n in ("mu", "logvar")) else 5,
+                                               dtype=torch.float16, seed=i)
+                                          for i, n in enumerate(names) if "target" not in n},
+                                       **({"target": probabilities(6, 5).half()} if "target" in names else {})))
+        for reduction in ("avg", None):
+            yield Case(op, f"reduction-{reduction}", call(kw={"reduction": reduction}),
+                       (ValueError, rf"{op}: reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}"))
+        yield Case(op, "reduction-none", call(kw={"reduction": "none"}))
+        if "target" in names:
+            yield Case(op, "target-above-one", call(target=probabilities(6, 5) + 1),
+                       (ValueError, rf"{op}: target must hold probabilities in \[0, 1\] for the bernoulli"))
+            yield Case(op, "target-negative", call(target=-probabilities(6, 5)),
+                       (ValueError, rf"{op}: target must hold probabilities in \[0, 1\]"))
+            yield Case(op, "target-nan", call(target=torch.full((6, 5), NAN)))
+        if op != "vae_loss":
+            continue
+        yield Case(op, "gaussian-target-any", call(target=t(6, 5, seed=9) * 3, kw={"likelihood": "gaussian"}))
+        for bad in ("poisson", None, "Bernoulli"):
+            yield Case(op, f"likelihood-{bad}", call(kw={"likelihood": bad}),
+                       (ValueError, rf"vae_loss: likelihood must be one of 'bernoulli', 'gaussian'; got {bad!r}"))
+        for name, value in BAD_NUMBERS.items():
+            yield Case(op, f"beta-{name}", call(kw={"beta": value}),
+                       (ValueError, rf"vae_loss: beta must be finite and >= 0.0, got {value}"))
+        yield Case(op, "beta-str", call(kw={"beta": "1"}), (TypeError, r"vae_loss: beta must be a real number, got str"))
+        yield Case(op, "beta-zero", call(kw={"beta": 0.0}))
+        yield Case(op, "mu-batch-mismatch", call(mu=t(4, 3), logvar=t(4, 3, seed=1)),
+                   (ValueError, r"vae_loss: mu has 4 samples but recon has 6"))
 
 
 def relativistic_loss_cases():
@@ -622,7 +702,10 @@ def relativistic_loss_cases():
                (ValueError, "generator_loss: real_logits is read only by the relativistic kinds"))
 
 
-CASES += list(relativistic_loss_cases())
+CASES = [case for cases in (interpolate_cases, penalty_cases, gradient_penalty_cases, zero_centered_cases,
+                            input_gradients_cases, loss_cases, relativistic_loss_cases, bias_act_cases, clip_cases,
+                            rmsprop_clip_cases, nn_cases, optimizer_cases, approximate_penalty_cases, vae_cases)
+         for case in cases()]
 
 
 def _params():

@@ -99,3 +99,12 @@ def test_iteration_variants_each_train_one_iteration():
         for _ in range(2):
             variant.fn()
     assert not case.flush
+
+
+def test_vae_suite_runs(tmp_path):
+    assert main(["--suite", "vae", *TINY, "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "vae-cpu.json").read_text())
+    rows = {(r["case"], r["variant"]) for r in payload["results"]}
+    assert rows == {(case, variant) for case in ("bernoulli 64x784 z128", "gaussian 64x3x64x64 z128")
+                    for variant in ("eager", "fastgan-cpu")}
+    assert all(r["median_ms"] > 0 for r in payload["results"])

@@ -71,3 +71,17 @@ def test_relativistic_kinds_agree():
 
     assert (kernels.RELATIVISTIC_PAIR, kernels.RELATIVISTIC_AVERAGE) == (loss_ops.RELATIVISTIC_PAIR,
                                                                         loss_ops.RELATIVISTIC_AVERAGE)
+
+
+def test_vae_codes_agree():
+    vae_ops = importlib.import_module("fastgan.ops.vae")
+    likelihoods = cpp_enum("vae_math.h", "VaeLikelihood")
+    assert vae_ops.LIKELIHOODS == {"bernoulli": likelihoods["kVaeBernoulli"], "gaussian": likelihoods["kVaeGaussian"]}
+    assert likelihoods["kVaeLikelihoodCount"] == len(vae_ops.LIKELIHOODS)
+    reductions = cpp_enum("vae_math.h", "VaeReduction")
+    assert vae_ops.REDUCTIONS == {"none": reductions["kVaeNone"], "mean": reductions["kVaeMean"],
+                                  "sum": reductions["kVaeSum"]}
+    from fastgan.kernels import vae as kernels
+
+    assert {"bernoulli": kernels.BERNOULLI, "gaussian": kernels.GAUSSIAN} == vae_ops.LIKELIHOODS
+    assert kernels.REDUCTION_CODES == vae_ops.REDUCTIONS

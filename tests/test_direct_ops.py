@@ -83,6 +83,26 @@ CASES = {
         "finite_difference_penalty_backward", "t(4), t(4), t(4), 0.1, 1.0, True, True", "grad_loss"),
     "fd_penalty_backward_short_outputs": (
         "finite_difference_penalty_backward", "t(), t(4), t(2), 0.1, 1.0, True, True", "outputs"),
+    "vae_loss_likelihood_code": ("vae_loss", "t(4, 3), t(4, 3), None, t(4, 2), t(4, 2), 2, 1.0, 1", "likelihood"),
+    "vae_loss_reduction_code": ("vae_loss", "t(4, 3), t(4, 3), None, t(4, 2), t(4, 2), 0, 1.0, 3", "reduction"),
+    "vae_loss_negative_beta": ("vae_loss", "t(4, 3), t(4, 3), None, t(4, 2), t(4, 2), 0, -1.0, 1", "beta"),
+    "vae_loss_short_target": ("vae_loss", "t(4, 3), t(4, 2), None, None, None, 0, 1.0, 1", "target"),
+    "vae_loss_short_logvar": ("vae_loss", "None, None, None, t(4, 3), t(4, 2), 0, 1.0, 1", "logvar"),
+    "vae_loss_mu_batch": ("vae_loss", "t(4, 3), t(4, 3), None, t(3, 2), t(3, 2), 0, 1.0, 1", "mu"),
+    "vae_loss_logvar_alone": ("vae_loss", "None, None, None, t(4, 3), None, 0, 1.0, 1", "logvar"),
+    "vae_loss_recon_logvar_bernoulli": ("vae_loss", "t(4, 3), t(4, 3), t(4, 3), None, None, 0, 1.0, 1",
+                                        "recon_logvar"),
+    "vae_loss_int_mu": ("vae_loss", "None, None, None, torch.ones(4, 3, dtype=torch.int32), t(4, 3), 0, 1.0, 1",
+                        "mu"),
+    "vae_loss_meta_logvar": ("vae_loss", "None, None, None, t(4, 3), t(4, 3, device='meta'), 0, 1.0, 1", "logvar"),
+    "vae_loss_empty_recon": ("vae_loss", "t(0, 3), t(0, 3), None, None, None, 0, 1.0, 1", "recon"),
+    "vae_loss_backward_short_grad": ("vae_loss_backward", "t(3), t(4, 3), t(0), t(4, 2), t(4, 2), 0", "grad_loss"),
+    "vae_loss_backward_rows": ("vae_loss_backward", "t(), t(4, 3), t(0), t(3, 2), t(3, 2), 1", "mu_grad"),
+    "vae_loss_backward_dtype": ("vae_loss_backward", "t(), t(4, 3, dtype=torch.float64), t(0), t(0), t(0), 1",
+                                "recon_grad"),
+    "vae_reparameterize_short_eps": ("vae_reparameterize", "t(4, 3), t(4, 3), t(4, 2)", "eps"),
+    "vae_reparameterize_meta_logvar": ("vae_reparameterize", "t(4, 3), t(4, 3, device='meta'), t(4, 3)", "logvar"),
+    "vae_reparameterize_backward_short_z": ("vae_reparameterize_backward", "t(4, 3), t(3, 3), t(4, 3)", "z"),
 }
 
 CHILD = r"""

@@ -25,9 +25,10 @@ import torch
 from conftest import assert_flash_close, backends_for, device_backend_pairs
 
 from fastgan import reference
-from fastgan.ops import (bias_act, clip_weights_, discriminator_loss, gan_value, generator_loss, grad_norm_penalty,
-                         gradient_penalty, interpolate, r1_penalty, r2_penalty, rmsprop_clip_)
-from fastgan.ops import approximate_r1_penalty, finite_difference_penalty, perturb
+from fastgan.ops import (approximate_r1_penalty, bernoulli_nll, bias_act, clip_weights_, discriminator_loss,
+                         finite_difference_penalty, gan_value, gaussian_kl, gaussian_nll, generator_loss,
+                         grad_norm_penalty, gradient_penalty, interpolate, perturb, r1_penalty, r2_penalty,
+                         reparameterize, rmsprop_clip_, vae_loss)
 from fastgan.ops.bias_act import ACTIVATIONS
 from fastgan.reference.losses import DISCRIMINATOR_KINDS, GENERATOR_KINDS, REDUCTIONS
 from fastgan.reference.losses import RELATIVISTIC_KINDS
@@ -387,11 +388,53 @@ def finite_difference_trial(rng: random.Random, gen: torch.Generator, dtype: tor
     return Trial("finite_difference", dtype, inputs, call, 2, settings)
 
 
-FAMILIES: Dict[str, Callable[..., Trial]] = {
-    "bias_act": bias_act_trial, "interpolate": interpolate_trial, "grad_norm_penalty": grad_norm_penalty_trial,
-    "losses": loss_trial, "penalties": penalty_trial, "clip": clip_trial, "rmsprop_clip": rmsprop_trial,
-    "finite_difference": finite_difference_trial,
-}
+def vae_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
+    """The VAE ops (issue 14) on (B, ...) data and (B, L) latents, any view, double backward."""
+    op = rng.choice(["vae_loss", "gaussian_kl", "bernoulli_nll", "gaussian_nll", "reparameterize"])
+    data = draw_shape(rng)
+    latent = [data[0], rng.choice(SIZES)]
+    reduction, likelihood = rng.choice(["none", "mean", "sum"]), rng.choice(["bernoulli", "gaussian"])
+    beta = rng.choice([0.0, 0.5, 1.0, 4.0])
+    settings = dict(op=op, reduction=reduction)
+
+    def probabilities(shape):
+        item = draw_input(rng, gen, shape)
+        item.values = torch.rand(item.values.shape, generator=gen, dtype=torch.float64)
+        return item
+
+    if op in ("gaussian_kl", "reparameterize"):
+        inputs = [draw_input(rng, gen, latent, scale=2.0), draw_input(rng, gen, latent)] + \
+            ([draw_input(rng, gen, latent)] if op == "reparameterize" else [])
+    elif op == "bernoulli_nll":
+        inputs = [draw_input(rng, gen, data, scale=rng.choice([1.0, 5.0, 30.0])), probabilities(data)]
+    elif op == "gaussian_nll":
+        inputs = [draw_input(rng, gen, data), draw_input(rng, gen, data)] + \
+            ([draw_input(rng, gen, data)] if rng.random() < 0.7 else [])
+    else:
+        settings.update(likelihood=likelihood, beta=beta)
+        target = probabilities(data) if likelihood == "bernoulli" else draw_input(rng, gen, data)
+        inputs = [draw_input(rng, gen, data, scale=3.0), target, draw_input(rng, gen, latent),
+                  draw_input(rng, gen, latent)]
+
+    def call(backend, views):
+        if op == "reparameterize":
+            return reference.reparameterize(*views) if backend == EAGER else \
+                reparameterize(views[0], views[1], eps=views[2], backend=backend)
+        if op == "gaussian_kl":
+            return reference.gaussian_kl(*views, reduction) if backend == EAGER else \
+                gaussian_kl(*views, reduction=reduction, backend=backend)
+        if op == "bernoulli_nll":
+            return reference.bernoulli_nll(*views, reduction) if backend == EAGER else \
+                bernoulli_nll(*views, reduction=reduction, backend=backend)
+        if op == "gaussian_nll":
+            logvar = views[2] if len(views) == 3 else None
+            return reference.gaussian_nll(views[0], views[1], logvar, reduction) if backend == EAGER else \
+                gaussian_nll(views[0], views[1], logvar, reduction=reduction, backend=backend)
+        if backend == EAGER:
+            return reference.vae_loss(*views, likelihood, beta, reduction)
+        return vae_loss(*views, likelihood=likelihood, beta=beta, reduction=reduction, backend=backend)
+
+    return Trial("vae", dtype, inputs, call, 2, settings)
 
 
 def relativistic_loss_trial(rng: random.Random, gen: torch.Generator, dtype: torch.dtype) -> Trial:
@@ -419,7 +462,12 @@ def relativistic_loss_trial(rng: random.Random, gen: torch.Generator, dtype: tor
                                                                     scale=scale))
 
 
-FAMILIES["relativistic_losses"] = relativistic_loss_trial
+FAMILIES: Dict[str, Callable[..., Trial]] = {
+    "bias_act": bias_act_trial, "interpolate": interpolate_trial, "grad_norm_penalty": grad_norm_penalty_trial,
+    "losses": loss_trial, "relativistic_losses": relativistic_loss_trial, "penalties": penalty_trial,
+    "clip": clip_trial, "rmsprop_clip": rmsprop_trial, "finite_difference": finite_difference_trial,
+    "vae": vae_trial,
+}
 
 
 def make_trial(family: str, index: int, **kw) -> Trial:
@@ -536,8 +584,7 @@ def run_trials(family: str, backend: str, device: str, indices: Sequence[int],
 #: trials per family and backend: a few hundred per family over the CPU backends (cpu, triton,
 #: reference), in about 25 s of CPU; scripts/fuzz.py runs more
 CI_TRIALS = {"bias_act": 80, "interpolate": 100, "grad_norm_penalty": 80, "losses": 80, "penalties": 50,
-             "clip": 150, "rmsprop_clip": 100, "finite_difference": 60}
-CI_TRIALS["relativistic_losses"] = 40
+             "clip": 150, "rmsprop_clip": 100, "finite_difference": 60, "relativistic_losses": 40, "vae": 80}
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs())

@@ -79,3 +79,25 @@ def test_theory_command_prints_a_table_and_exit_status(monkeypatch, capsys):
     monkeypatch.setattr(theory, "run_checks", lambda quick, seed: [failing])
     assert cli.main(["theory"]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_linear_vae_elbo_bounded_by_and_reaches_the_ppca_likelihood():
+    rows = theory.check_linear_vae()
+    _all_pass(rows)
+    assert rows[2].error < 0.01 and rows[2].value <= rows[2].reference
+
+
+def test_ppca_max_log_likelihood_is_the_likelihood_at_the_closed_form_optimum():
+    x = theory.ppca_data(n=500, d=4, k=1, seed=3)
+    centered = x - x.mean(0)
+    values, vectors = torch.linalg.eigh(centered.T @ centered / x.shape[0])
+    sigma2 = values[:-1].mean()  # eigh sorts ascending: the top eigenvalue is last
+    w = vectors[:, -1:] * (values[-1] - sigma2).sqrt()
+    marginal = torch.distributions.MultivariateNormal(x.mean(0), w @ w.T + sigma2 * torch.eye(4, dtype=x.dtype))
+    assert theory.ppca_max_log_likelihood(x, 1) == pytest.approx(float(marginal.log_prob(x).mean()), abs=1e-10)
+
+
+def test_linear_vae_checks_can_fail(monkeypatch):
+    assert not theory.check_linear_vae(steps=0)[2].passed  # untrained: far from the maximum
+    monkeypatch.setattr(theory, "ppca_max_log_likelihood", lambda x, k: -100.0)  # a bound the ELBO exceeds
+    assert not theory.check_linear_vae(steps=0)[0].passed

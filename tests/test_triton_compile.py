@@ -41,7 +41,7 @@ def _dtypes(record) -> set:
 
 def test_every_kernel_and_dtype_is_covered(compiled):
     kernels = {record["kernel"] for record in compiled}
-    assert len(kernels) == 18, sorted(kernels)
+    assert len(kernels) == 22, sorted(kernels)
     for kernel in kernels:
         covered = set().union(*(_dtypes(r) for r in compiled if r["kernel"] == kernel))
         assert set(FLOAT_TYPES) <= covered, (kernel, covered)

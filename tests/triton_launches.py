@@ -119,7 +119,26 @@ def _fd_penalty(dtype):
     fd_penalty.perturb(odd, odd, 0.01)
 
 
+def _vae(dtype):
+    from fastgan.kernels import vae
+
+    for (rows, n), every in _variants(dtype, True):
+        recon, target, logvar = (torch.randn(rows, n, dtype=dtype) for _ in range(3))
+        mu, mu_logvar = torch.randn(rows, n, dtype=dtype), torch.randn(rows, n, dtype=dtype)
+        # (recon?, recon_logvar?, kl?, likelihood): bernoulli + KL, gaussian, unit gaussian + KL, KL alone
+        kinds = [(True, False, True, 0), (True, True, False, 1), (True, False, True, 1), (False, False, True, 0)]
+        for has_recon, has_v, has_kl, likelihood in kinds if every else kinds[:1]:
+            for reduction in (0, 1, 2) if every else (1,):
+                saved = vae.vae_loss(recon if has_recon else None, target if has_recon else None,
+                                     logvar if has_v else None, mu if has_kl else None,
+                                     mu_logvar if has_kl else None, likelihood, 0.5, reduction)[1:]
+                grad_loss = torch.ones(rows if reduction == 0 else (), dtype=dtype)
+                vae.vae_loss_backward(grad_loss, *saved, reduction)
+        z = vae.reparameterize(mu, mu_logvar, target)
+        vae.reparameterize_backward(recon, z, mu)
+
+
 def run_every_launcher() -> None:
     for dtype in DTYPES:
-        for family in (_penalty, _gan_loss, _bias_act, _clip, _fd_penalty):
+        for family in (_penalty, _gan_loss, _bias_act, _clip, _fd_penalty, _vae):
             family(dtype)

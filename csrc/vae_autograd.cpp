@@ -1,0 +1,269 @@
+// Autograd of the VAE ops (fastgan::vae_loss, vae_loss_backward, vae_reparameterize,
+// vae_reparameterize_backward), in C++ for every device, as csrc/gan_loss_autograd.cpp
+// (a Python autograd.Function costs as much host time as the eager kernels replaced).
+// fastgan/ops/vae.py holds the same formulas for the Triton ops.
+//
+// With s the batch scale (1/B for mean, else 1), g_b the loss's gradient (per sample
+// for reduction none) and R, V, M, L the saved gradients of recon, recon_logvar, mu,
+// logvar (csrc/vae_math.h):
+//   vae_loss:   d/dinput = g_b * saved (vae_loss_backward: one launch); d/dtarget =
+//               -g_b s recon (bernoulli) or -g_b R (gaussian), eager (data rarely needs it).
+//               Double backward, for gradients G_R, G_V, G_M, G_L reaching the saved ones:
+//                 bernoulli  drecon += s sigmoid'(l) G_R,       dtarget -= s G_R
+//                 gaussian   drecon += s e^-v G_R - R G_V,      dtarget -= s e^-v G_R - R G_V,
+//                            dv     += -R G_R + (s/2 - V) G_V   (e^-v = 1, no V without recon_logvar)
+//                 kl         dmu += beta s G_M,                 dlogvar += (L + beta s / 2) G_L
+//   vae_loss_backward: out_i = g_b S_i -> d/dg_b = sum_j G_i S_i (per sample for none), d/dS_i = g_b G_i
+//   vae_reparameterize: dmu = dz, dlogvar = dz (z - mu) / 2 (one launch), deps = dz e^(logvar/2)
+//   vae_reparameterize_backward: o = g (z - mu) / 2 -> d/dg = G (z - mu) / 2, d/dz = G g / 2 = -d/dmu
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/sigmoid.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "vae_math.h"
+
+namespace fastgan {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using OptTensor = std::optional<at::Tensor>;
+using LossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+const auto& loss_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::vae_loss", "")
+                             .typed<LossResult(const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
+                                               const OptTensor&, int64_t, double, int64_t)>();
+  return op;
+}
+
+const auto& backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::vae_loss_backward", "")
+                             .typed<BackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                   const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op;
+}
+
+const auto& reparameterize_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::vae_reparameterize", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  return op;
+}
+
+const auto& reparameterize_backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastgan::vae_reparameterize_backward", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  return op;
+}
+
+at::Tensor defined_or_empty(const OptTensor& t) { return t.has_value() ? *t : at::Tensor(); }
+
+// g (the loss's gradient) shaped to broadcast against a (B, ...) tensor like `like`.
+at::Tensor per_sample(const at::Tensor& g, const at::Tensor& like, bool per_row) {
+  if (!per_row) return g;
+  std::vector<int64_t> shape(like.dim(), 1);
+  shape[0] = -1;  // B, without reading a size that may be symbolic
+  return g.reshape(shape);
+}
+
+void accumulate(at::Tensor& into, const at::Tensor& term) { into = into.defined() ? into.add(term) : term; }
+
+struct VaeLossFunction : public torch::autograd::Function<VaeLossFunction> {
+  static variable_list forward(AutogradContext* ctx, const OptTensor& recon, const OptTensor& target,
+                               const OptTensor& recon_logvar, const OptTensor& mu, const OptTensor& logvar,
+                               int64_t likelihood, double beta, int64_t reduction) {
+    at::Tensor loss, rg, vg, mg, lg;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(loss, rg, vg, mg, lg) = loss_op().call(recon, target, recon_logvar, mu, logvar, likelihood, beta,
+                                                      reduction);
+    }
+    ctx->set_materialize_grads(false);  // first-order backward gets no gradient for the saved ones
+    ctx->saved_data["likelihood"] = likelihood;
+    ctx->saved_data["beta"] = beta;
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["rows"] = (recon.has_value() ? *recon : *mu).sym_size(0);  // symbolic under tracing
+    ctx->saved_data["has_kl"] = mu.has_value();
+    ctx->save_for_backward({defined_or_empty(recon), defined_or_empty(target), defined_or_empty(recon_logvar), rg,
+                            vg, mg, lg});
+    return {loss, rg, vg, mg, lg};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &recon = saved[0], &recon_logvar = saved[2], &R = saved[3], &V = saved[4], &M = saved[5],
+                     &L = saved[6];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const bool bernoulli = ctx->saved_data["likelihood"].toInt() == kVaeBernoulli, per_row = reduction == kVaeNone;
+    const double beta = ctx->saved_data["beta"].toDouble();
+    const c10::SymInt rows = ctx->saved_data["rows"].toSymInt();
+    // t * s, s = 1/B for the mean (a division: B may be symbolic), else 1.
+    auto scaled = [&](const at::Tensor& t) { return reduction == kVaeMean ? t.div(c10::Scalar(rows)) : t; };
+    const bool has_recon = recon.defined(), has_v = recon_logvar.defined();
+    const bool has_kl = ctx->saved_data["has_kl"].toBool();
+    at::Tensor d_recon, d_target, d_v, d_mu, d_lv;
+    if (grads[0].defined()) {
+      at::Tensor a, b, c, d;
+      std::tie(a, b, c, d) = backward_op().call(grads[0], R, V, M, L, reduction);
+      if (has_recon) d_recon = a;
+      if (has_v) d_v = b;
+      if (has_kl) {
+        d_mu = c;
+        d_lv = d;
+      }
+      if (has_recon && ctx->needs_input_grad(1))
+        d_target = bernoulli ? scaled(per_sample(grads[0], recon, per_row).mul(recon)).neg() : a.neg();
+    }
+    const at::Tensor &G_R = grads[1], &G_V = grads[2], &G_M = grads[3], &G_L = grads[4];
+    if (has_recon && G_R.defined()) {
+      at::Tensor curvature;  // d R / d recon, elementwise
+      if (bernoulli) curvature = scaled(at::sigmoid(recon).mul(at::sigmoid(recon.neg())));
+      else curvature = has_v ? scaled(at::exp(recon_logvar.neg())) : scaled(at::ones_like(recon));
+      const at::Tensor term = curvature.mul(G_R);
+      accumulate(d_recon, term);
+      if (ctx->needs_input_grad(1)) accumulate(d_target, bernoulli ? scaled(G_R).neg() : term.neg());
+      if (has_v) accumulate(d_v, R.mul(G_R).neg());
+    }
+    if (has_v && G_V.defined()) {
+      const at::Tensor cross = R.mul(G_V);
+      accumulate(d_recon, cross.neg());
+      if (ctx->needs_input_grad(1)) accumulate(d_target, cross);
+      accumulate(d_v, scaled(G_V).mul(0.5).sub(V.mul(G_V)));
+    }
+    if (has_kl && G_M.defined()) accumulate(d_mu, scaled(G_M).mul(beta));
+    if (has_kl && G_L.defined()) accumulate(d_lv, L.mul(G_L).add(scaled(G_L).mul(beta / 2)));
+    return {d_recon, d_target, d_v, d_mu, d_lv, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct VaeLossBackwardFunction : public torch::autograd::Function<VaeLossBackwardFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_loss, const at::Tensor& rg,
+                               const at::Tensor& vg, const at::Tensor& mg, const at::Tensor& lg, int64_t reduction) {
+    at::Tensor a, b, c, d;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(a, b, c, d) = backward_op().call(grad_loss, rg, vg, mg, lg, reduction);
+    }
+    ctx->set_materialize_grads(false);
+    ctx->saved_data["reduction"] = reduction;
+    ctx->save_for_backward({grad_loss, rg, vg, mg, lg});
+    return {a, b, c, d};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& grad_loss = saved[0];
+    const bool per_row = ctx->saved_data["reduction"].toInt() == kVaeNone;
+    at::Tensor d_grad;
+    variable_list out(6);
+    for (int i = 0; i < 4; ++i) {
+      const at::Tensor &G = grads[i], &S = saved[i + 1];
+      if (!G.defined() || S.sym_numel() == 0) continue;
+      if (ctx->needs_input_grad(0)) {
+        const auto acc = S.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+        at::Tensor dot = G.mul(S);
+        std::vector<int64_t> features(S.dim() - 1);  // every dimension but the batch
+        for (int64_t k = 1; k < S.dim(); ++k) features[k - 1] = k;
+        dot = !per_row ? dot.sum(acc) : features.empty() ? dot.to(acc) : dot.sum(features, false, acc);
+        accumulate(d_grad, dot);
+      }
+      if (ctx->needs_input_grad(i + 1)) out[i + 1] = G.mul(per_sample(grad_loss, S, per_row));
+    }
+    if (d_grad.defined()) out[0] = d_grad.to(grad_loss.scalar_type()).reshape(grad_loss.sizes());
+    return out;
+  }
+};
+
+struct VaeReparameterizeFunction : public torch::autograd::Function<VaeReparameterizeFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
+                               const at::Tensor& eps) {
+    at::Tensor z;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      z = reparameterize_op().call(mu, logvar, eps);
+    }
+    // The backward needs z and mu; logvar only for a gradient to eps (noise rarely has one).
+    ctx->save_for_backward({z, mu, eps.requires_grad() ? logvar : at::Tensor()});
+    return {z};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &z = saved[0], &mu = saved[1], &logvar = saved[2], &g = grads[0];
+    at::Tensor d_mu, d_lv, d_eps;
+    if (ctx->needs_input_grad(0)) d_mu = g;
+    if (ctx->needs_input_grad(1)) d_lv = reparameterize_backward_op().call(g, z, mu);
+    if (ctx->needs_input_grad(2) && logvar.defined()) d_eps = g.mul(at::exp(logvar.mul(0.5)));
+    return {d_mu, d_lv, d_eps};
+  }
+};
+
+struct VaeReparameterizeBackwardFunction : public torch::autograd::Function<VaeReparameterizeBackwardFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& z,
+                               const at::Tensor& mu) {
+    at::Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      out = reparameterize_backward_op().call(grad, z, mu);
+    }
+    ctx->save_for_backward({grad, z, mu});
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &grad = saved[0], &z = saved[1], &mu = saved[2], &G = grads[0];
+    at::Tensor d_grad, d_z, d_mu;
+    if (ctx->needs_input_grad(0)) d_grad = G.mul(z.sub(mu)).mul(0.5);
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      const at::Tensor half = G.mul(grad).mul(0.5);
+      if (ctx->needs_input_grad(1)) d_z = half;
+      if (ctx->needs_input_grad(2)) d_mu = half.neg();
+    }
+    return {d_grad, d_z, d_mu};
+  }
+};
+
+LossResult vae_loss_autograd(const OptTensor& recon, const OptTensor& target, const OptTensor& recon_logvar,
+                             const OptTensor& mu, const OptTensor& logvar, int64_t likelihood, double beta,
+                             int64_t reduction) {
+  variable_list out = VaeLossFunction::apply(recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction);
+  return {out[0], out[1], out[2], out[3], out[4]};
+}
+
+BackwardResult vae_loss_backward_autograd(const at::Tensor& grad_loss, const at::Tensor& rg, const at::Tensor& vg,
+                                          const at::Tensor& mg, const at::Tensor& lg, int64_t reduction) {
+  variable_list out = VaeLossBackwardFunction::apply(grad_loss, rg, vg, mg, lg, reduction);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+at::Tensor vae_reparameterize_autograd(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
+  return VaeReparameterizeFunction::apply(mu, logvar, eps)[0];
+}
+
+at::Tensor vae_reparameterize_backward_autograd(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& mu) {
+  return VaeReparameterizeBackwardFunction::apply(grad, z, mu)[0];
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
+  m.impl("vae_loss", &vae_loss_autograd);
+  m.impl("vae_loss_backward", &vae_loss_backward_autograd);
+  m.impl("vae_reparameterize", &vae_reparameterize_autograd);
+  m.impl("vae_reparameterize_backward", &vae_reparameterize_backward_autograd);
+}
+
+}  // namespace fastgan
