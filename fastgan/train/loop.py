@@ -1,5 +1,6 @@
 """The main job: train a GAN recipe on a dataset, log losses and metrics per interval,
 checkpoint atomically, resume bit for bit, and plot the result."""
+import contextlib
 import dataclasses
 import json
 import math
@@ -13,10 +14,11 @@ from torch import nn
 
 from .. import models
 from . import checkpoint as ckpt
+from . import distributed
 from .data import MIXTURES, DataSampler, mixture_centers, mixture_std
 from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
 from .names import LR_DECAYS
-from .recipes import generator_step, get_recipe, make_critic_step, make_optimizers
+from .recipes import get_recipe, make_optimizers
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.json"
@@ -53,6 +55,8 @@ class TrainConfig:
     eval_samples: int = MODE_SAMPLES
     plots: bool = True
     stop_after: Optional[int] = None  # checkpoint and return after this step (a preemptible slice of the run)
+    timeout_s: float = distributed.DEFAULT_TIMEOUT_S  # W processes: the longest wait for another rank
+    world_size: int = 1  # processes of the run (set by train() from torchrun's environment)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every default filled in and the device picked."""
@@ -123,7 +127,8 @@ class Evaluator:
 
 
 def _restore(path: str, config: TrainConfig, generator: nn.Module, critic: nn.Module,
-             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sampler: DataSampler):
+             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sampler: DataSampler,
+             ranks: distributed.Ranks = distributed.Ranks()):
     """Load and check the checkpoint at `path` into the models, optimizers, sampler and
     global RNGs; returns (step, elapsed seconds, records). Raises ckpt.CheckpointError."""
     state = ckpt.load_checkpoint(path, map_location=config.device)
@@ -140,7 +145,8 @@ def _restore(path: str, config: TrainConfig, generator: nn.Module, critic: nn.Mo
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         sampler.load_state_dict(state["sampler"])
-        ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(distributed.rng_state_for_rank(ranks, state),
+                           distributed.rank_cuda_device(ranks, config.device))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         raise ckpt.CheckpointError(f"{path} does not restore: {type(exc).__name__}: {exc}") from None
     return state["step"], float(state["elapsed"]), json.loads(state["records"])
@@ -162,6 +168,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     ends this call early, after a checkpoint; the learning-rate schedule still ends at
     ``steps``, so a run resumed with the same ``steps`` is the uninterrupted run).
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is one of W processes training the
+    same model as one process on the global batch ``batch_size`` (see
+    :mod:`fastgan.train.distributed`); rank 0 holds the lock and writes every file, the
+    checkpoint holds plain state dicts and every rank's RNG state (``rng_ranks``).
+
     The run holds ``out/.lock`` (an exclusive ``flock``; another holder raises
     :class:`~fastgan.train.checkpoint.RunFolderBusy`) and first deletes the ``.tmp-*``
     files a killed run left. Resuming verifies the checkpoint's SHA-256 and its structure
@@ -178,12 +189,22 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
                          "recorded with")
     recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
                         gp_weight=config.gp_weight, r1_gamma=config.r1_gamma, reg_every=config.reg_every)
-    with ckpt.lock_run_folder(config.out):
-        ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
-        return _run(config, recipe, resume=resume, progress=progress, log=log)
+    ranks = distributed.ranks_from_environment()
+    distributed.check_batch_size(config.batch_size, ranks.world_size)
+    config = dataclasses.replace(config, device=distributed.rank_device(config.device, ranks),
+                                 world_size=ranks.world_size)
+    if not ranks.is_main:
+        progress, log = False, None
+    with distributed.process_group(ranks, config.device, config.timeout_s), \
+            distributed.collective_failures(ranks), \
+            (ckpt.lock_run_folder(config.out) if ranks.is_main else contextlib.nullcontext()):
+        if ranks.is_main:
+            ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
+        return _run(config, recipe, ranks, resume=resume, progress=progress, log=log)
 
 
-def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Optional[callable]) -> Dict[str, Any]:
+def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool, progress: bool,
+         log: Optional[callable]) -> Dict[str, Any]:
     device = torch.device(config.device)
     path = os.path.join(config.out, CHECKPOINT)
 
@@ -196,9 +217,10 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if resume:
-        start, elapsed, records = _restore(path, config, generator, critic, opt_g, opt_d, sampler)
+        start, elapsed, records = _restore(path, config, generator, critic, opt_g, opt_d, sampler, ranks)
 
-    step_d = make_critic_step(recipe, critic, generator, opt_d, capture=config.capture, backend=config.backend)
+    step_d, step_g = distributed.training_steps(ranks, recipe, generator, critic, opt_g, opt_d, device=config.device,
+                                                capture=config.capture, backend=config.backend)
     evaluate = Evaluator(config)
     sums: Dict[str, torch.Tensor] = {}
     counts: Dict[str, int] = {}
@@ -209,11 +231,16 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
             counts[key] = counts.get(key, 0) + 1
 
     def checkpoint(step: int) -> None:
+        rng_ranks = distributed.gather_rng_states(ranks, ckpt.rng_state(distributed.rank_cuda_device(ranks,
+                                                                                                   config.device)))
+        if not ranks.is_main:
+            return
         ckpt.save_checkpoint(path, {
             "config": dataclasses.asdict(config), "step": step, "elapsed": elapsed,
             "generator": generator.state_dict(), "critic": critic.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "sampler": sampler.state_dict(), "rng": ckpt.rng_state(), "records": json.dumps(records),
+            "sampler": sampler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks,
+            "records": json.dumps(records),
         })
         _write_json(os.path.join(config.out, LOG), {"config": dataclasses.asdict(config), "recipe":
                                                    dataclasses.asdict(recipe), "records": records})
@@ -235,15 +262,15 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
             accumulate(step_d(real, z, regularize=index % recipe.reg_every == 0))
         z = torch.randn(config.batch_size, config.latent_dim, device=device)
-        accumulate(generator_step(generator, critic, opt_g, z, loss=recipe.g_loss, backend=config.backend))
+        accumulate(step_g(z))
         if bar is not None:
             bar.update(1)
         if step % config.interval == 0 or step == last:
             now = time.perf_counter()
             elapsed += now - t0
             record: Dict[str, Any] = {"step": step, "time_s": round(elapsed, 3)}
-            record.update({k: float(v) / counts[k] for k, v in sums.items()})
-            record.update(evaluate(generator, critic))
+            record.update({k: float(v) / counts[k] for k, v in distributed.mean_over_ranks(ranks, sums).items()})
+            record.update(evaluate(generator, critic) if ranks.is_main else {})
             record["eval_s"] = round(time.perf_counter() - now, 3)
             records.append(record)
             sums.clear()
@@ -259,6 +286,8 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
         bar.close()
 
     summary = summarize(config, recipe, records)
+    if not ranks.is_main:
+        return summary
     _write_json(os.path.join(config.out, SUMMARY), summary)
     if config.plots and records:
         from . import plots
@@ -279,7 +308,7 @@ def summarize(config: TrainConfig, recipe, records: List[Dict[str, Any]]) -> Dic
             "steps_per_s": (last["step"] / last["time_s"]) if last.get("time_s") else None,
             "n_critic": recipe.n_critic, "lr": recipe.lr, "lr_decay": config.lr_decay, "gp_weight": recipe.gp_weight,
             "r1_gamma": recipe.r1_gamma, "reg_every": recipe.reg_every, "batch_size": config.batch_size,
-            "seed": config.seed,
+            "seed": config.seed, "world_size": config.world_size,
             "final": last, "out": config.out}
 
 
