@@ -161,10 +161,12 @@ def _is_collective_error(exc: BaseException) -> bool:
                                          "NCCL", "Connection reset", "Broken pipe"))
 
 
-def wrap(module: nn.Module, device: str) -> nn.Module:
+def wrap(module: nn.Module, device: str, *, find_unused_parameters: bool = False) -> nn.Module:
     """``module`` in ``DistributedDataParallel`` (its parameters shared, not copied), batch
     norms made ``SyncBatchNorm`` so their statistics are the global batch's. DDP syncs
-    nothing but gradients: the modules hold no state that could diverge."""
+    nothing but gradients: the modules hold no state that could diverge.
+    ``find_unused_parameters``: parameters the loss does not reach keep no gradient, as in
+    one process, instead of stalling the all-reduce (pytorch#47562)."""
     from torch.nn.parallel import DistributedDataParallel
 
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
@@ -175,7 +177,8 @@ def wrap(module: nn.Module, device: str) -> nn.Module:
                              "or in one process on the CPU")
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [torch.device(device)] if torch.device(device).type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
+    return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False,
+                                   find_unused_parameters=find_unused_parameters)
 
 
 def training_steps(ranks: Ranks, recipe: Recipe, generator: nn.Module, critic: nn.Module,
@@ -213,7 +216,9 @@ class ShardedSteps:
                  backend: Optional[str] = None):
         self.ranks, self.recipe, self.backend = ranks, recipe, backend
         self.generator, self.critic, self.opt_g = generator, critic, opt_g
-        self.ddp_generator, self.ddp_critic = wrap(generator, device), wrap(critic, device)
+        self.ddp_generator = wrap(generator, device)
+        # a critic may hold parameters its loss and penalties do not reach (torch warns once that it found none)
+        self.ddp_critic = wrap(critic, device, find_unused_parameters=True)
         self.step_d = make_critic_step(recipe, self.ddp_critic, generator, opt_d, backend=backend)
 
     def critic_step(self, real: torch.Tensor, z: torch.Tensor, regularize: bool = True) -> Stats:
@@ -241,6 +246,14 @@ def mean_over_ranks(ranks: Ranks, values: Dict[str, torch.Tensor]) -> Dict[str, 
     stacked = torch.stack([values[k].detach().to(torch.float64) for k in keys])
     dist.all_reduce(stacked)
     return dict(zip(keys, (stacked / ranks.world_size).unbind()))
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait until every rank gets here (one process: return)."""
+    if ranks.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def gather_rng_states(ranks: Ranks, state: Dict[str, Any]) -> List[Dict[str, Any]]:

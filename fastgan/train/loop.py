@@ -200,7 +200,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
             (ckpt.lock_run_folder(config.out) if ranks.is_main else contextlib.nullcontext()):
         if ranks.is_main:
             ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
-        return _run(config, recipe, ranks, resume=resume, progress=progress, log=log)
+        summary = _run(config, recipe, ranks, resume=resume, progress=progress, log=log)
+        distributed.barrier(ranks)  # on every rank, train() returns once rank 0 has written its files
+        return summary
 
 
 def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool, progress: bool,
