@@ -30,8 +30,9 @@ PENALTY_BATCH = 8
 
 def config(recipe: str, out: str, **overrides) -> TrainConfig:
     """The run both sides train: 20 steps of `recipe`, 16-wide MLPs, a global batch of 32."""
-    return TrainConfig(recipe=recipe, data="8gaussians", steps=STEPS, out=out, device="cpu", hidden=16,
-                       batch_size=32, interval=10, eval_samples=64, plots=False, **overrides)
+    settings = dict(recipe=recipe, data="8gaussians", steps=STEPS, out=out, device="cpu", hidden=16, batch_size=32,
+                    interval=10, eval_samples=64, plots=False)
+    return TrainConfig(**{**settings, **overrides})
 
 
 class CriticWithSpare(nn.Module):
