@@ -175,6 +175,8 @@ def test_global_batch_not_divisible_by_the_processes_exits_2(capsys, monkeypatch
     assert code == 2 and "(rank 1) --batch-size 33" in err and "2 processes" in err, err
     code, err = _exit_code(flags[:-2] + ["--out", str(tmp_path / "b"), "--batch-size", "32", "--nproc", "2"], capsys)
     assert code == 2 and "already runs under torchrun" in err, err
+    code, err = _exit_code(["train", "--data", "digits", "--device", "cpu", "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "--data digits with 2 processes needs --device cuda" in err, err
 
 
 def test_fewer_gpus_than_processes_is_refused(capsys, monkeypatch, tmp_path):

@@ -407,6 +407,9 @@ def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: st
         distributed.check_batch_size(TrainConfig(**values).resolved().batch_size, ranks.world_size)
     except ValueError as exc:
         error(str(exc))
+    if ranks.world_size > 1 and values["data"] == "digits" and device == "cpu":
+        error(f"--data digits with {ranks.world_size} processes needs --device cuda: the generator's batch norm "
+              "becomes SyncBatchNorm (statistics of the global batch), which torch runs on CUDA only")
     return values
 
 
