@@ -18,7 +18,7 @@ from torch import nn
 from fastgan.train import distributed, recipes
 from fastgan.train.loop import TrainConfig, train
 
-RECIPES = ("gan", "wgan", "wgan-gp")
+RUNS = {"gan": {}, "wgan": {}, "wgan-gp": {}, "wgan-gp-lazy": {"reg_every": 3}}  # folder: recipe overrides
 STEPS = 20
 PENALTY_CASES = {  # name: critic_step arguments
     "wgan-gp": dict(loss="wasserstein", gp_weight=10.0),
@@ -28,9 +28,9 @@ PENALTY_CASES = {  # name: critic_step arguments
 PENALTY_BATCH = 8
 
 
-def config(recipe: str, out: str, **overrides) -> TrainConfig:
-    """The run both sides train: 20 steps of `recipe`, 16-wide MLPs, a global batch of 32."""
-    settings = dict(recipe=recipe, data="8gaussians", steps=STEPS, out=out, device="cpu", hidden=16, batch_size=32,
+def config(run: str, out: str, **overrides) -> TrainConfig:
+    """The run both sides train: 20 steps of the recipe of RUNS[run], 16-wide MLPs, a global batch of 32."""
+    settings = dict(recipe=run.replace("-lazy", ""), **RUNS[run], data="8gaussians", steps=STEPS, out=out, device="cpu", hidden=16, batch_size=32,
                     interval=10, eval_samples=64, plots=False)
     return TrainConfig(**{**settings, **overrides})
 
@@ -74,8 +74,8 @@ def _penalty_steps(ranks: distributed.Ranks, out: str) -> None:
 
 
 def _train_runs(ranks: distributed.Ranks, out: str) -> None:
-    for recipe in RECIPES:
-        train(config(recipe, os.path.join(out, recipe)), progress=False, log=None)
+    for run in RUNS:
+        train(config(run, os.path.join(out, run)), progress=False, log=None)
     resumed = os.path.join(out, "resumed")
     train(config("wgan-gp", resumed, stop_after=STEPS // 2), progress=False, log=None)
     train(config("wgan-gp", resumed), resume=True, progress=False, log=None)
