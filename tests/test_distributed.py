@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import distributed_worker as worker
+from conftest import requires_cuda
 from fastgan.train import checkpoint as ckpt
 from fastgan.train import cli, distributed, recipes
 from fastgan.train.distributed import Ranks
@@ -222,3 +223,26 @@ def test_a_failing_rank_stops_the_run_with_a_message(tmp_path, mode):
         assert "another process of the run failed or stopped answering" in proc.stderr, proc.stderr[-3000:]
     else:  # torchrun reports the rank that died
         assert "exitcode  : 3" in proc.stderr, proc.stderr[-3000:]
+
+
+@requires_cuda
+def test_batch_norm_is_synchronised_in_both_steps_on_cuda(tmp_path):
+    """The digits generator's batch norms are SyncBatchNorm in the DDP generator step and
+    in the critic step's no-grad G(z) (one NCCL process: the code path, not the sync)."""
+    import torch.distributed as dist
+
+    from fastgan import models
+
+    dist.init_process_group("nccl", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        gen, critic = models.digits_generator(8).cuda(), models.digits_critic(8).cuda()
+        recipe = recipes.get_recipe("wgan-gp", data="digits")
+        opt_g, opt_d = recipes.make_optimizers(recipe, gen, critic)
+        steps = distributed.ShardedSteps(Ranks(0, 1, 0, 1), recipe, gen, critic, opt_g, opt_d, device="cuda:0")
+        for module in (steps.step_d.generator, steps.ddp_generator.module):
+            assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in module.modules())
+        steps.critic_step(torch.randn(8, 1, 8, 8, device="cuda"), torch.randn(8, 8, device="cuda"))
+        steps.generator_step(torch.randn(8, 8, device="cuda"))
+        assert all(p.grad is not None for p in gen.parameters())
+    finally:
+        dist.destroy_process_group()

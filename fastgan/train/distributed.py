@@ -205,9 +205,9 @@ class ShardedSteps:
     Each call draws what a 1-process step would draw, takes this rank's rows and runs the
     ordinary step functions on ``DistributedDataParallel`` models: the critic step on the
     DDP critic (its loss and penalty gradients all-reduced in its one backward), the
-    generator step on the DDP generator. The other model of each step runs plainly: it
-    gets no gradient there (G under ``no_grad``, the critic frozen), so there is nothing
-    to reduce. WGAN-GP's ε is drawn for the global batch where the penalty would draw it
+    generator step on the DDP generator. The other model of each step runs without DDP
+    (its module inside the DDP wrapper, batch norms synchronised): it gets no gradient
+    there (G under ``no_grad``, the critic frozen), so there is nothing to reduce. WGAN-GP's ε is drawn for the global batch where the penalty would draw it
     and sliced. Lazy regularisation is decided by the step index, the same on every rank.
     """
 
@@ -215,11 +215,11 @@ class ShardedSteps:
                  opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, *, device: str,
                  backend: Optional[str] = None):
         self.ranks, self.recipe, self.backend = ranks, recipe, backend
-        self.generator, self.critic, self.opt_g = generator, critic, opt_g
+        self.opt_g = opt_g
         self.ddp_generator = wrap(generator, device)
         # a critic may hold parameters its loss and penalties do not reach (torch warns once that it found none)
         self.ddp_critic = wrap(critic, device, find_unused_parameters=True)
-        self.step_d = make_critic_step(recipe, self.ddp_critic, generator, opt_d, backend=backend)
+        self.step_d = make_critic_step(recipe, self.ddp_critic, self.ddp_generator.module, opt_d, backend=backend)
 
     def critic_step(self, real: torch.Tensor, z: torch.Tensor, regularize: bool = True) -> Stats:
         """One critic step on this rank's rows of the global (B, ...) `real` and (B, latent) `z`."""
@@ -231,7 +231,7 @@ class ShardedSteps:
 
     def generator_step(self, z: torch.Tensor) -> Stats:
         """One generator step on this rank's rows of the global (B, latent) `z`."""
-        return generator_step(self.ddp_generator, self.critic, self.opt_g, z[self.ranks.rows(z.shape[0])],
+        return generator_step(self.ddp_generator, self.ddp_critic.module, self.opt_g, z[self.ranks.rows(z.shape[0])],
                               loss=self.recipe.g_loss, backend=self.backend)
 
 
