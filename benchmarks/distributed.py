@@ -129,8 +129,9 @@ def main(argv=None) -> int:
         row["efficiency"] = base / row["median_ms"] if base else None
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"distributed-{args.device}")
+    command = "python -m benchmarks.distributed " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {"device": args.device, "hidden": args.hidden, "iters": args.iters, "reps": args.reps,
-            "cpu_count": os.cpu_count(), "command": "python -m benchmarks.distributed " + " ".join(argv or sys.argv[1:])}
+            "cpu_count": os.cpu_count(), "command": command}
     with open(stem + ".json", "w") as handle:
         json.dump({"meta": meta, "rows": rows}, handle, indent=1)
     lines = ["| W | batch per rank | global batch | ms per iteration (median, p20-p80) | weak-scaling efficiency |",

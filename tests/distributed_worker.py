@@ -30,8 +30,8 @@ PENALTY_BATCH = 8
 
 def config(run: str, out: str, **overrides) -> TrainConfig:
     """The run both sides train: 20 steps of the recipe of RUNS[run], 16-wide MLPs, a global batch of 32."""
-    settings = dict(recipe=run.replace("-lazy", ""), **RUNS[run], data="8gaussians", steps=STEPS, out=out, device="cpu", hidden=16, batch_size=32,
-                    interval=10, eval_samples=64, plots=False)
+    settings = dict(recipe=run.replace("-lazy", ""), **RUNS[run], data="8gaussians", steps=STEPS, out=out,
+                    device="cpu", hidden=16, batch_size=32, interval=10, eval_samples=64, plots=False)
     return TrainConfig(**{**settings, **overrides})
 
 

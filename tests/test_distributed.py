@@ -11,12 +11,12 @@ import subprocess
 import sys
 import time
 
+import distributed_worker as worker
 import pytest
 import torch
 import torch.nn.functional as F
-
-import distributed_worker as worker
 from conftest import requires_cuda
+
 from fastgan.train import checkpoint as ckpt
 from fastgan.train import cli, distributed, recipes
 from fastgan.train.distributed import Ranks

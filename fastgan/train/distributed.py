@@ -207,8 +207,9 @@ class ShardedSteps:
     DDP critic (its loss and penalty gradients all-reduced in its one backward), the
     generator step on the DDP generator. The other model of each step runs without DDP
     (its module inside the DDP wrapper, batch norms synchronised): it gets no gradient
-    there (G under ``no_grad``, the critic frozen), so there is nothing to reduce. WGAN-GP's ε is drawn for the global batch where the penalty would draw it
-    and sliced. Lazy regularisation is decided by the step index, the same on every rank.
+    there (G under ``no_grad``, the critic frozen), so there is nothing to reduce.
+    WGAN-GP's ε is drawn for the global batch where the penalty would draw it and sliced.
+    Lazy regularisation is decided by the step index, the same on every rank.
     """
 
     def __init__(self, ranks: Ranks, recipe: Recipe, generator: nn.Module, critic: nn.Module,
