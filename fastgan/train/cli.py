@@ -14,9 +14,12 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Callable, List, NoReturn, Optional
+from typing import TYPE_CHECKING, Callable, List, NoReturn, Optional
 
 from .names import BACKENDS, DATASETS, LR_DECAYS, RECIPE_NAMES
+
+if TYPE_CHECKING:  # the module imports torch: loaded only where a command runs
+    from .distributed import Ranks
 
 THEORY_PAGE = "docs/theory.md"
 SEED_LIMIT = 2**64
@@ -273,7 +276,7 @@ def _train(args: argparse.Namespace) -> int:
     return _launch(args.argv, args.nproc)
 
 
-def _check_ranks(error: Callable[[str], NoReturn], args: argparse.Namespace):
+def _check_ranks(error: Callable[[str], NoReturn], args: argparse.Namespace) -> "Ranks":
     """The processes of this run: torchrun's environment, or the --nproc N this command launches."""
     from . import distributed
 
@@ -296,7 +299,7 @@ def _rank_error(error: Callable[[str], NoReturn], rank: int) -> Callable[[str], 
     return rank_error
 
 
-def _check_rank_device(error: Callable[[str], NoReturn], ranks, device: str, capture: bool) -> str:
+def _check_rank_device(error: Callable[[str], NoReturn], ranks: "Ranks", device: str, capture: bool) -> str:
     from . import distributed
 
     if ranks.world_size == 1:
@@ -333,7 +336,8 @@ def _launch(argv: List[str], nproc: int) -> int:
     return 0
 
 
-def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str, ranks) -> int:
+def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str,
+              ranks: "Ranks") -> int:
     """The rest of ``fastgan train`` (rank 0: while it holds --out)."""
     import torch
 
@@ -358,7 +362,8 @@ def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: s
     return 0
 
 
-def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str, ranks) -> dict:
+def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str,
+             ranks: "Ranks") -> dict:
     """The TrainConfig fields of this run: the flags, the checkpoint's on --resume, the
     defaults; error() for a combination the run refuses."""
     import dataclasses
