@@ -180,6 +180,25 @@ def test_global_batch_not_divisible_by_the_processes_exits_2(capsys, monkeypatch
     assert code == 2 and "--data digits with 2 processes needs --device cuda" in err, err
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--nproc", "0"], "--nproc: must be > 0"),
+    (["--nproc", "two"], "--nproc: expected an integer"),
+    (["--timeout", "0"], "--timeout: must be finite, > 0"),
+    (["--timeout", "nan"], "--timeout: must be finite, > 0"),
+])
+def test_bad_distributed_flags_exit_2(flags, message, capsys, tmp_path):
+    code, err = _exit_code(["train", "--out", str(tmp_path), *flags], capsys)
+    assert code == 2 and message in err, err
+
+
+def test_rng_state_for_rank():
+    saved = {"rng": "rank 0", "rng_ranks": ["rank 0", "rank 1"]}
+    assert distributed.rng_state_for_rank(Ranks(1, 2, 1, 2), saved) == "rank 1"
+    # another W, or a 1-process checkpoint: rank 0's state (every rank draws the same global stream)
+    assert distributed.rng_state_for_rank(Ranks(3, 4, 1, 2), saved) == "rank 0"
+    assert distributed.rng_state_for_rank(Ranks(1, 2, 1, 2), {"rng": "rank 0"}) == "rank 0"
+
+
 def test_fewer_gpus_than_processes_is_refused(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
