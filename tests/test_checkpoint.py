@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from conftest import requires_cuda
 
 from fastgan.train import checkpoint as ckpt
 from fastgan.train import cli
@@ -215,3 +216,14 @@ def test_kill_during_checkpointing_always_resumes(tmp_path):
         for key in a[net]:
             assert torch.equal(a[net][key], b[net][key]), (net, key)
     assert json.loads(open(os.path.join(out, "log.json")).read())["records"][-1]["step"] == 24
+
+
+@requires_cuda
+def test_rng_state_of_one_cuda_device_round_trips():
+    """A distributed rank saves and restores its own GPU's generator only."""
+    device = torch.device("cuda", torch.cuda.device_count() - 1)
+    state = ckpt.rng_state(cuda_device=device)
+    assert len(state["cuda"]) == 1
+    first = torch.rand(4, device=device)
+    ckpt.set_rng_state(state, cuda_device=device)
+    assert torch.equal(torch.rand(4, device=device), first)

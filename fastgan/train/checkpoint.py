@@ -15,7 +15,7 @@ import json
 import os
 import random
 import tempfile
-from typing import IO, Any, Callable, Dict, Iterator, List
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -33,24 +33,34 @@ class RunFolderBusy(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
-def rng_state() -> Dict[str, Any]:
-    """The torch (CPU and every CUDA device), numpy and Python global RNG states, as
-    tensors and plain Python values (so ``torch.load(weights_only=True)`` reads them)."""
+def _cuda_states(cuda_device: Optional[torch.device]) -> List[torch.Tensor]:
+    if cuda_device is not None:
+        return [torch.cuda.get_rng_state(cuda_device)]
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+def rng_state(cuda_device: Optional[torch.device] = None) -> Dict[str, Any]:
+    """The torch (CPU and every CUDA device, or only `cuda_device`: a distributed rank's
+    own GPU), numpy and Python global RNG states, as tensors and plain Python values (so
+    ``torch.load(weights_only=True)`` reads them)."""
     np_state = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": _cuda_states(cuda_device),
         "numpy": {"name": np_state[0], "key": torch.from_numpy(np_state[1].astype(np.int64)),
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
     }
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
+def set_rng_state(state: Dict[str, Any], cuda_device: Optional[torch.device] = None) -> None:
+    """Restore what :func:`rng_state` returned; with `cuda_device`, the first saved CUDA
+    state goes to that device only (a distributed rank's own GPU)."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
+    if state["cuda"] and cuda_device is not None:
+        torch.cuda.set_rng_state(state["cuda"][0], cuda_device)
+    elif state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
     np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))

@@ -2,6 +2,8 @@
 
     fastgan train --recipe wgan-gp --data 8gaussians --steps 2000 --device auto --out runs/x
     fastgan train --out runs/x --steps 4000 --resume      (continue a run to step 4000)
+    fastgan train --nproc 4 --batch-size 1024 ...     (4 processes on this machine: torchrun, DDP)
+    torchrun --nproc_per_node 4 -m fastgan train ...  (the same, launched by torchrun itself)
     fastgan theory [--quick]
 
 Bad flags exit with code 2 and a message naming the flag (``argparse``'s convention).
@@ -12,16 +14,20 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Callable, List, NoReturn, Optional
+from typing import TYPE_CHECKING, Callable, List, NoReturn, Optional
 
 from .names import BACKENDS, DATASETS, LR_DECAYS, RECIPE_NAMES
+
+if TYPE_CHECKING:  # the module imports torch: loaded only where a command runs
+    from .distributed import Ranks
 
 THEORY_PAGE = "docs/theory.md"
 SEED_LIMIT = 2**64
 # Sane upper bounds: beyond them a run cannot allocate its tensors on any machine fastgan targets.
 LIMITS = {"--steps": 10**9, "--batch-size": 65_536, "--n-critic": 1_000, "--latent-dim": 4_096, "--hidden": 8_192,
           "--interval": 10**9, "--eval-samples": 1_000_000, "--threads": 1_024, "--stop-after": 10**9,
-          "--reg-every": 10_000}
+          "--reg-every": 10_000, "--nproc": 1_024}
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_LR = 1.0
 MAX_PENALTY_WEIGHT = 1e6
 PSEUDO_FILE_SYSTEMS = ("/proc", "/sys")
@@ -54,6 +60,10 @@ def _learning_rate(text: str) -> float:
 
 def _penalty_weight(text: str) -> float:
     return _number(text, float, lambda v: 0 <= v <= MAX_PENALTY_WEIGHT, f"finite, >= 0 and <= {MAX_PENALTY_WEIGHT:g}")
+
+
+def _timeout(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v <= MAX_TIMEOUT_S, f"finite, > 0 and <= {MAX_TIMEOUT_S:g} seconds")
 
 
 def _seed(text: str) -> int:
@@ -112,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-after", type=_count("--stop-after"), default=None, metavar="STEP",
                        help="checkpoint and exit after this step; --resume continues (the schedule still ends at "
                             "--steps)")
+    train.add_argument("--nproc", type=_count("--nproc"), default=None, metavar="N",
+                       help="train with N processes on this machine (torchrun's launcher, DDP; --batch-size is the "
+                            "global batch); for several machines run torchrun yourself (see the README)")
+    train.add_argument("--timeout", dest="timeout_s", type=_timeout, default=None, metavar="SECONDS",
+                       help="with several processes: how long one waits for the others before the run stops "
+                            "(default 600)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -247,20 +263,115 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else os.path.join(
         "runs", f"{args.recipe or _DEFAULTS['recipe']}-{args.data or _DEFAULTS['data']}")
     _check_out_name(error, out)
-    device = _check_device(error, args.device, args.capture)
-    _check_backend(error, args.backend, device)
+    ranks = _check_ranks(error, args)
+    if not ranks.is_main:
+        error = _rank_error(error, ranks.rank)
+    device = _check_device(error, args.device, args.capture)  # W > 1: train() gives each rank its GPU
+    _check_backend(error, args.backend, _check_rank_device(error, ranks, device, args.capture))
+    if not ranks.is_main:  # rank 0 holds --out and writes there; the others read the same checkpoint
+        return _train_in(error, args, out, device, ranks)
     with _hold_out(error, out):
-        return _train_in(error, args, out, device)
+        if not args.nproc or args.nproc == 1:
+            return _train_in(error, args, out, device, ranks)
+        _resolve(error, args, out, device, ranks)  # every check a worker makes, before any worker starts
+    return _launch(args.argv, args.nproc)
 
 
-def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str) -> int:
-    """The rest of ``fastgan train`` while this process holds --out."""
-    import dataclasses
+def _check_ranks(error: Callable[[str], NoReturn], args: argparse.Namespace) -> "Ranks":
+    """The processes of this run: torchrun's environment, or the --nproc N this command launches."""
+    from . import distributed
 
+    try:
+        ranks = distributed.ranks_from_environment()
+    except ValueError as exc:
+        error(str(exc))
+    if args.nproc is not None and "WORLD_SIZE" in os.environ:
+        error(f"--nproc {args.nproc} launches torchrun; this process already runs under torchrun "
+              f"(WORLD_SIZE={os.environ['WORLD_SIZE']}): drop --nproc")
+    if args.nproc:
+        return distributed.Ranks(0, args.nproc, 0, args.nproc)
+    return ranks
+
+
+def _rank_error(error: Callable[[str], NoReturn], rank: int) -> Callable[[str], NoReturn]:
+    """error() whose message says which rank refused (every rank makes the same checks)."""
+    def rank_error(message: str) -> NoReturn:
+        error(f"(rank {rank}) {message}")
+    return rank_error
+
+
+def _check_rank_device(error: Callable[[str], NoReturn], ranks: "Ranks", device: str, capture: bool) -> str:
+    from . import distributed
+
+    if ranks.world_size == 1:
+        return device
+    if capture:
+        error(f"--capture records one process's training iteration as a CUDA graph; a run of {ranks.world_size} "
+              "processes trains eagerly: drop --capture")
+    try:
+        return distributed.rank_device(device, ranks)
+    except ValueError as exc:
+        error(str(exc))
+
+
+def _launch(argv: List[str], nproc: int) -> int:
+    """Run ``fastgan train`` (`argv` without --nproc) in `nproc` processes on this machine
+    through torch.distributed.run (torchrun's launcher and standalone rendezvous); returns
+    0, or the exit code of the first process that failed."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    forwarded, skip = [], False
+    for token in argv:
+        if skip or token == "--nproc" or token.startswith("--nproc="):
+            skip = token == "--nproc"
+            continue
+        forwarded.append(token)
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "fastgan", *forwarded]))
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        print(f"fastgan train --nproc {nproc}: rank {failure.rank} failed with exit code {failure.exitcode}; "
+              "torchrun stopped the other processes (their messages are above)", file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
+
+
+def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str,
+              ranks: "Ranks") -> int:
+    """The rest of ``fastgan train`` (rank 0: while it holds --out)."""
     import torch
 
     from . import checkpoint as ckpt
-    from .loop import CHECKPOINT, FIXED_ON_RESUME, TrainConfig, train
+    from . import distributed
+    from .loop import TrainConfig, train
+
+    values = _resolve(error, args, out, device, ranks)
+    _check_dependencies(error, args, values["data"])
+    torch.set_num_threads(args.threads or default_threads(values["data"]))
+    try:
+        train(TrainConfig(**values), resume=args.resume, progress=not args.no_progress)
+    except ckpt.CheckpointError as exc:
+        error(f"--resume: {exc}")
+    except distributed.RankFailure as exc:
+        print(f"fastgan train: {exc}", file=sys.stderr)
+        return 1
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError; the CPU's is a plain one
+        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in str(exc):
+            raise
+        error(f"out of memory ({type(exc).__name__}): lower --batch-size, --hidden, --latent-dim or --eval-samples")
+    return 0
+
+
+def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: str, device: str,
+             ranks: "Ranks") -> dict:
+    """The TrainConfig fields of this run: the flags, the checkpoint's on --resume, the
+    defaults; error() for a combination the run refuses."""
+    import dataclasses
+
+    from . import checkpoint as ckpt
+    from . import distributed
+    from .loop import CHECKPOINT, FIXED_ON_RESUME, TrainConfig
 
     path = os.path.join(out, CHECKPOINT)
     has_checkpoint = os.path.isfile(path)
@@ -292,17 +403,14 @@ def _train_in(error: Callable[[str], NoReturn], args: argparse.Namespace, out: s
         error(f"--gp-weight applies to --recipe wgan-gp, not {recipe}")
     if (values.get("reg_every") or 1) > 1 and not (recipe == "wgan-gp" or values.get("r1_gamma")):
         error(f"--reg-every applies to a penalty (--recipe wgan-gp, or gan with --r1-gamma), not {recipe} without one")
-    _check_dependencies(error, args, values["data"])
-    torch.set_num_threads(args.threads or default_threads(values["data"]))
     try:
-        train(TrainConfig(**values), resume=args.resume, progress=not args.no_progress)
-    except ckpt.CheckpointError as exc:
-        error(f"--resume: {exc}")
-    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError; the CPU's is a plain one
-        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in str(exc):
-            raise
-        error(f"out of memory ({type(exc).__name__}): lower --batch-size, --hidden, --latent-dim or --eval-samples")
-    return 0
+        distributed.check_batch_size(TrainConfig(**values).resolved().batch_size, ranks.world_size)
+    except ValueError as exc:
+        error(str(exc))
+    if ranks.world_size > 1 and values["data"] == "digits" and device == "cpu":
+        error(f"--data digits with {ranks.world_size} processes needs --device cuda: the generator's batch norm "
+              "becomes SyncBatchNorm (statistics of the global batch), which torch runs on CUDA only")
+    return values
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -310,6 +418,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     (argument errors exit 2 through ``SystemExit``)."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if unknown:  # shown with the subcommand's usage line (no abbreviations: --step is not --steps)
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "train":

@@ -10,13 +10,14 @@ generator, the learning rates are device tensors updated in place
 (:func:`~fastgan.train.recipes.set_lr`), and the step statistics are summed into
 device tensors that the loop reads once per logging interval.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+import functools
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .graphs import GraphedCall
-from .recipes import Recipe, critic_step, generator_step, make_critic_step
+from .recipes import Recipe, generator_step, make_critic_step
 
 Pattern = Tuple[bool, ...]
 
@@ -45,13 +46,15 @@ class TrainIteration:
 
     def __init__(self, recipe: Recipe, generator: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, *, latent_dim: int, capture: bool = False,
-                 backend: Optional[str] = None, warmup: int = 3):
+                 backend: Optional[str] = None, warmup: int = 3, steps: Optional[Tuple[Callable, Callable]] = None):
         self.recipe, self.generator, self.critic = recipe, generator, critic
         self.opt_g, self.opt_d = opt_g, opt_d
         self.latent_dim, self.backend, self.capture, self.warmup = latent_dim, backend, bool(capture), warmup
-        # The configured critic step without its own capture: the iteration is the unit recorded.
-        step = make_critic_step(recipe, critic, generator, opt_d, capture=False, backend=backend)
-        self._critic_kwargs = step.kwargs
+        # (step_d(real, z, regularize=), step_g(z)) on the global batch; by default the
+        # configured one-process steps, uncaptured: the iteration is the unit recorded.
+        self._step_d, self._step_g = steps or (
+            make_critic_step(recipe, critic, generator, opt_d, capture=False, backend=backend),
+            functools.partial(generator_step, generator, critic, opt_g, loss=recipe.g_loss, backend=backend))
         self._sums: Dict[str, torch.Tensor] = {}
         self._counts: Dict[str, int] = {}
         self._graphs: Dict[Pattern, GraphedCall] = {}
@@ -84,11 +87,8 @@ class TrainIteration:
         stats = []
         for real, regularize in zip(reals, pattern):
             z = torch.randn(batch, self.latent_dim, device=device)
-            stats.append(critic_step(self.critic, self.generator, self.opt_d, real, z, regularize=regularize,
-                                     **self._critic_kwargs))
-        z = torch.randn(batch, self.latent_dim, device=device)
-        stats.append(generator_step(self.generator, self.critic, self.opt_g, z, loss=self.recipe.g_loss,
-                                    backend=self.backend))
+            stats.append(self._step_d(real, z, regularize=regularize))
+        stats.append(self._step_g(torch.randn(batch, self.latent_dim, device=device)))
         return stats
 
     def _accumulate(self, stats: Sequence[Dict[str, torch.Tensor]]) -> None:

@@ -1,5 +1,6 @@
 """The main job: train a GAN recipe on a dataset, log losses and metrics per interval,
 checkpoint atomically, resume bit for bit, and plot the result."""
+import contextlib
 import dataclasses
 import json
 import math
@@ -13,6 +14,7 @@ from torch import nn
 
 from .. import models
 from . import checkpoint as ckpt
+from . import distributed
 from .data import MIXTURES, DataSampler, mixture_centers, mixture_std
 from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
 from .names import LR_DECAYS
@@ -54,6 +56,8 @@ class TrainConfig:
     eval_samples: int = MODE_SAMPLES
     plots: bool = True
     stop_after: Optional[int] = None  # checkpoint and return after this step (a preemptible slice of the run)
+    timeout_s: float = distributed.DEFAULT_TIMEOUT_S  # W processes: the longest wait for another rank
+    world_size: int = 1  # processes of the run (set by train() from torchrun's environment)
 
     def resolved(self) -> "TrainConfig":
         """A copy with every default filled in and the device picked."""
@@ -124,7 +128,8 @@ class Evaluator:
 
 
 def _restore(path: str, config: TrainConfig, generator: nn.Module, critic: nn.Module,
-             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sampler: DataSampler):
+             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sampler: DataSampler,
+             ranks: distributed.Ranks = distributed.Ranks()):
     """Load and check the checkpoint at `path` into the models, optimizers, sampler and
     global RNGs; returns (step, elapsed seconds, records). Raises ckpt.CheckpointError."""
     state = ckpt.load_checkpoint(path, map_location=config.device)
@@ -141,7 +146,8 @@ def _restore(path: str, config: TrainConfig, generator: nn.Module, critic: nn.Mo
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         sampler.load_state_dict(state["sampler"])
-        ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(distributed.rng_state_for_rank(ranks, state),
+                           distributed.rank_cuda_device(ranks, config.device))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         raise ckpt.CheckpointError(f"{path} does not restore: {type(exc).__name__}: {exc}") from None
     return state["step"], float(state["elapsed"]), json.loads(state["records"])
@@ -163,25 +169,45 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     ends this call early, after a checkpoint; the learning-rate schedule still ends at
     ``steps``, so a run resumed with the same ``steps`` is the uninterrupted run).
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is one of W processes training the
+    same model as one process on the global batch ``batch_size`` (see
+    :mod:`fastgan.train.distributed`); rank 0 holds the lock and writes every file, the
+    checkpoint holds plain state dicts and every rank's RNG state (``rng_ranks``).
+
     The run holds ``out/.lock`` (an exclusive ``flock``; another holder raises
     :class:`~fastgan.train.checkpoint.RunFolderBusy`) and first deletes the ``.tmp-*``
     files a killed run left. Resuming verifies the checkpoint's SHA-256 and its structure
     (keys, shapes, finite values, a step in [0, steps]) and raises
     :class:`~fastgan.train.checkpoint.CheckpointError` on any mismatch.
     """
-    config = config.resolved()
+    ranks = distributed.ranks_from_environment()
+    if ranks.world_size > 1 and config.capture:
+        raise ValueError(f"capture=True records one process's training iteration as a CUDA graph; a run of "
+                         f"{ranks.world_size} processes (torchrun / --nproc) trains eagerly: drop --capture")
+    config = config.resolved() if ranks.world_size == 1 else dataclasses.replace(config, capture=False).resolved()
     if config.stop_after is not None and config.stop_after < 1:
         raise ValueError(f"stop_after must be a positive step, got {config.stop_after}")
     if config.lr_decay not in LR_DECAYS:
         raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}; got {config.lr_decay!r}")
     recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
                         gp_weight=config.gp_weight, r1_gamma=config.r1_gamma, reg_every=config.reg_every)
-    with ckpt.lock_run_folder(config.out):
-        ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
-        return _run(config, recipe, resume=resume, progress=progress, log=log)
+    distributed.check_batch_size(config.batch_size, ranks.world_size)
+    config = dataclasses.replace(config, device=distributed.rank_device(config.device, ranks),
+                                 world_size=ranks.world_size)
+    if not ranks.is_main:
+        progress, log = False, None
+    with distributed.process_group(ranks, config.device, config.timeout_s), \
+            distributed.collective_failures(ranks), \
+            (ckpt.lock_run_folder(config.out) if ranks.is_main else contextlib.nullcontext()):
+        if ranks.is_main:
+            ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
+        summary = _run(config, recipe, ranks, resume=resume, progress=progress, log=log)
+        distributed.barrier(ranks)  # on every rank, train() returns once rank 0 has written its files
+        return summary
 
 
-def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Optional[callable]) -> Dict[str, Any]:
+def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool, progress: bool,
+         log: Optional[callable]) -> Dict[str, Any]:
     device = torch.device(config.device)
     path = os.path.join(config.out, CHECKPOINT)
 
@@ -194,20 +220,29 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if resume:
-        start, elapsed, records = _restore(path, config, generator, critic, opt_g, opt_d, sampler)
+        start, elapsed, records = _restore(path, config, generator, critic, opt_g, opt_d, sampler, ranks)
         for opt in (opt_g, opt_d):  # the checkpoint may come from a run with(out) capture
             match_capturable(opt, config.capture)
 
+    # The steps take the global batch (W processes: each its rows, on DDP models); the
+    # iteration, not a step, is what a capture records.
+    steps = distributed.training_steps(ranks, recipe, generator, critic, opt_g, opt_d, device=config.device,
+                                       backend=config.backend)
     iteration = TrainIteration(recipe, generator, critic, opt_g, opt_d, latent_dim=config.latent_dim,
-                               capture=config.capture, backend=config.backend)
+                               capture=config.capture, backend=config.backend, steps=steps)
     evaluate = Evaluator(config)
 
     def checkpoint(step: int) -> None:
+        rng_ranks = distributed.gather_rng_states(ranks, ckpt.rng_state(distributed.rank_cuda_device(ranks,
+                                                                                                   config.device)))
+        if not ranks.is_main:
+            return
         ckpt.save_checkpoint(path, {
             "config": dataclasses.asdict(config), "step": step, "elapsed": elapsed,
             "generator": generator.state_dict(), "critic": critic.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "sampler": sampler.state_dict(), "rng": ckpt.rng_state(), "records": json.dumps(records),
+            "sampler": sampler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks,
+            "records": json.dumps(records),
         })
         _write_json(os.path.join(config.out, LOG), {"config": dataclasses.asdict(config), "recipe":
                                                    dataclasses.asdict(recipe), "records": records})
@@ -231,8 +266,8 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
             now = time.perf_counter()
             elapsed += now - t0
             record: Dict[str, Any] = {"step": step, "time_s": round(elapsed, 3)}
-            record.update(iteration.take_means())
-            record.update(evaluate(generator, critic))
+            record.update(distributed.mean_over_ranks(ranks, iteration.take_means()))
+            record.update(evaluate(generator, critic) if ranks.is_main else {})
             record["eval_s"] = round(time.perf_counter() - now, 3)
             records.append(record)
             checkpoint(step)
@@ -246,6 +281,8 @@ def _run(config: TrainConfig, recipe, *, resume: bool, progress: bool, log: Opti
         bar.close()
 
     summary = summarize(config, recipe, records)
+    if not ranks.is_main:
+        return summary
     _write_json(os.path.join(config.out, SUMMARY), summary)
     if config.plots and records:
         from . import plots
@@ -266,7 +303,7 @@ def summarize(config: TrainConfig, recipe, records: List[Dict[str, Any]]) -> Dic
             "steps_per_s": (last["step"] / last["time_s"]) if last.get("time_s") else None,
             "n_critic": recipe.n_critic, "lr": recipe.lr, "lr_decay": config.lr_decay, "gp_weight": recipe.gp_weight,
             "r1_gamma": recipe.r1_gamma, "reg_every": recipe.reg_every, "batch_size": config.batch_size,
-            "seed": config.seed,
+            "seed": config.seed, "world_size": config.world_size,
             "final": last, "out": config.out}
 
 

@@ -146,7 +146,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, real: Batch,
                 z: Batch, *, loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
                 clip_value: Optional[float] = None, backend: Optional[str] = None, regularize: bool = True,
-                reg_every: int = 1) -> Stats:
+                reg_every: int = 1, eps: Optional[Batch] = None) -> Stats:
     """One update of the critic (discriminator) f on a real batch and generated ``G(z)``.
 
     Minimises ``L = discriminator_loss(f(real), f(G(z)), loss)`` (``"minimax"``: BCE =
@@ -160,6 +160,8 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
 
     Args:
         real: (B, ...) data batch. z: (B', latent) noise; G runs under no_grad.
+        eps: (B,) WGAN-GP's interpolation weights (default: drawn by the penalty); a
+            distributed step passes its rows of the global batch's draw.
     Returns detached 0-dim tensors: ``d_loss`` (L), ``adv`` (the loss term), ``gp``,
     ``r1``, ``real_score`` / ``fake_score`` (mean critic output) and ``w_estimate``
     (``real_score − fake_score``, the batch's dual W1 estimate).
@@ -176,7 +178,7 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
     zero = adv.detach() * 0
     gp = r1 = zero
     if gp_weight > 0:
-        gp = ops.gradient_penalty(critic, real, fake, weight=gp_weight, backend=backend)
+        gp = ops.gradient_penalty(critic, real, fake, weight=gp_weight, eps=eps, backend=backend)
         total = total + gp
     if r1_gamma > 0:
         r1 = ops.r1_penalty(None, x_real, gamma=r1_gamma, outputs=real_logits, backend=backend)
@@ -253,13 +255,16 @@ class CriticStep:
         """The recorded CUDA graph (None before the capture, and without capture)."""
         return None if self._graphed is None else self._graphed.graph
 
-    def __call__(self, real: Batch, z: Batch, regularize: bool = True) -> Stats:
+    def __call__(self, real: Batch, z: Batch, regularize: bool = True, eps: Optional[Batch] = None) -> Stats:
         """One critic step on `real` and G(`z`); ``regularize=False``: without the
-        penalties (lazy regularisation's steps between two regularised ones)."""
+        penalties (lazy regularisation's steps between two regularised ones); `eps`:
+        see :func:`critic_step` (eager steps only: a captured step draws its own)."""
         self.calls += 1
         if self._graphed is None:
             return critic_step(self.critic, self.generator, self.optimizer, real, z, regularize=regularize,
-                               **self.kwargs)
+                               eps=eps, **self.kwargs)
+        if eps is not None:
+            raise ValueError("CriticStep(capture=True) draws WGAN-GP's eps inside the graph: pass eps=None")
         return self._graphed(real, z)
 
 
