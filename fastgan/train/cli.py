@@ -77,11 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,theory}")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a GAN, WGAN or WGAN-GP", allow_abbrev=False, description=(
+    train = sub.add_parser("train", help="train a GAN, WGAN, WGAN-GP or R3GAN", allow_abbrev=False, description=(
         "Train a recipe on a dataset; writes log.json, summary.json, checkpoint.pt and plots under --out."))
     train.set_defaults(command_parser=train)
     train.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
-                       help="gan (minimax D, non-saturating G), wgan (weight clipping) or wgan-gp (default)")
+                       help="gan (minimax D, non-saturating G), wgan (weight clipping), wgan-gp (default) or r3gan "
+                            "(RpGAN + R1 + R2)")
     train.add_argument("--data", choices=DATASETS, default=None, help="dataset (default 8gaussians)")
     train.add_argument("--steps", type=_count("--steps"), default=None,
                        help="generator steps to train to, each after n_critic critic steps (default 2000; "
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="wgan-gp: penalty weight λ (default 0.1 on toy data, 10 on digits)")
     train.add_argument("--r1-gamma", type=_penalty_weight, default=None,
                        help="gan: R1 penalty γ on reals (default 0: off)")
+    train.add_argument("--r1-r2-gamma", type=_penalty_weight, default=None, metavar="γ",
+                       help="r3gan: γ of γ/2 (R1 + R2) (default 0.1; see README §Training quality)")
+    train.add_argument("--approximate-penalty", action="store_true", default=None,
+                       help="r3gan: the finite-difference R1 + R2 (σ = 0.01, first-order autograd only) instead "
+                            "of the exact double backward")
     train.add_argument("--reg-every", type=_count("--reg-every"), default=None, metavar="K",
                        help="lazy regularisation (StyleGAN2): the penalty on every K-th critic step only, its weight "
                             "times K, the critic's Adam rescaled (default 1: every step)")
@@ -401,8 +407,13 @@ def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: st
         error(f"--r1-gamma applies to --recipe gan, not {recipe}")
     if values.get("gp_weight") is not None and recipe != "wgan-gp":
         error(f"--gp-weight applies to --recipe wgan-gp, not {recipe}")
-    if (values.get("reg_every") or 1) > 1 and not (recipe == "wgan-gp" or values.get("r1_gamma")):
-        error(f"--reg-every applies to a penalty (--recipe wgan-gp, or gan with --r1-gamma), not {recipe} without one")
+    if values.get("r1_r2_gamma") is not None and recipe != "r3gan":
+        error(f"--r1-r2-gamma applies to --recipe r3gan, not {recipe}")
+    if values.get("approximate_penalty") and recipe != "r3gan":
+        error(f"--approximate-penalty applies to --recipe r3gan (its R1 + R2), not {recipe}")
+    if (values.get("reg_every") or 1) > 1 and not (recipe in ("wgan-gp", "r3gan") or values.get("r1_gamma")):
+        error(f"--reg-every applies to a penalty (--recipe wgan-gp or r3gan, or gan with --r1-gamma), not {recipe} "
+              "without one")
     try:
         distributed.check_batch_size(TrainConfig(**values).resolved().batch_size, ranks.world_size)
     except ValueError as exc:

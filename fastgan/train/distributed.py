@@ -183,9 +183,9 @@ def wrap(module: nn.Module, device: str, *, find_unused_parameters: bool = False
 
 def training_steps(ranks: Ranks, recipe: Recipe, generator: nn.Module, critic: nn.Module,
                    opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, *, device: str, capture: bool = False,
-                   backend: Optional[str] = None) -> Tuple[Callable[..., Stats], Callable[[torch.Tensor], Stats]]:
+                   backend: Optional[str] = None) -> Tuple[Callable[..., Stats], Callable[..., Stats]]:
     """``(step_d, step_g)``: ``step_d(real, z, regularize=...)`` one critic step and
-    ``step_g(z)`` one generator step on the **global** batch (real: (B, ...), z:
+    ``step_g(z[, real=])`` one generator step on the **global** batch (real: (B, ...), z:
     (B, latent)). One process: :func:`~fastgan.train.recipes.make_critic_step`'s step and
     :func:`~fastgan.train.recipes.generator_step`. W processes: the same step functions
     on DDP-wrapped models, fed with this rank's rows (see :class:`ShardedSteps`)."""
@@ -230,10 +230,12 @@ class ShardedSteps:
             eps = torch.rand(real.shape[0], device=real.device, dtype=acc_dtype(real.dtype))[rows]
         return self.step_d(real[rows], z[rows], regularize=regularize, eps=eps)
 
-    def generator_step(self, z: torch.Tensor) -> Stats:
-        """One generator step on this rank's rows of the global (B, latent) `z`."""
-        return generator_step(self.ddp_generator, self.ddp_critic.module, self.opt_g, z[self.ranks.rows(z.shape[0])],
-                              loss=self.recipe.g_loss, backend=self.backend)
+    def generator_step(self, z: torch.Tensor, real: Optional[torch.Tensor] = None) -> Stats:
+        """One generator step on this rank's rows of the global (B, latent) `z` and, for a
+        relativistic loss, of the global (B, ...) `real` batch."""
+        rows = self.ranks.rows(z.shape[0])
+        return generator_step(self.ddp_generator, self.ddp_critic.module, self.opt_g, z[rows], loss=self.recipe.g_loss,
+                              backend=self.backend, real=None if real is None else real[rows])
 
 
 def mean_over_ranks(ranks: Ranks, values: Dict[str, float]) -> Dict[str, float]:

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..ops.losses import RELATIVISTIC_KINDS
 from .graphs import GraphedCall
 from .recipes import Recipe, generator_step, make_critic_step
 
@@ -25,7 +26,8 @@ Pattern = Tuple[bool, ...]
 class TrainIteration:
     """``iteration(reals, first_index)`` runs ``n_critic`` critic steps on
     ``reals[i]`` (``(n_critic, B, ...)``) with fresh ``z ~ N(0, I)`` of shape
-    ``(B, latent_dim)``, then one generator step on a fresh z, exactly as calling
+    ``(B, latent_dim)``, then one generator step on a fresh z (a relativistic generator
+    loss, R3GAN's, also reads the last real batch ``reals[-1]``), exactly as calling
     :func:`~fastgan.train.recipes.critic_step` and
     :func:`~fastgan.train.recipes.generator_step` in that order would (the same
     random draws in the same order: on the CPU the result is bit for bit theirs).
@@ -55,6 +57,8 @@ class TrainIteration:
         self._step_d, self._step_g = steps or (
             make_critic_step(recipe, critic, generator, opt_d, capture=False, backend=backend),
             functools.partial(generator_step, generator, critic, opt_g, loss=recipe.g_loss, backend=backend))
+        # a relativistic generator loss (R3GAN) compares with the critic on the iteration's last real batch
+        self._g_reads_real = recipe.g_loss in RELATIVISTIC_KINDS
         self._sums: Dict[str, torch.Tensor] = {}
         self._counts: Dict[str, int] = {}
         self._graphs: Dict[Pattern, GraphedCall] = {}
@@ -88,7 +92,8 @@ class TrainIteration:
         for real, regularize in zip(reals, pattern):
             z = torch.randn(batch, self.latent_dim, device=device)
             stats.append(self._step_d(real, z, regularize=regularize))
-        stats.append(self._step_g(torch.randn(batch, self.latent_dim, device=device)))
+        z = torch.randn(batch, self.latent_dim, device=device)
+        stats.append(self._step_g(z, real=reals[-1]) if self._g_reads_real else self._step_g(z))
         return stats
 
     def _accumulate(self, stats: Sequence[Dict[str, torch.Tensor]]) -> None:

@@ -48,6 +48,8 @@ class TrainConfig:
     gp_weight: Optional[float] = None
     r1_gamma: Optional[float] = None
     reg_every: Optional[int] = None  # lazy regularisation: penalties on every k-th critic step (recipe default 1)
+    r1_r2_gamma: Optional[float] = None  # r3gan: γ of γ/2 (R1 + R2) (None: the data's default)
+    approximate_penalty: bool = False  # r3gan: the finite-difference R1 + R2 (first-order autograd only)
     latent_dim: Optional[int] = None
     hidden: int = 512
     interval: Optional[int] = None
@@ -190,7 +192,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     if config.lr_decay not in LR_DECAYS:
         raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}; got {config.lr_decay!r}")
     recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
-                        gp_weight=config.gp_weight, r1_gamma=config.r1_gamma, reg_every=config.reg_every)
+                        gp_weight=config.gp_weight, r1_gamma=config.r1_gamma, reg_every=config.reg_every,
+                        r1_r2_gamma=config.r1_r2_gamma, approximate_penalty=config.approximate_penalty or None)
     distributed.check_batch_size(config.batch_size, ranks.world_size)
     config = dataclasses.replace(config, device=distributed.rank_device(config.device, ranks),
                                  world_size=ranks.world_size)
@@ -302,7 +305,9 @@ def summarize(config: TrainConfig, recipe, records: List[Dict[str, Any]]) -> Dic
             "steps": last.get("step", 0), "time_s": last.get("time_s", 0.0),
             "steps_per_s": (last["step"] / last["time_s"]) if last.get("time_s") else None,
             "n_critic": recipe.n_critic, "lr": recipe.lr, "lr_decay": config.lr_decay, "gp_weight": recipe.gp_weight,
-            "r1_gamma": recipe.r1_gamma, "reg_every": recipe.reg_every, "batch_size": config.batch_size,
+            "r1_gamma": recipe.r1_gamma, "r1_r2_gamma": recipe.r1_r2_gamma,
+            "approximate_penalty": recipe.approximate_penalty, "reg_every": recipe.reg_every,
+            "batch_size": config.batch_size,
             "seed": config.seed, "world_size": config.world_size,
             "final": last, "out": config.out}
 

@@ -2,6 +2,6 @@
 ``fastgan --help`` and argument errors answer before torch is imported."""
 
 DATASETS = ("8gaussians", "25gaussians", "swissroll", "digits")
-RECIPE_NAMES = ("gan", "wgan", "wgan-gp")  # the keys of fastgan.train.recipes.RECIPES
+RECIPE_NAMES = ("gan", "wgan", "wgan-gp", "r3gan")  # the keys of fastgan.train.recipes.RECIPES
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")  # fastgan.BACKENDS (fastgan._backend imports torch)
 LR_DECAYS = ("none", "linear")

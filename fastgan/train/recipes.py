@@ -1,4 +1,4 @@
-"""GAN, WGAN and WGAN-GP training steps built only from fastgan's public ops
+"""GAN, WGAN, WGAN-GP and R3GAN training steps built only from fastgan's public ops
 (docs/theory.md §2–3).
 
 A training iteration is ``n_critic`` calls of :func:`critic_step` (alias
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from ..ops.losses import RELATIVISTIC_KINDS
 from ..optim import ClippedRMSprop
 from .graphs import GraphedCall
 
@@ -30,6 +31,9 @@ class Recipe:
     ``"rmsprop"`` (the critic's is :class:`fastgan.optim.ClippedRMSprop` when
     ``clip_value`` is set). gp_weight: λ of the WGAN-GP penalty (0: none; None: the
     data's default, 0.1 on 2-D toy data and 10 on images). r1_gamma: γ of R1 (0: none).
+    r1_r2_gamma: γ of R3GAN's ``γ/2 (R1 + R2)`` (:func:`fastgan.ops.r1_r2_penalty`; 0: none;
+    None: the data's default, :func:`default_r1_r2_gamma`); approximate_penalty: its
+    first-order finite-difference form with scale ``sigma`` instead of the exact double backward.
     reg_every: lazy regularisation (StyleGAN2 §B): the penalties are applied on every
     ``reg_every``-th critic step only, with their weight multiplied by ``reg_every``, and
     the critic's optimizer takes :func:`lazy_optimizer_args` (1: every step, as in the papers).
@@ -46,6 +50,9 @@ class Recipe:
     gp_weight: Optional[float] = 0.0
     r1_gamma: float = 0.0
     reg_every: int = 1
+    r1_r2_gamma: Optional[float] = 0.0
+    approximate_penalty: bool = False
+    sigma: float = 0.01
 
 
 RECIPES: Dict[str, Recipe] = {
@@ -57,6 +64,9 @@ RECIPES: Dict[str, Recipe] = {
     # Gulrajani et al.: Adam(1e-4, (0.5, 0.9)), 5 critic steps, λ = 0.1 on toy data, 10 on images.
     "wgan-gp": Recipe("wgan-gp", "wasserstein", "wasserstein", n_critic=5, optimizer="adam", lr=1e-4,
                       betas=(0.5, 0.9), gp_weight=None),
+    # Huang et al. (R3GAN): RpGAN for D and G, γ/2 (R1 + R2) every step, Adam(β = (0, 0.99)), 1 critic step.
+    "r3gan": Recipe("r3gan", "relativistic", "relativistic", n_critic=1, optimizer="adam", lr=2e-4,
+                    betas=(0.0, 0.99), r1_r2_gamma=None),
 }
 
 
@@ -65,20 +75,40 @@ def default_gp_weight(data: str) -> float:
     return 10.0 if data == "digits" else 0.1
 
 
+TOY_GAMMA = 0.1
+DIGITS_GAMMA = 0.1
+
+
+def default_r1_r2_gamma(data: str) -> float:
+    """R3GAN's γ (data-dependent; the paper: 0.05 on CIFAR-10, 150 on FFHQ-256), picked by
+    the runs recorded in README §Training quality: TOY_GAMMA on the 2-D mixtures and swiss
+    roll, DIGITS_GAMMA on the 8×8 digits."""
+    return DIGITS_GAMMA if data == "digits" else TOY_GAMMA
+
+
 def get_recipe(name: str, *, data: Optional[str] = None, **overrides) -> Recipe:
-    """The recipe `name` ("gan", "wgan", "wgan-gp") with `overrides` (fields of
-    :class:`Recipe`; None values are ignored) and WGAN-GP's λ resolved for `data`."""
+    """The recipe `name` ("gan", "wgan", "wgan-gp", "r3gan") with `overrides` (fields of
+    :class:`Recipe`; None values are ignored) and the data-dependent weights (WGAN-GP's λ,
+    R3GAN's γ) resolved for `data`."""
     if name not in RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPES)}; got {name!r}")
     recipe = dataclasses.replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
     if recipe.gp_weight is None:
         recipe = dataclasses.replace(recipe, gp_weight=default_gp_weight(data or "8gaussians"))
+    if recipe.r1_r2_gamma is None:
+        recipe = dataclasses.replace(recipe, r1_r2_gamma=default_r1_r2_gamma(data or "8gaussians"))
+    if recipe.approximate_penalty and RECIPES[name].r1_r2_gamma == 0.0:
+        raise ValueError(f"approximate_penalty approximates R3GAN's R1 + R2: it applies to recipe 'r3gan', "
+                         f"not {name!r}")
+    if not (0 < recipe.sigma < float("inf")):
+        raise ValueError(f"sigma must be finite and > 0, got {recipe.sigma}")
     if recipe.n_critic < 1:
         raise ValueError(f"n_critic must be >= 1, got {recipe.n_critic}")
     if not recipe.lr > 0:
         raise ValueError(f"lr must be > 0, got {recipe.lr}")
-    if recipe.gp_weight < 0 or recipe.r1_gamma < 0:
-        raise ValueError(f"gp_weight and r1_gamma must be >= 0, got {recipe.gp_weight} and {recipe.r1_gamma}")
+    if recipe.gp_weight < 0 or recipe.r1_gamma < 0 or recipe.r1_r2_gamma < 0:
+        raise ValueError(f"gp_weight, r1_gamma and r1_r2_gamma must be >= 0, got {recipe.gp_weight}, "
+                         f"{recipe.r1_gamma} and {recipe.r1_r2_gamma}")
     if isinstance(recipe.reg_every, bool) or not isinstance(recipe.reg_every, int) or recipe.reg_every < 1:
         raise ValueError(f"reg_every must be an integer >= 1, got {recipe.reg_every!r}")
     return recipe
@@ -98,7 +128,7 @@ def lazy_optimizer_args(lr: float, betas: Tuple[float, float], reg_every: int) -
 
 
 def _has_penalty(recipe: Recipe) -> bool:
-    return bool(recipe.gp_weight) or bool(recipe.r1_gamma)
+    return bool(recipe.gp_weight) or bool(recipe.r1_gamma) or bool(recipe.r1_r2_gamma)
 
 
 def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, capturable: bool = False,
@@ -146,14 +176,18 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, real: Batch,
                 z: Batch, *, loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
                 clip_value: Optional[float] = None, backend: Optional[str] = None, regularize: bool = True,
-                reg_every: int = 1, eps: Optional[Batch] = None) -> Stats:
+                reg_every: int = 1, eps: Optional[Batch] = None, r1_r2_gamma: float = 0.0,
+                approximate: bool = False, sigma: float = 0.01) -> Stats:
     """One update of the critic (discriminator) f on a real batch and generated ``G(z)``.
 
     Minimises ``L = discriminator_loss(f(real), f(G(z)), loss)`` (``"minimax"``: BCE =
     −V(D, G); ``"wasserstein"``: ``E_q f − E_p f``) plus, if ``gp_weight`` λ > 0, the
     WGAN-GP penalty ``λ E (‖∇f(x̂)‖ − 1)²`` (:func:`fastgan.ops.gradient_penalty`) and,
     if ``r1_gamma`` γ > 0, R1 ``γ/2 E ‖∇f(real)‖²`` (:func:`fastgan.ops.r1_penalty`,
-    reusing the real forward pass). Then ``optimizer.step()`` and, if ``clip_value``
+    reusing the real forward pass) and, if ``r1_r2_gamma`` γ > 0, R3GAN's
+    ``γ/2 (E ‖∇f(real)‖² + E ‖∇f(G(z))‖²)`` (:func:`fastgan.ops.r1_r2_penalty`, reusing both
+    forward passes; ``approximate=True``: its finite-difference form with scale
+    ``sigma``, first-order autograd only). Then ``optimizer.step()`` and, if ``clip_value``
     is set, :func:`fastgan.ops.clip_weights_` (not needed with ClippedRMSprop).
     Lazy regularisation: ``regularize=False`` leaves the penalties out of this step, and
     on the steps that have them their weights are multiplied by ``reg_every``.
@@ -164,49 +198,75 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
             distributed step passes its rows of the global batch's draw.
     Returns detached 0-dim tensors: ``d_loss`` (L), ``adv`` (the loss term), ``gp``,
     ``r1``, ``real_score`` / ``fake_score`` (mean critic output) and ``w_estimate``
-    (``real_score − fake_score``, the batch's dual W1 estimate).
+    (``real_score − fake_score``, the batch's dual W1 estimate); with ``r1_r2_gamma`` > 0
+    also ``r1_r2`` (the R1 + R2 term).
     """
     with torch.no_grad():
         fake = generator(z)
     optimizer.zero_grad(set_to_none=True)
-    gp_weight, r1_gamma = (gp_weight * reg_every, r1_gamma * reg_every) if regularize else (0.0, 0.0)
-    x_real = real.detach().requires_grad_(True) if r1_gamma > 0 else real
+    has_r1_r2 = r1_r2_gamma > 0
+    gp_weight, r1_gamma, r1_r2_gamma = (gp_weight * reg_every, r1_gamma * reg_every, r1_r2_gamma * reg_every) \
+        if regularize else (0.0, 0.0, 0.0)
+    exact_r1_r2 = r1_r2_gamma > 0 and not approximate  # the exact penalty differentiates the inputs
+    x_real = real.detach().requires_grad_(True) if r1_gamma > 0 or exact_r1_r2 else real
+    x_fake = fake.detach().requires_grad_(True) if exact_r1_r2 else fake
     real_logits = critic(x_real)
-    fake_logits = critic(fake)
+    fake_logits = critic(x_fake)
     adv = ops.discriminator_loss(real_logits, fake_logits, loss, backend=backend)
     total = adv
     zero = adv.detach() * 0
-    gp = r1 = zero
+    gp = r1 = r1_r2 = zero
     if gp_weight > 0:
         gp = ops.gradient_penalty(critic, real, fake, weight=gp_weight, eps=eps, backend=backend)
         total = total + gp
     if r1_gamma > 0:
         r1 = ops.r1_penalty(None, x_real, gamma=r1_gamma, outputs=real_logits, backend=backend)
         total = total + r1
+    if r1_r2_gamma > 0:
+        r1_r2 = ops.r1_r2_penalty(critic if approximate else None, x_real, x_fake, gamma=r1_r2_gamma,
+                                  outputs_real=real_logits, outputs_fake=fake_logits, approximate=approximate,
+                                  sigma=sigma, backend=backend)
+        total = total + r1_r2
     total.backward()
     optimizer.step()
     if clip_value is not None:
         ops.clip_weights_(critic, clip_value, backend=backend)
     real_score, fake_score = real_logits.detach().mean(), fake_logits.detach().mean()
-    return {"d_loss": total.detach(), "adv": adv.detach(), "gp": gp.detach(), "r1": r1.detach(),
-            "real_score": real_score, "fake_score": fake_score, "w_estimate": real_score - fake_score}
+    stats = {"d_loss": total.detach(), "adv": adv.detach(), "gp": gp.detach(), "r1": r1.detach(),
+             "real_score": real_score, "fake_score": fake_score, "w_estimate": real_score - fake_score}
+    if has_r1_r2:
+        stats["r1_r2"] = r1_r2.detach()
+    return stats
 
 
 discriminator_step = critic_step
 
 
 def generator_step(generator: nn.Module, critic: nn.Module, optimizer: torch.optim.Optimizer, z: Batch, *,
-                   loss: str = "wasserstein", backend: Optional[str] = None) -> Stats:
+                   loss: str = "wasserstein", backend: Optional[str] = None, real: Optional[Batch] = None) -> Stats:
     """One update of the generator G: minimise ``generator_loss(f(G(z)), loss)``
-    (``"non_saturating"``: ``−E ln D(G(z))``; ``"wasserstein"``: ``−E f(G(z))``). The
-    critic's parameters are frozen for the backward pass (no critic gradients are
-    computed) and restored after. z: (B, latent). Returns ``{"g_loss": 0-dim tensor}``."""
+    (``"non_saturating"``: ``−E ln D(G(z))``; ``"wasserstein"``: ``−E f(G(z))``;
+    the relativistic kinds compare with the critic's logits on `real`, a (B, ...) data
+    batch, as R3GAN's ``mean softplus(f(real) − f(G(z)))``: a forward pass without
+    gradient, since only G is trained here). The critic's parameters are frozen for the
+    backward pass (no critic gradients are computed) and restored after. z: (B, latent).
+    Returns ``{"g_loss": 0-dim tensor}``."""
+    relativistic = loss in RELATIVISTIC_KINDS
+    if relativistic != (real is not None):
+        raise ValueError(f"generator_step: real (a data batch) is read by the relativistic losses only; "
+                         f"loss={loss!r} was given real={'a batch' if real is not None else None}")
     frozen = [p for p in critic.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
         optimizer.zero_grad(set_to_none=True)
-        g_loss = ops.generator_loss(critic(generator(z)), loss, backend=backend)
+        fake_logits = critic(generator(z))
+        if relativistic:
+            with torch.no_grad():
+                real_logits = critic(real)
+            g_loss = ops.generator_loss(fake_logits, loss, real_logits=real_logits, backend=backend)
+        else:
+            g_loss = ops.generator_loss(fake_logits, loss, backend=backend)
         g_loss.backward()
         optimizer.step()
     finally:
@@ -234,11 +294,13 @@ class CriticStep:
     def __init__(self, critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, *,
                  loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
                  clip_value: Optional[float] = None, backend: Optional[str] = None, capture: bool = False,
-                 warmup: int = 3, reg_every: int = 1):
+                 warmup: int = 3, reg_every: int = 1, r1_r2_gamma: float = 0.0, approximate: bool = False,
+                 sigma: float = 0.01):
         self.critic, self.generator, self.optimizer = critic, generator, optimizer
         self.kwargs = dict(loss=loss, gp_weight=gp_weight, r1_gamma=r1_gamma, clip_value=clip_value,
-                           backend=backend, reg_every=reg_every)
-        if capture and reg_every > 1 and (gp_weight or r1_gamma):
+                           backend=backend, reg_every=reg_every, r1_r2_gamma=r1_r2_gamma, approximate=approximate,
+                           sigma=sigma)
+        if capture and reg_every > 1 and (gp_weight or r1_gamma or r1_r2_gamma):
             raise ValueError("capture=True records one critic step as a CUDA graph; lazy regularisation "
                              f"(reg_every={reg_every}) alternates two different steps: use capture=False")
         self.capture = bool(capture)
@@ -290,5 +352,6 @@ def make_critic_step(recipe: Recipe, critic: nn.Module, generator: nn.Module, op
         else None
     return CriticStep(critic, generator, optimizer, loss=recipe.d_loss, gp_weight=float(recipe.gp_weight),
                       r1_gamma=float(recipe.r1_gamma), clip_value=clip, backend=backend, capture=capture,
-                      reg_every=recipe.reg_every)
+                      reg_every=recipe.reg_every, r1_r2_gamma=float(recipe.r1_r2_gamma),
+                      approximate=recipe.approximate_penalty, sigma=recipe.sigma)
 
