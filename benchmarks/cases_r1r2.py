@@ -8,10 +8,10 @@
 - ``fastgan-<backend> no penalty``: the loss alone, so that a penalty's cost is its step's
   time minus this one's.
 
-Each step is loss + γ/2 (R1 + R2) reusing the loss's forward passes, backward and Adam
-(β = (0, 0.99)), on the toy MLP and the DCGAN-64 critic (no batch norm, as R3GAN's
-critics). The loss is the ``"minimax"`` (softplus) kind until the relativistic RpGAN kind
-lands. Each case's ``info`` holds how close the approximate penalty is to the exact one
+Each step is R3GAN's: the RpGAN loss ``mean softplus(−(D(real) − D(fake)))`` (the
+``"relativistic"`` kind) + γ/2 (R1 + R2) reusing the loss's forward passes, backward and
+Adam (β = (0, 0.99)), on the toy MLP and the DCGAN-64 critic (no batch norm, as R3GAN's
+critics). Each case's ``info`` holds how close the approximate penalty is to the exact one
 on that critic and batch: the relative difference of the penalty value and of its
 parameter gradient, for one noise draw (what a step sees) and averaged over 8 draws.
 """
@@ -27,6 +27,7 @@ from fastgan.ops import discriminator_loss, r1_r2_penalty
 from .cases_clip import _fastgan_backends
 from .harness import Case, Variant
 
+LOSS = "relativistic"  # RpGAN, R3GAN's discriminator loss
 GAMMA = 1.0
 SIGMA = 0.01
 DRAWS = 8
@@ -42,14 +43,14 @@ def _critics(device: torch.device, sizes: str):
 def _eager_loss(critic, real, fake):
     x_real, x_fake = real.detach().requires_grad_(True), fake.detach().requires_grad_(True)
     real_logits, fake_logits = critic(x_real), critic(x_fake)
-    loss = reference.discriminator_loss(real_logits, fake_logits, "minimax")
+    loss = reference.discriminator_loss(real_logits, fake_logits, LOSS)
     return loss + reference.r1_penalty(None, x_real, GAMMA, real_logits) + \
         reference.r1_penalty(None, x_fake, GAMMA, fake_logits)
 
 
 def _loss_only(backend: str) -> Callable:
     def loss(critic, real, fake):
-        return discriminator_loss(critic(real), critic(fake), "minimax", backend=backend)
+        return discriminator_loss(critic(real), critic(fake), LOSS, backend=backend)
 
     return loss
 
@@ -61,7 +62,7 @@ def _fastgan_loss(backend: str, approximate: bool) -> Callable:
         else:
             x_real, x_fake = real.detach().requires_grad_(True), fake.detach().requires_grad_(True)
         real_logits, fake_logits = critic(x_real), critic(x_fake)
-        return discriminator_loss(real_logits, fake_logits, "minimax", backend=backend) + r1_r2_penalty(
+        return discriminator_loss(real_logits, fake_logits, LOSS, backend=backend) + r1_r2_penalty(
             critic, x_real, x_fake, gamma=GAMMA, outputs_real=real_logits, outputs_fake=fake_logits,
             approximate=approximate, sigma=SIGMA, backend=backend)
 
