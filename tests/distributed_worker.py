@@ -18,7 +18,7 @@ from torch import nn
 from fastgan.train import distributed, recipes
 from fastgan.train.loop import TrainConfig, train
 
-RUNS = {"gan": {}, "wgan": {}, "wgan-gp": {}, "wgan-gp-lazy": {"reg_every": 3}}  # folder: recipe overrides
+RUNS = {"gan": {}, "wgan": {}, "wgan-gp": {}, "wgan-gp-lazy": {"reg_every": 3}, "r3gan": {}}  # folder: overrides
 STEPS = 20
 PENALTY_CASES = {  # name: critic_step arguments
     "wgan-gp": dict(loss="wasserstein", gp_weight=10.0),

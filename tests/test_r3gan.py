@@ -212,3 +212,36 @@ def _exit_code(argv, capsys):
 def test_bad_r3gan_flags_exit_2_naming_the_flag(argv, message, capsys, tmp_path):
     code, err = _exit_code(["train", *argv, "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and message in err, err
+
+
+def test_sharded_steps_pass_their_rows_of_the_global_noise_draw():
+    """Under DDP each rank slices the approximate penalty's noise from a draw of the global
+    batch's shape at the point of the stream where one process's penalty draws it, and the
+    mean of the row-sliced steps' gradients is the one-process step's (float64)."""
+    from fastgan.train.distributed import Ranks, ShardedSteps
+
+    recipe = recipes.get_recipe("r3gan", approximate_penalty=True)
+    real, z = torch.randn(32, 2, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)
+    sharded = object.__new__(ShardedSteps)  # its step logic without the DDP wrappers
+    sharded.ranks, sharded.recipe, seen = Ranks(1, 2, 1, 2), recipe, {}
+    sharded.step_d = lambda real, z, **kwargs: seen.update(kwargs, real=real, z=z)
+    torch.manual_seed(4)
+    sharded.critic_step(real, z)
+    torch.manual_seed(4)
+    noise = [torch.randn(32, 2, dtype=torch.float64) for _ in range(2)]
+    assert torch.equal(seen["real"], real[16:]) and torch.equal(seen["z"], z[16:])
+    assert torch.equal(seen["noise"][0], noise[0][16:]) and torch.equal(seen["noise"][1], noise[1][16:])
+
+    gen, critic = _toy_pair(4)
+    kwargs = dict(loss="relativistic", r1_r2_gamma=1.0, approximate=True, sigma=0.05)
+
+    def grads(rows, noise=None):
+        twin = copy.deepcopy(critic)
+        recipes.critic_step(twin, gen, torch.optim.SGD(twin.parameters(), lr=0.0), real[rows], z[rows],
+                            noise=noise, **kwargs)
+        return torch.cat([p.grad.flatten() for p in twin.parameters()])
+
+    torch.manual_seed(4)
+    whole = grads(slice(None))  # draws ε_real, then ε_fake, as above
+    halves = sum(grads(rows, (noise[0][rows], noise[1][rows])) for rows in (slice(0, 16), slice(16, 32))) / 2
+    torch.testing.assert_close(halves, whole, rtol=1e-10, atol=1e-13)

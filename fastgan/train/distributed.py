@@ -208,7 +208,8 @@ class ShardedSteps:
     generator step on the DDP generator. The other model of each step runs without DDP
     (its module inside the DDP wrapper, batch norms synchronised): it gets no gradient
     there (G under ``no_grad``, the critic frozen), so there is nothing to reduce.
-    WGAN-GP's ε is drawn for the global batch where the penalty would draw it and sliced.
+    WGAN-GP's ε and the approximate R1 + R2's noise are drawn for the global batch where
+    the penalty would draw them and sliced.
     Lazy regularisation is decided by the step index, the same on every rank.
     """
 
@@ -225,10 +226,12 @@ class ShardedSteps:
     def critic_step(self, real: torch.Tensor, z: torch.Tensor, regularize: bool = True) -> Stats:
         """One critic step on this rank's rows of the global (B, ...) `real` and (B, latent) `z`."""
         rows = self.ranks.rows(real.shape[0])
-        eps = None
+        eps = noise = None
         if regularize and self.recipe.gp_weight:  # G(z) draws nothing, so ε comes next in the stream
             eps = torch.rand(real.shape[0], device=real.device, dtype=acc_dtype(real.dtype))[rows]
-        return self.step_d(real[rows], z[rows], regularize=regularize, eps=eps)
+        if regularize and self.recipe.r1_r2_gamma and self.recipe.approximate_penalty:  # ε_real, then ε_fake
+            noise = tuple(torch.randn(real.shape, device=real.device, dtype=real.dtype)[rows] for _ in range(2))
+        return self.step_d(real[rows], z[rows], regularize=regularize, eps=eps, noise=noise)
 
     def generator_step(self, z: torch.Tensor, real: Optional[torch.Tensor] = None) -> Stats:
         """One generator step on this rank's rows of the global (B, latent) `z` and, for a

@@ -177,7 +177,8 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
                 z: Batch, *, loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
                 clip_value: Optional[float] = None, backend: Optional[str] = None, regularize: bool = True,
                 reg_every: int = 1, eps: Optional[Batch] = None, r1_r2_gamma: float = 0.0,
-                approximate: bool = False, sigma: float = 0.01) -> Stats:
+                approximate: bool = False, sigma: float = 0.01,
+                noise: Optional[Tuple[Batch, Batch]] = None) -> Stats:
     """One update of the critic (discriminator) f on a real batch and generated ``G(z)``.
 
     Minimises ``L = discriminator_loss(f(real), f(G(z)), loss)`` (``"minimax"``: BCE =
@@ -196,6 +197,8 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
         real: (B, ...) data batch. z: (B', latent) noise; G runs under no_grad.
         eps: (B,) WGAN-GP's interpolation weights (default: drawn by the penalty); a
             distributed step passes its rows of the global batch's draw.
+        noise: the approximate R1 + R2's ``(ε_real, ε_fake)``, each shaped like `real`
+            (default: drawn by the penalty, real's first); a distributed step passes its rows.
     Returns detached 0-dim tensors: ``d_loss`` (L), ``adv`` (the loss term), ``gp``,
     ``r1``, ``real_score`` / ``fake_score`` (mean critic output) and ``w_estimate``
     (``real_score − fake_score``, the batch's dual W1 estimate); with ``r1_r2_gamma`` > 0
@@ -225,7 +228,8 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
     if r1_r2_gamma > 0:
         r1_r2 = ops.r1_r2_penalty(critic if approximate else None, x_real, x_fake, gamma=r1_r2_gamma,
                                   outputs_real=real_logits, outputs_fake=fake_logits, approximate=approximate,
-                                  sigma=sigma, backend=backend)
+                                  sigma=sigma, noise_real=None if noise is None else noise[0],
+                                  noise_fake=None if noise is None else noise[1], backend=backend)
         total = total + r1_r2
     total.backward()
     optimizer.step()
@@ -317,16 +321,18 @@ class CriticStep:
         """The recorded CUDA graph (None before the capture, and without capture)."""
         return None if self._graphed is None else self._graphed.graph
 
-    def __call__(self, real: Batch, z: Batch, regularize: bool = True, eps: Optional[Batch] = None) -> Stats:
+    def __call__(self, real: Batch, z: Batch, regularize: bool = True, eps: Optional[Batch] = None,
+                 noise: Optional[Tuple[Batch, Batch]] = None) -> Stats:
         """One critic step on `real` and G(`z`); ``regularize=False``: without the
-        penalties (lazy regularisation's steps between two regularised ones); `eps`:
-        see :func:`critic_step` (eager steps only: a captured step draws its own)."""
+        penalties (lazy regularisation's steps between two regularised ones); `eps` and
+        `noise`: see :func:`critic_step` (eager steps only: a captured step draws its own)."""
         self.calls += 1
         if self._graphed is None:
             return critic_step(self.critic, self.generator, self.optimizer, real, z, regularize=regularize,
-                               eps=eps, **self.kwargs)
-        if eps is not None:
-            raise ValueError("CriticStep(capture=True) draws WGAN-GP's eps inside the graph: pass eps=None")
+                               eps=eps, noise=noise, **self.kwargs)
+        if eps is not None or noise is not None:
+            raise ValueError("CriticStep(capture=True) draws WGAN-GP's eps and the approximate penalty's noise "
+                             "inside the graph: pass eps=None and noise=None")
         return self._graphed(real, z)
 
 
