@@ -42,11 +42,14 @@ RUNS: Dict[str, List[str]] = {
     "wgan-gp-25gaussians-w512": ["--recipe", "wgan-gp", "--data", "25gaussians", "--lr", "3e-4", "--hidden", "512",
                                  "--steps", "12000", "--lr-decay", "linear"],
 }
-# R3GAN (RpGAN + γ/2 (R1 + R2), Adam(2e-4, (0, 0.99)), one critic step per generator step)
-# with its default γ for the toy data (fastgan.train.recipes.TOY_GAMMA, picked by the sweep below).
+# R3GAN (RpGAN + γ/2 (R1 + R2), Adam (0, 0.99), one critic step per generator step) with its
+# default γ for the toy data (fastgan.train.recipes.TOY_GAMMA) and the learning rate raised from
+# 2e-4 to 1e-3 (2e-4 reached 76% high-quality on the ring after 4,000 steps, 1e-3 95%); the
+# ring in 4,000 steps, the grid in 8,000.
+R3GAN = ["--recipe", "r3gan", "--lr", "1e-3", "--hidden", "256", "--lr-decay", "linear"]
 RUNS.update({
-    "r3gan-8gaussians": ["--recipe", "r3gan", "--data", "8gaussians", *COMMON],
-    "r3gan-25gaussians": ["--recipe", "r3gan", "--data", "25gaussians", *COMMON],
+    "r3gan-8gaussians": [*R3GAN, "--data", "8gaussians", "--steps", "4000"],
+    "r3gan-25gaussians": [*R3GAN, "--data", "25gaussians", "--steps", "8000"],
 })
 PACGAN = {"8gaussians": "6.3/8 at 98.2%", "25gaussians": "17.3/25 at 94.8%"}
 
