@@ -95,16 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_count("--batch-size"), default=None,
                        help="default 256 (toy), 64 (digits)")
     train.add_argument("--n-critic", type=_count("--n-critic"), default=None,
-                       help="critic steps per generator step (recipe default: 1 gan, 5 wgan/wgan-gp)")
+                       help="critic steps per generator step (recipe default: 1 gan/r3gan, 5 wgan/wgan-gp)")
     train.add_argument("--lr", type=_learning_rate, default=None,
-                       help="learning rate of both networks (recipe default: 2e-4, 5e-5, 1e-4)")
+                       help="learning rate of both networks (recipe default: 2e-4, 5e-5, 1e-4, 2e-4 r3gan)")
     train.add_argument("--lr-decay", choices=LR_DECAYS, default=None,
                        help="none (default) or linear: both learning rates fall linearly to 0 at --steps")
     train.add_argument("--gp-weight", type=_penalty_weight, default=None,
                        help="wgan-gp: penalty weight λ (default 0.1 on toy data, 10 on digits)")
     train.add_argument("--r1-gamma", type=_penalty_weight, default=None,
                        help="gan: R1 penalty γ on reals (default 0: off)")
-    train.add_argument("--r1-r2-gamma", type=_penalty_weight, default=None, metavar="γ",
+    train.add_argument("--r1-r2-gamma", type=_penalty_weight, default=None, metavar="GAMMA",
                        help="r3gan: γ of γ/2 (R1 + R2) (default 0.1; see README §Training quality)")
     train.add_argument("--approximate-penalty", action="store_true", default=None,
                        help="r3gan: the finite-difference R1 + R2 (σ = 0.01, first-order autograd only) instead "
