@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--r1-gamma", type=_penalty_weight, default=None,
                        help="gan: R1 penalty γ on reals (default 0: off)")
     train.add_argument("--r1-r2-gamma", type=_penalty_weight, default=None, metavar="GAMMA",
-                       help="r3gan: γ of γ/2 (R1 + R2) (default 0.1; see README §Training quality)")
+                       help="r3gan: γ of γ/2 (R1 + R2) (default 0.1 on the 2-D data, 1 on digits; see README "
+                            "§Training quality)")
     train.add_argument("--approximate-penalty", action="store_true", default=None,
                        help="r3gan: the finite-difference R1 + R2 (σ = 0.01, first-order autograd only) instead "
                             "of the exact double backward")

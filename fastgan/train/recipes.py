@@ -76,7 +76,7 @@ def default_gp_weight(data: str) -> float:
 
 
 TOY_GAMMA = 0.1
-DIGITS_GAMMA = 0.1
+DIGITS_GAMMA = 1.0
 
 
 def default_r1_r2_gamma(data: str) -> float:
