@@ -298,3 +298,19 @@ def test_approximate_r3gan_resumes_bit_for_bit(tmp_path):
     for net in ("generator", "critic"):
         for key in a[net]:
             assert torch.equal(a[net][key], b[net][key]), (net, key)
+
+
+def test_r1r2_benchmark_suite_times_the_rpgan_step(tmp_path):
+    """The R3GAN discriminator-step suite runs its RpGAN variants and records how close the
+    approximate penalty is to the exact one (timings are reported, never asserted)."""
+    from benchmarks import cases_r1r2
+    from benchmarks.run import main
+
+    assert cases_r1r2.LOSS == "relativistic"
+    assert main(["--suite", "r1r2", "--device", "cpu", "--quick", "--reps", "1", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "r1r2-cpu.json").read_text())["results"]
+    assert {r["variant"] for r in results} >= {"eager", "fastgan-cpu exact", "fastgan-cpu approx",
+                                               "fastgan-cpu no penalty"}
+    for r in results:
+        assert math.isfinite(r["median_ms"]) and r["cpu_exact_penalty"] > 0 and r["cpu_approx_penalty"] > 0
