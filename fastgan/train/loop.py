@@ -105,6 +105,11 @@ class Evaluator:
         self.real = DataSampler(config.data, seed=real_seed, device=device).sample(config.eval_samples)
         noise = torch.Generator().manual_seed((config.seed + 2_000_003) % 2**64)
         self.z = torch.randn(config.eval_samples, config.latent_dim, generator=noise).to(device)
+        self.image_metrics = None
+        if config.data == "digits":
+            from .image_metrics import DigitsMetrics
+
+            self.image_metrics = DigitsMetrics(self.real)
 
     @torch.no_grad()
     def samples(self, generator: nn.Module) -> torch.Tensor:
@@ -115,15 +120,19 @@ class Evaluator:
         finally:
             generator.train(was_training)
 
-    def __call__(self, generator: nn.Module, critic: nn.Module) -> Dict[str, float]:
+    def __call__(self, generator: nn.Module, critic: Optional[nn.Module]) -> Dict[str, float]:
+        """Metrics of generator(z); the critic's dual estimate unless `critic` is None (a VAE)."""
         fake = self.samples(generator)
         out: Dict[str, float] = {}
         if self.config.data in MIXTURES:
             out.update(mode_metrics(fake, mixture_centers(self.config.data), mixture_std(self.config.data)))
+        if self.image_metrics is not None:
+            out.update(self.image_metrics(fake))
         n = min(W1_SAMPLES, len(fake))
         flat = (lambda x: x[:n].reshape(n, -1).cpu())
         out["w1"] = wasserstein1(flat(self.real), flat(fake)) if bool(torch.isfinite(fake).all()) else math.nan
-        out["dual_estimate"] = dual_estimate(critic, self.real, fake)
+        if critic is not None:
+            out["dual_estimate"] = dual_estimate(critic, self.real, fake)
         return out
 
 
@@ -314,6 +323,9 @@ def format_summary(summary: Dict[str, Any]) -> str:
     if "modes" in final:
         parts.append(f"modes {final['modes']:.0f}/{final['num_modes']:.0f}, "
                      f"high-quality {100 * final['high_quality']:.1f}%")
+    if "classes" in final:
+        parts.append(f"classes {final['classes']:.0f}/10, class KL {final['class_kl']:.3g}, FD {final['fd']:.4g}, "
+                     f"confidence {final['confidence']:.3f}")
     for key in ("w1", "dual_estimate", "d_loss", "g_loss"):
         if key in final:
             parts.append(f"{key} {final[key]:.4g}")
