@@ -12,6 +12,12 @@ from fastgan.train import image_metrics as im
 from fastgan.train.data import DataSampler
 from fastgan.train.loop import TrainConfig, train
 
+
+def _read_json(folder, name):
+    with open(os.path.join(folder, name)) as f:
+        return json.load(f)
+
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -87,6 +93,6 @@ def test_gan_runs_on_digits_log_the_image_metrics(tmp_path):
     config = TrainConfig(recipe="gan", data="digits", steps=2, interval=2, out=str(tmp_path / "gan"), device="cpu",
                          batch_size=16, eval_samples=200, plots=False)
     summary = train(config, progress=False, log=None)
-    record = json.load(open(os.path.join(config.out, "log.json")))["records"][-1]
+    record = _read_json(config.out, "log.json")["records"][-1]
     for key in ("classes", "class_kl", "fd", "confidence"):
         assert math.isfinite(record[key]) and summary["final"][key] == record[key]

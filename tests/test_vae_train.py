@@ -7,10 +7,21 @@ import os
 import pytest
 import torch
 
-import fastgan.models as models
+from fastgan import models
 from fastgan.train import checkpoint as ckpt
 from fastgan.train import cli, vae
 from fastgan.train.loop import TrainConfig, train
+
+
+def _read_json(folder, name):
+    with open(os.path.join(folder, name)) as f:
+        return json.load(f)
+
+
+def _read_bytes(folder, name):
+    with open(os.path.join(folder, name), "rb") as f:
+        return f.read()
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: see conftest.one_thread
 
@@ -24,7 +35,7 @@ def _config(tmp_path, recipe="vae", data="digits", steps=4, **kw):
 def test_short_run_writes_finite_losses_metrics_and_plots(tmp_path, recipe, data):
     config = _config(tmp_path, recipe, data, plots=recipe == "vae")
     summary = train(config, progress=False, log=None)
-    log = json.load(open(os.path.join(config.out, "log.json")))
+    log = _read_json(config.out, "log.json")
     assert [r["step"] for r in log["records"]] == [2, 4] and summary["steps"] == 4
     losses = ("loss", "recon", "kl") if recipe == "vae" else ("enc_loss", "llike", "kl", "dec_loss", "g_loss", "d_loss")
     for record in log["records"]:
@@ -40,14 +51,14 @@ def test_short_run_writes_finite_losses_metrics_and_plots(tmp_path, recipe, data
     assert ("dual_estimate" in final) == (recipe == "vae-gan")
     if recipe == "vae":
         for name in ("samples.png", "reconstructions.png", "curves.png"):
-            assert open(os.path.join(config.out, name), "rb").read(4) == b"\x89PNG"
+            assert _read_bytes(config.out, name)[:4] == b"\x89PNG"
 
 
 def test_vae_learns_digits_quickly(tmp_path):
     """60 steps lower the negative ELBO of a fresh batch (a loss that cannot fail to fall is
     not tested: the first interval's mean is compared with the last)."""
     summary = train(_config(tmp_path, steps=60, interval=20, plots=False), progress=False, log=None)
-    records = json.load(open(os.path.join(summary["out"], "log.json")))["records"]
+    records = _read_json(summary["out"], "log.json")["records"]
     assert records[-1]["loss"] < 0.8 * records[0]["loss"]
 
 
@@ -194,6 +205,6 @@ def test_cli_trains_a_vae(tmp_path):
     assert cli.main(["train", "--recipe", "vae-gan", "--data", "8gaussians", "--steps", "2", "--hidden", "16",
                      "--eval-samples", "100", "--out", str(out), "--no-progress", "--no-plots", "--device", "cpu",
                      "--threads", "1"]) == 0
-    summary = json.load(open(out / "summary.json"))
+    summary = _read_json(out, "summary.json")
     assert summary["recipe"] == "vae-gan" and summary["steps"] == 2 and summary["gamma"] == vae.VAE_RECIPES[
         "vae-gan"].gamma

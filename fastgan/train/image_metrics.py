@@ -49,7 +49,7 @@ def digits_split() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     images = load_digits().double()
     labels = torch.as_tensor(sklearn_digits().target, dtype=torch.long)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SEED))
-    cut = int(round(len(images) * (1 - HELD_OUT)))
+    cut = round(len(images) * (1 - HELD_OUT))
     train, held = order[:cut], order[cut:]
     return images[train], labels[train], images[held], labels[held]
 

@@ -36,7 +36,16 @@ from .. import models, ops
 from . import checkpoint as ckpt
 from . import distributed
 from .data import DataSampler
-from .loop import CHECKPOINT, LOG, SUMMARY, Evaluator, TrainConfig, _write_json, format_summary, restore_run
+from .loop import (
+    CHECKPOINT,
+    LOG,
+    SUMMARY,
+    Evaluator,
+    TrainConfig,
+    _write_json,
+    format_summary,
+    restore_run,
+)
 from .recipes import set_lr
 
 Stats = Dict[str, torch.Tensor]
