@@ -1,6 +1,6 @@
 """Reference GAN architectures used by fastgan's tests, benchmarks and training
 recipes (plain ``torch.nn``; swap layers for fastgan's fused ones as needed)."""
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
@@ -134,7 +134,7 @@ class GaussianEncoder(nn.Module):
         super().__init__()
         self.body, self.latent_dim = body, latent_dim
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.body(x).split(self.latent_dim, dim=1)
         return mu, logvar
 

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,theory}")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a GAN, WGAN or WGAN-GP", allow_abbrev=False, description=(
+    train = sub.add_parser("train", help="train a GAN, WGAN, WGAN-GP, VAE or VAE/GAN", allow_abbrev=False, description=(
         "Train a recipe on a dataset; writes log.json, summary.json, checkpoint.pt and plots under --out."))
     train.set_defaults(command_parser=train)
     train.add_argument("--recipe", choices=RECIPE_NAMES + VAE_RECIPES, default=None,

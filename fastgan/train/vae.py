@@ -27,7 +27,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -104,6 +104,7 @@ class VAE(nn.Module):
         return ((x + 1) / 2).clamp(0, 1) if self.images else x
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Dec(z) in data space: z (B, latent_dim) → (B, 2) or (B, 1, 8, 8) in [-1, 1]."""
         return self.to_data(self.decoder(z))
 
     def negative_elbo(self, x: torch.Tensor, *, beta: float = 1.0, backend: Optional[str] = None,
@@ -150,8 +151,11 @@ def vae_step(vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, *, bet
     return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
 
 
+Grads = Tuple[torch.Tensor, ...]
+
+
 def vae_gan_gradients(vae: VAE, discriminator: nn.Sequential, x: torch.Tensor, *, gamma: float, beta: float = 1.0,
-                      backend: Optional[str] = None):
+                      backend: Optional[str] = None) -> Tuple[Grads, Grads, Grads, Stats]:
     """Larsen et al.'s three losses on batch x (see the module docstring) and the gradient
     of each network's own loss w.r.t. its own parameters only: returns (encoder grads,
     decoder grads, discriminator grads) as tuples matching ``.parameters()``, and the
@@ -203,7 +207,7 @@ def reconstruct(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_vae(config: TrainConfig, recipe: VaeRecipe, ranks: distributed.Ranks, *, resume: bool, progress: bool,
-            log) -> Dict[str, Any]:
+            log: Optional[Callable[[str], Any]]) -> Dict[str, Any]:
     """The body of :func:`fastgan.train.loop.train` for the VAE recipes (one process): each
     step is one :func:`vae_step` / :func:`vae_gan_step` on a fresh batch; every interval a
     record of the mean statistics, the Evaluator's metrics on prior samples and
