@@ -140,7 +140,8 @@ class GaussianEncoder(nn.Module):
 
 
 def mlp_encoder(in_features: int = 2, latent_dim: int = 2, hidden: int = 512, depth: int = 3) -> GaussianEncoder:
-    """MLP VAE encoder ``in → hidden ×depth → 2·latent`` (ReLU): x (B, in) → (mu, logvar), each (B, latent_dim)."""
+    """MLP VAE encoder ``in → hidden ×depth → 2·latent`` (ReLU): x (B, in) → (mu, logvar),
+    each (B, latent_dim)."""
     return GaussianEncoder(mlp_generator(in_features, 2 * latent_dim, hidden, depth), latent_dim)
 
 
