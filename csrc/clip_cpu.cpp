@@ -47,6 +47,7 @@ void clip_cpu(at::TensorList tensors, double clip_value) {
     });
   });
   flat.finish();
+  bump_versions(tensors);
 }
 
 template <bool CENTERED, bool MOMENTUM, typename scalar_t>
@@ -87,6 +88,10 @@ void rmsprop_clip_cpu(at::TensorList params, at::TensorList grads, at::TensorLis
     });
   });
   flat.finish();
+  bump_versions(params);
+  bump_versions(square_avgs);
+  if (centered) bump_versions(grad_avgs);
+  if (momentum > 0) bump_versions(momentum_buffers);
 }
 
 }  // namespace

@@ -43,6 +43,7 @@ void clip_cuda(at::TensorList tensors, double clip_value) {
     multi_tensor_elementwise<scalar_t, 1, 0x1>(flat, op);
   });
   flat.finish();
+  bump_versions(tensors);
 }
 
 template <bool CENTERED, bool MOMENTUM, typename scalar_t>
@@ -76,6 +77,10 @@ void rmsprop_clip_cuda(at::TensorList params, at::TensorList grads, at::TensorLi
     });
   });
   flat.finish();
+  bump_versions(params);
+  bump_versions(square_avgs);
+  if (centered) bump_versions(grad_avgs);
+  if (momentum > 0) bump_versions(momentum_buffers);
 }
 
 }  // namespace

@@ -28,6 +28,12 @@ struct FlatTensorLists {
   int64_t size() const { return static_cast<int64_t>(numels.size()); }
 };
 
+// Bumps the version counter of every tensor a kernel wrote in place, as torch's own
+// in-place ops do: autograd checks it before using a saved tensor.
+inline void bump_versions(at::TensorList tensors) {
+  for (const at::Tensor& t : tensors) t.unsafeGetTensorImpl()->bump_version();
+}
+
 inline bool same_flat_layout(const at::Tensor& a, const at::Tensor& b) {
   return a.sizes().equals(b.sizes()) && (a.numel() <= 1 || a.strides().equals(b.strides()));
 }

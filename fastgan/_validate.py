@@ -1,7 +1,6 @@
 """Argument checks shared by fastgan's ops: they run once, in Python, before any
 backend, so every backend sees validated input and errors name the argument."""
 import math
-from collections import OrderedDict
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
@@ -61,12 +60,12 @@ def flatten_tensors(tensors: TensorsLike, argname: str) -> Tuple[List[torch.Tens
     if isinstance(tensors, torch.Tensor):
         return [tensors], lambda i: argname
     try:
-        items = list(tensors)
+        items = tensors if type(tensors) is list else list(tensors)
     except TypeError:
         raise TypeError(
             f"{argname} must be an nn.Module, a tensor or an iterable of tensors, got {type(tensors).__name__}"
         ) from None
-    if all(isinstance(item, torch.Tensor) for item in items):
+    if all([isinstance(item, torch.Tensor) for item in items]):
         return items, lambda i: f"{argname}[{i}]"
     flat: List[torch.Tensor] = []
     names: List[Callable[[], str]] = []
@@ -85,17 +84,19 @@ def flatten_tensors(tensors: TensorsLike, argname: str) -> Tuple[List[torch.Tens
 
 def floating_groups(
     tensors: List[torch.Tensor], name: Callable[[int], str]
-) -> "OrderedDict[Tuple[torch.device, torch.dtype], List[torch.Tensor]]":
+) -> Dict[Tuple[torch.device, torch.dtype], List[torch.Tensor]]:
     """Check every tensor is a dense real floating-point tensor (TypeError naming
-    the first that is not) and group them by (device, dtype), in order of first
-    appearance."""
-    groups: Dict[Tuple[torch.device, torch.dtype], List[torch.Tensor]] = OrderedDict()
-    for index, tensor in enumerate(tensors):
-        dtype = tensor.dtype
-        if not dtype.is_floating_point or tensor.layout != torch.strided:
+    the first that is not) and group them by (device, dtype). The grouping is
+    torch's own (the one ``torch._foreach_*`` optimizers use, in C++): this runs
+    on every clip of a whole critic."""
+    if not tensors:
+        return {}
+    groups = torch._C._group_tensors_by_device_and_dtype([tensors], False)
+    strided = torch.strided
+    if not (all([dtype.is_floating_point for _, dtype in groups]) and all([t.layout is strided for t in tensors])):
+        for index, tensor in enumerate(tensors):  # name the first offender
             check_floating(name(index), tensor)
-        groups.setdefault((tensor.device, dtype), []).append(tensor)
-    return groups
+    return {key: lists[0] for key, (lists, _) in groups.items()}
 
 
 def check_floating(name: str, tensor: torch.Tensor) -> None:

@@ -1,6 +1,6 @@
 """Reference GAN architectures used by fastgan's tests, benchmarks and training
 recipes (plain ``torch.nn``; swap layers for fastgan's fused ones as needed)."""
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
@@ -124,3 +124,39 @@ def digits_generator(latent_dim: int = 32, width: int = 64) -> nn.Sequential:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class GaussianEncoder(nn.Module):
+    """A VAE encoder: ``body`` maps x to (B, 2·latent_dim), split into the posterior's mean
+    and log-variance, each (B, latent_dim)."""
+
+    def __init__(self, body: nn.Module, latent_dim: int):
+        super().__init__()
+        self.body, self.latent_dim = body, latent_dim
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.body(x).split(self.latent_dim, dim=1)
+        return mu, logvar
+
+
+def mlp_encoder(in_features: int = 2, latent_dim: int = 2, hidden: int = 512, depth: int = 3) -> GaussianEncoder:
+    """MLP VAE encoder ``in → hidden ×depth → 2·latent`` (ReLU): x (B, in) → (mu, logvar),
+    each (B, latent_dim)."""
+    return GaussianEncoder(mlp_generator(in_features, 2 * latent_dim, hidden, depth), latent_dim)
+
+
+def digits_encoder(latent_dim: int = 32, width: int = 64, *, slope: float = 0.2) -> GaussianEncoder:
+    """VAE encoder for 8×8 digits, :func:`digits_critic`'s body with a (2·latent_dim) head:
+    x (B, 1, 8, 8) → (mu, logvar), each (B, latent_dim)."""
+    body = nn.Sequential(*digits_critic(width, slope=slope)[:-1], nn.Linear(2 * width * 4, 2 * latent_dim))
+    return GaussianEncoder(body, latent_dim)
+
+
+def digits_decoder(latent_dim: int = 32, width: int = 64) -> nn.Sequential:
+    """VAE decoder for 8×8 digits: :func:`digits_generator` without batch norm and tanh,
+    z (B, latent_dim) → Bernoulli logits (B, 1, 8, 8) of the pixels mapped to [0, 1]."""
+    return nn.Sequential(
+        nn.Linear(latent_dim, 2 * width * 4), nn.Unflatten(1, (2 * width, 2, 2)), nn.ReLU(),
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),
+        nn.ConvTranspose2d(width, 1, 4, 2, 1),
+    )

@@ -77,13 +77,17 @@ def test_losses_suite_smoke_prints_one_table(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cases_losses, "QUICK", [(64, 1)])  # one shape: every kind and variant, fast
     assert main(["--suite", "losses", *TINY, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count(TABLE_HEADER) == 1 and out.count(" | fastgan-cpu | ") == 9  # one header, 9 cases
+    # one header; 9 cases of the pointwise kinds and 4 relativistic ones (RpGAN, RaGAN for D and G)
+    assert out.count(TABLE_HEADER) == 1 and out.count(" | fastgan-cpu | ") == 13
     payload = json.loads((tmp_path / "losses-cpu.json").read_text())
     rows = {(r["suite"], r["case"], r["variant"]) for r in payload["results"]}
-    assert len({(s, c) for s, c, _ in rows}) == 9  # 4 discriminator + 5 generator losses
+    assert len({(s, c) for s, c, _ in rows}) == 13  # 6 discriminator + 7 generator losses
     assert ("discriminator", "minimax 64x1", "fastgan-cpu") in rows
     assert ("generator", "least_squares 64x1", "eager") in rows
-    assert all(r["median_ms"] > 0 and r["bytes"] == 2 * r["logits"] * 4 + 8 for r in payload["results"])
+    assert ("generator", "relativistic_average 64x1", "fastgan-cpu") in rows
+    pointwise = [r for r in payload["results"] if not r["case"].startswith("relativistic")]
+    assert len(pointwise) == len(payload["results"]) - 8
+    assert all(r["median_ms"] > 0 and r["bytes"] == 2 * r["logits"] * 4 + 8 for r in pointwise)
 
 
 def test_iteration_variants_each_train_one_iteration():

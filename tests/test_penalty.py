@@ -633,3 +633,15 @@ def test_penalty_second_derivative_low_precision_small_norms(device, backend, dt
     assert torch.isfinite(got).all(), got
     err = (got - exact).abs().max().item()
     assert err <= 8 * torch.finfo(dtype).eps * exact.abs().max().item(), (err, exact.abs().max().item())
+
+
+@pytest.mark.parametrize("backend", cpu_backends("cpu", "triton", "reference"))
+def test_interpolate_treats_eps_as_a_constant(backend):
+    """eps that requires grad (e.g. drawn by a module) gets no gradient on any backend,
+    whichever path the front end takes."""
+    real, fake = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+    eps = torch.rand(4, requires_grad=True)
+    interpolate(real, fake, eps, backend=backend).pow(2).sum().backward()
+    assert eps.grad is None
+    torch.testing.assert_close(real.grad, 2 * eps.detach()[:, None] * (eps.detach()[:, None] * real.detach() +
+                                                                      (1 - eps.detach()[:, None]) * fake.detach()))

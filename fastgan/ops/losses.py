@@ -409,6 +409,25 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
     return resolve_backend(backend, logits.device, op)
 
 
+def _fused_loss(op: str, x, y, x_term: int, y_term: int, reduction, backend: Optional[str]) -> Optional[torch.Tensor]:
+    """The reduced loss straight from the fused op, or None when the call is not the
+    common one or the op refuses its arguments. The fused ops check their own arguments
+    (csrc/gan_loss_host.h, _check_gan_loss), so the public functions' checks, which name
+    the user's bad argument, run only when this returns None: off the hot path."""
+    code = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
+    if code is None or reduction == "none" or not isinstance(x, torch.Tensor) or not x.numel():
+        return None
+    if y is not None and (not isinstance(y, torch.Tensor) or not y.numel()):
+        return None
+    ops = _OPS.get(_backend_for(op, x, backend))
+    if ops is None:
+        return None
+    try:
+        return ops.gan_loss(x, y, x_term, y_term, code)[0]
+    except (RuntimeError, TypeError):
+        return None
+
+
 # ---- public API ----
 
 
@@ -464,6 +483,11 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     is three (its means first; see :mod:`fastgan.ops.losses`).
     """
     op = "discriminator_loss"
+    if isinstance(kind, str) and kind in DISCRIMINATOR_TERMS:
+        real_term, fake_term = DISCRIMINATOR_TERMS[kind]
+        loss = _fused_loss(op, real_logits, fake_logits, real_term, fake_term, reduction, backend)
+        if loss is not None:
+            return loss
     _check_choice(op, "kind", kind, DISCRIMINATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_logits(op, real_logits=real_logits, fake_logits=fake_logits)
@@ -500,6 +524,11 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
     :func:`discriminator_loss`.
     """
     op = "generator_loss"
+    if real_logits is None and isinstance(kind, str) and kind in GENERATOR_TERMS:
+        term = GENERATOR_TERMS[kind]
+        loss = _fused_loss(op, fake_logits, None, term, term, reduction, backend)
+        if loss is not None:
+            return loss
     _check_choice(op, "kind", kind, GENERATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     relativistic = kind in RELATIVISTIC_KINDS

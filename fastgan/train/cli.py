@@ -16,7 +16,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, List, NoReturn, Optional
 
-from .names import BACKENDS, DATASETS, LR_DECAYS, RECIPE_NAMES
+from .names import BACKENDS, DATASETS, LR_DECAYS, RECIPE_NAMES, VAE_RECIPES
 
 if TYPE_CHECKING:  # the module imports torch: loaded only where a command runs
     from .distributed import Ranks
@@ -77,12 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,theory}")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a GAN, WGAN, WGAN-GP or R3GAN", allow_abbrev=False, description=(
-        "Train a recipe on a dataset; writes log.json, summary.json, checkpoint.pt and plots under --out."))
+    train = sub.add_parser("train", help="train a GAN, WGAN, WGAN-GP, R3GAN, VAE or VAE/GAN", allow_abbrev=False,
+                           description=("Train a recipe on a dataset; writes log.json, summary.json, checkpoint.pt "
+                                        "and plots under --out."))
     train.set_defaults(command_parser=train)
-    train.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
+    train.add_argument("--recipe", choices=RECIPE_NAMES + VAE_RECIPES, default=None,
                        help="gan (minimax D, non-saturating G), wgan (weight clipping), wgan-gp (default) or r3gan "
-                            "(RpGAN + R1 + R2)")
+                            "(RpGAN + R1 + R2); vae (fused negative ELBO) or vae-gan (Larsen et al. 2016)")
     train.add_argument("--data", choices=DATASETS, default=None, help="dataset (default 8gaussians)")
     train.add_argument("--steps", type=_count("--steps"), default=None,
                        help="generator steps to train to, each after n_critic critic steps (default 2000; "
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-critic", type=_count("--n-critic"), default=None,
                        help="critic steps per generator step (recipe default: 1 gan/r3gan, 5 wgan/wgan-gp)")
     train.add_argument("--lr", type=_learning_rate, default=None,
-                       help="learning rate of both networks (recipe default: 2e-4, 5e-5, 1e-4, 2e-4 r3gan)")
+                       help="learning rate of every network (recipe default: 2e-4, 5e-5, 1e-4; r3gan 2e-4, vae 1e-3, "
+                            "vae-gan 2e-4)")
     train.add_argument("--lr-decay", choices=LR_DECAYS, default=None,
                        help="none (default) or linear: both learning rates fall linearly to 0 at --steps")
     train.add_argument("--gp-weight", type=_penalty_weight, default=None,
@@ -404,6 +406,11 @@ def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: st
         values = {**_DEFAULTS, **given}
     values.update(out=out, capture=args.capture, stop_after=args.stop_after, plots=not args.no_plots, device=device)
     recipe = values["recipe"]
+    if recipe in VAE_RECIPES:  # one process, eager, one update of each network per step
+        for flag, value in (("--n-critic", values.get("n_critic")), ("--capture", args.capture),
+                            ("--nproc", ranks.world_size if ranks.world_size > 1 else None)):
+            if value:
+                error(f"{flag} applies to the GAN recipes, not {recipe}")
     if values.get("r1_gamma") and recipe != "gan":
         error(f"--r1-gamma applies to --recipe gan, not {recipe}")
     if values.get("gp_weight") is not None and recipe != "wgan-gp":

@@ -17,7 +17,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .data import MIXTURES, DataSampler, mixture_centers, mixture_std
 from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
-from .names import LR_DECAYS
+from .names import LR_DECAYS, VAE_RECIPES
 from .iteration import TrainIteration, match_capturable
 from .recipes import get_recipe, make_optimizers, set_lr
 
@@ -107,6 +107,11 @@ class Evaluator:
         self.real = DataSampler(config.data, seed=real_seed, device=device).sample(config.eval_samples)
         noise = torch.Generator().manual_seed((config.seed + 2_000_003) % 2**64)
         self.z = torch.randn(config.eval_samples, config.latent_dim, generator=noise).to(device)
+        self.image_metrics = None
+        if config.data == "digits":
+            from .image_metrics import DigitsMetrics
+
+            self.image_metrics = DigitsMetrics(self.real)
 
     @torch.no_grad()
     def samples(self, generator: nn.Module) -> torch.Tensor:
@@ -117,36 +122,38 @@ class Evaluator:
         finally:
             generator.train(was_training)
 
-    def __call__(self, generator: nn.Module, critic: nn.Module) -> Dict[str, float]:
+    def __call__(self, generator: nn.Module, critic: Optional[nn.Module]) -> Dict[str, float]:
+        """Metrics of generator(z); the critic's dual estimate unless `critic` is None (a VAE)."""
         fake = self.samples(generator)
         out: Dict[str, float] = {}
         if self.config.data in MIXTURES:
             out.update(mode_metrics(fake, mixture_centers(self.config.data), mixture_std(self.config.data)))
+        if self.image_metrics is not None:
+            out.update(self.image_metrics(fake))
         n = min(W1_SAMPLES, len(fake))
         flat = (lambda x: x[:n].reshape(n, -1).cpu())
         out["w1"] = wasserstein1(flat(self.real), flat(fake)) if bool(torch.isfinite(fake).all()) else math.nan
-        out["dual_estimate"] = dual_estimate(critic, self.real, fake)
+        if critic is not None:
+            out["dual_estimate"] = dual_estimate(critic, self.real, fake)
         return out
 
 
-def _restore(path: str, config: TrainConfig, generator: nn.Module, critic: nn.Module,
-             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, sampler: DataSampler,
-             ranks: distributed.Ranks = distributed.Ranks()):
-    """Load and check the checkpoint at `path` into the models, optimizers, sampler and
-    global RNGs; returns (step, elapsed seconds, records). Raises ckpt.CheckpointError."""
+def restore_run(path: str, config: TrainConfig, modules: Dict[str, nn.Module],
+                optimizers: Dict[str, torch.optim.Optimizer], sampler: DataSampler,
+                ranks: distributed.Ranks = distributed.Ranks()):
+    """Load and check the checkpoint at `path` into the models and optimizers (by their
+    checkpoint keys), sampler and global RNGs; returns (step, elapsed seconds, records).
+    Raises ckpt.CheckpointError."""
     state = ckpt.load_checkpoint(path, map_location=config.device)
     saved = state.get("config")
     for key in FIXED_ON_RESUME if isinstance(saved, dict) else ():  # the likelier mistake first: another run
         if saved.get(key) != getattr(config, key):
             raise ckpt.CheckpointError(f"the checkpoint in {config.out} was made with {key}={saved.get(key)!r}, "
                                        f"not {getattr(config, key)!r}")
-    ckpt.check_run_state(path, state, steps=config.steps, modules={"generator": generator, "critic": critic},
-                         optimizers={"opt_g": opt_g, "opt_d": opt_d})
+    ckpt.check_run_state(path, state, steps=config.steps, modules=modules, optimizers=optimizers)
     try:
-        generator.load_state_dict(state["generator"])
-        critic.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        for key, module in {**modules, **optimizers}.items():
+            module.load_state_dict(state[key])
         sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(distributed.rng_state_for_rank(ranks, state),
                            distributed.rank_cuda_device(ranks, config.device))
@@ -183,6 +190,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     :class:`~fastgan.train.checkpoint.CheckpointError` on any mismatch.
     """
     ranks = distributed.ranks_from_environment()
+    if config.recipe in VAE_RECIPES and config.capture:
+        raise ValueError(f"capture=True records a GAN iteration as a CUDA graph; recipe {config.recipe!r} trains "
+                         "eagerly: drop --capture")
     if ranks.world_size > 1 and config.capture:
         raise ValueError(f"capture=True records one process's training iteration as a CUDA graph; a run of "
                          f"{ranks.world_size} processes (torchrun / --nproc) trains eagerly: drop --capture")
@@ -191,9 +201,18 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         raise ValueError(f"stop_after must be a positive step, got {config.stop_after}")
     if config.lr_decay not in LR_DECAYS:
         raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}; got {config.lr_decay!r}")
-    recipe = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
-                        gp_weight=config.gp_weight, r1_gamma=config.r1_gamma, reg_every=config.reg_every,
-                        r1_r2_gamma=config.r1_r2_gamma, approximate_penalty=config.approximate_penalty or None)
+    if config.recipe in VAE_RECIPES:  # fastgan.train.vae: one process, eager
+        from .vae import get_vae_recipe, run_vae
+
+        if ranks.world_size > 1:
+            raise ValueError(f"recipe {config.recipe!r} trains in one process, not {ranks.world_size}")
+        recipe, run, config = get_vae_recipe(config.recipe, lr=config.lr), run_vae, \
+            dataclasses.replace(config, capture=False)
+    else:
+        recipe, run = get_recipe(config.recipe, data=config.data, n_critic=config.n_critic, lr=config.lr,
+                                 gp_weight=config.gp_weight, r1_gamma=config.r1_gamma,
+                                 reg_every=config.reg_every, r1_r2_gamma=config.r1_r2_gamma,
+                                 approximate_penalty=config.approximate_penalty or None), _run
     distributed.check_batch_size(config.batch_size, ranks.world_size)
     config = dataclasses.replace(config, device=distributed.rank_device(config.device, ranks),
                                  world_size=ranks.world_size)
@@ -204,7 +223,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
             (ckpt.lock_run_folder(config.out) if ranks.is_main else contextlib.nullcontext()):
         if ranks.is_main:
             ckpt.remove_stale_temporaries(config.out)  # left by a run killed while writing; we hold the lock
-        summary = _run(config, recipe, ranks, resume=resume, progress=progress, log=log)
+        summary = run(config, recipe, ranks, resume=resume, progress=progress, log=log)
         distributed.barrier(ranks)  # on every rank, train() returns once rank 0 has written its files
         return summary
 
@@ -223,7 +242,8 @@ def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool,
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if resume:
-        start, elapsed, records = _restore(path, config, generator, critic, opt_g, opt_d, sampler, ranks)
+        start, elapsed, records = restore_run(path, config, {"generator": generator, "critic": critic},
+                                              {"opt_g": opt_g, "opt_d": opt_d}, sampler, ranks)
         for opt in (opt_g, opt_d):  # the checkpoint may come from a run with(out) capture
             match_capturable(opt, config.capture)
 
@@ -319,7 +339,10 @@ def format_summary(summary: Dict[str, Any]) -> str:
     if "modes" in final:
         parts.append(f"modes {final['modes']:.0f}/{final['num_modes']:.0f}, "
                      f"high-quality {100 * final['high_quality']:.1f}%")
-    for key in ("w1", "dual_estimate", "d_loss", "g_loss"):
+    if "classes" in final:
+        parts.append(f"classes {final['classes']:.0f}/10, class KL {final['class_kl']:.3g}, FD {final['fd']:.4g}, "
+                     f"confidence {final['confidence']:.3f}")
+    for key in ("w1", "dual_estimate", "d_loss", "g_loss", "loss", "kl", "recon_mse"):
         if key in final:
             parts.append(f"{key} {final[key]:.4g}")
     return "; ".join(parts) + f"\nwritten to {summary['out']}"

@@ -3,7 +3,7 @@ critic's contours (2-D data), generated digits beside real ones, and loss/metric
 (the exact W1 and the critic's dual estimate on one panel; the high-quality share in
 percent, as in the summary line)."""
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -15,7 +15,15 @@ FAKE_COLOR = "tab:red"
 CURVE_PANELS = (("d_loss", ("d_loss",), 1.0), ("g_loss", ("g_loss",), 1.0), ("gradient penalty", ("gp",), 1.0),
                 ("critic's W estimate (batch)", ("w_estimate",), 1.0),
                 ("W1 and its dual estimate", ("w1", "dual_estimate"), 1.0),
-                ("modes covered", ("modes",), 1.0), ("high-quality samples (%)", ("high_quality",), 100.0))
+                ("modes covered", ("modes",), 1.0), ("high-quality samples (%)", ("high_quality",), 100.0),
+                ("digit classes covered", ("classes",), 1.0), ("class histogram KL to uniform", ("class_kl",), 1.0),
+                ("Frechet distance (classifier features)", ("fd",), 1.0),
+                ("classifier confidence", ("confidence",), 1.0))
+# The VAE recipes' panels of curves.png (fastgan.train.vae), then the sample metrics above.
+VAE_PANELS = (("negative ELBO", ("loss",), 1.0), ("reconstruction -ln p(x|z)", ("recon",), 1.0),
+              ("KL(q(z|x) || p(z))", ("kl",), 1.0), ("feature reconstruction L_llike", ("llike",), 1.0),
+              ("GAN losses", ("d_loss", "g_loss"), 1.0), ("reconstruction MSE", ("recon_mse",), 1.0),
+              ("exact W1", ("w1",), 1.0)) + CURVE_PANELS[5:]
 
 
 def _pyplot():
@@ -28,10 +36,11 @@ def _pyplot():
 
 
 @torch.no_grad()
-def plot_toy(path: str, real: torch.Tensor, fake: torch.Tensor, critic: nn.Module, title: str = "",
+def plot_toy(path: str, real: torch.Tensor, fake: torch.Tensor, critic: Optional[nn.Module], title: str = "",
              resolution: int = 200) -> None:
     """Scatter of real (N, 2) and generated (M, 2) samples over filled grey contours of
-    the critic's output f(x) on a grid covering both (light = high f)."""
+    the critic's output f(x) on a grid covering both (light = high f; no contours when
+    `critic` is None)."""
     plt = _pyplot()
     real, fake = real.detach().float().cpu(), fake.detach().float().cpu()
     both = torch.cat([real, fake[torch.isfinite(fake).all(1)]])
@@ -41,12 +50,13 @@ def plot_toy(path: str, real: torch.Tensor, fake: torch.Tensor, critic: nn.Modul
     ys = torch.linspace(float(lo[1]), float(hi[1]), resolution)
     gx, gy = torch.meshgrid(xs, ys, indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
-    param = next(critic.parameters())
-    values = torch.cat([critic(chunk.to(param.device, param.dtype)).float().cpu().reshape(-1)
-                        for chunk in grid.split(8192)]).reshape(resolution, resolution)
     fig, ax = plt.subplots(figsize=(6.4, 6))
-    contour = ax.contourf(gx.numpy(), gy.numpy(), values.numpy(), levels=30, cmap="Greys_r", alpha=0.55)
-    fig.colorbar(contour, ax=ax, fraction=0.046, pad=0.04, label="critic f(x)")
+    if critic is not None:
+        param = next(critic.parameters())
+        values = torch.cat([critic(chunk.to(param.device, param.dtype)).float().cpu().reshape(-1)
+                            for chunk in grid.split(8192)]).reshape(resolution, resolution)
+        contour = ax.contourf(gx.numpy(), gy.numpy(), values.numpy(), levels=30, cmap="Greys_r", alpha=0.55)
+        fig.colorbar(contour, ax=ax, fraction=0.046, pad=0.04, label="critic f(x)")
     ax.scatter(real[:, 0], real[:, 1], s=3, c=REAL_COLOR, edgecolors="none", alpha=0.5, label="data")
     ax.scatter(fake[:, 0], fake[:, 1], s=3, c=FAKE_COLOR, edgecolors="none", alpha=0.6, label="generated")
     ax.set_xlim(float(lo[0]), float(hi[0]))
@@ -129,3 +139,50 @@ def plot_run(out: str, recipe: str, data: str, real: torch.Tensor, fake: torch.T
     curves = os.path.join(out, "curves.png")
     plot_curves(curves, records, title=title)
     return [samples, curves]
+
+
+def plot_reconstructions(path: str, inputs: torch.Tensor, recons: torch.Tensor, title: str = "",
+                         pairs: int = 32, cols: int = 8) -> None:
+    """Digits (N, 1, 8, 8) in [-1, 1]: rows of `cols` inputs, each above its reconstruction;
+    2-D points (N, 2): inputs and reconstructions joined by a segment each."""
+    plt = _pyplot()
+    inputs, recons = inputs.detach().float().cpu()[:pairs], recons.detach().float().cpu()[:pairs]
+    if inputs.dim() == 2:
+        fig, ax = plt.subplots(figsize=(6, 6))
+        for a, b in zip(inputs, recons):
+            ax.plot([a[0], b[0]], [a[1], b[1]], color="0.6", lw=0.6)
+        ax.scatter(inputs[:, 0], inputs[:, 1], s=8, c=REAL_COLOR, label="input")
+        ax.scatter(recons[:, 0], recons[:, 1], s=8, c=FAKE_COLOR, label="reconstruction")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, frameon=False)
+    else:
+        rows = (len(inputs) + cols - 1) // cols
+        fig, axes = plt.subplots(2 * rows, cols, figsize=(cols, 2 * rows + 0.6), squeeze=False)
+        for i, (a, b) in enumerate(zip(inputs, recons)):
+            r, c = divmod(i, cols)
+            axes[2 * r, c].imshow(a[0].clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            axes[2 * r + 1, c].imshow(b[0].clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1)
+        for ax in axes.flat:
+            ax.axis("off")
+        axes[0, 0].set_title("input / reconstruction", loc="left", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_vae_run(out: str, recipe: str, data: str, real: torch.Tensor, samples: torch.Tensor, inputs: torch.Tensor,
+                 recons: torch.Tensor, records: List[Dict[str, Any]]) -> List[str]:
+    """A VAE run's ``samples.png`` (prior samples Dec(z), z ~ N(0, I), beside real data),
+    ``reconstructions.png`` (inputs next to Dec(μ(x))) and ``curves.png`` under `out`;
+    returns their paths."""
+    step = records[-1]["step"] if records else 0
+    title = f"{recipe} on {data}, step {step}"
+    paths = [os.path.join(out, name) for name in ("samples.png", "reconstructions.png", "curves.png")]
+    if data == "digits":
+        plot_digits(paths[0], samples, real, title=title + " (prior samples)")
+    else:
+        plot_toy(paths[0], real, samples, None, title=title + " (prior samples)")
+    plot_reconstructions(paths[1], inputs, recons, title=title)
+    plot_curves(paths[2], records, title=title, panels=VAE_PANELS)
+    return paths
