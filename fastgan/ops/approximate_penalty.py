@@ -1,4 +1,5 @@
-"""First-order (finite-difference) R1 and R2, and R3GAN's R1 + R2 in one call.
+"""First-order (finite-difference) R1 and R2, and R3GAN's R1 + R2 in one call
+(docs/theory.md §3.8).
 
 R1's ``γ/2 · mean_b ‖∇D(x_b)‖²`` needs a double backward through the critic. Its
 finite-difference form needs first-order autograd only (so it works with FSDP,
