@@ -85,12 +85,15 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim) 
 
 
 def iteration_cases(device: torch.device, compile_peers: bool, sizes: str) -> List[Case]:
-    """Toy MLP (WGAN-GP's toy setting: 2-512x3-1 critic and generator, B=256) and a
-    DCGAN-64 critic (3x64x64, one-layer generator; B=16 with --quick on the CPU, else 64)."""
+    """Toy MLP (WGAN-GP's toy setting: 2-512x3-1 critic and generator, B=256), a DCGAN-64
+    critic (3x64x64) and WGAN-GP's CIFAR ResNet-32 critic (3x32x32), the image critics with
+    a one-layer generator (B=16 with --quick on the CPU, else 64)."""
     quick = sizes == "small"
     cases = [_case(device, "toy MLP 2-512x3", lambda: models.mlp_generator(2, 2, 512, 3),
                    lambda: models.mlp_critic(2, 512, 3), (2,), 256, 2)]
     image_batch = 16 if quick and device.type == "cpu" else 64
     cases.append(_case(device, "DCGAN-64 critic", lambda: _linear_generator(128, (3, 64, 64)),
                        lambda: models.dcgan_critic(3, 64, batch_norm=False), (3, 64, 64), image_batch, 128))
+    cases.append(_case(device, "ResNet-32 critic", lambda: _linear_generator(128, (3, 32, 32)),
+                       lambda: models.ResNetCritic32(), (3, 32, 32), image_batch, 128))
     return cases

@@ -14,7 +14,6 @@ from typing import Callable, Iterator, List, Tuple
 
 import torch
 
-import fastgan
 from fastgan import reference
 from fastgan.models import ResNetCritic32, dcgan_critic, mlp_critic
 from fastgan.nn import FusedBiasAct, fuse_bias_act

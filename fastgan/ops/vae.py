@@ -1,4 +1,4 @@
-"""The VAE ops: the negative ELBO as fused reductions (the loss and its gradients in one
+"""The VAE ops (docs/theory.md §5): the negative ELBO as fused reductions (the loss and its gradients in one
 pass, the backward a scaling of the saved gradients), and the reparameterisation.
 
 Per sample ``b`` (formulas in :mod:`fastgan.reference.vae`), with ``s = 1/B`` ("mean")

@@ -229,8 +229,6 @@ def check_run_state(path: str, state: Dict[str, Any], *, steps: int, modules: Di
     key) with exactly the model's keys and shapes and finite values; each of
     `optimizers`' states for as many parameters, with per-parameter tensors of the
     parameter's shape and finite; ``records`` a JSON list."""
-    import json
-
     missing = [key for key in RUN_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}: not a fastgan run checkpoint")

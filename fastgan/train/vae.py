@@ -1,4 +1,4 @@
-"""VAE and VAE/GAN training (docs/theory.md §4) with fastgan's fused ELBO ops, run by
+"""VAE and VAE/GAN training (docs/theory.md §5) with fastgan's fused ELBO ops, run by
 :func:`fastgan.train.loop.train` for ``recipe="vae"`` / ``"vae-gan"`` with the GAN job's
 machinery: the run-folder lock, atomic checksummed checkpoints that resume bit for bit on
 the CPU, ``log.json`` / ``summary.json``, the progress bar and the Evaluator's metrics.
