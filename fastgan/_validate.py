@@ -11,13 +11,14 @@ TensorsLike = Union[torch.nn.Module, torch.Tensor, Iterable[torch.Tensor]]
 def check_real(name: str, value, *, minimum: Optional[float] = None, positive: bool = False) -> float:
     """`value` as a float: TypeError unless a real number (or a one-element real
     tensor), ValueError unless finite, >= `minimum` and, with `positive`, > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
-            raise TypeError(f"{name} must be a real number or a one-element real tensor, got {value!r}")
-        value = value.item()
-    value = float(value)
+    if type(value) is not float:  # a float, the common case, needs no conversion
+        if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+                raise TypeError(f"{name} must be a real number or a one-element real tensor, got {value!r}")
+            value = value.item()
+        value = float(value)
     if not math.isfinite(value) or (positive and value <= 0) or (minimum is not None and value < minimum):
         bound = " and > 0" if positive else ("" if minimum is None else f" and >= {minimum}")
         raise ValueError(f"{name} must be finite{bound}, got {value}")
