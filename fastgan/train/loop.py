@@ -238,7 +238,7 @@ def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool,
     generator, critic = nets["generator"].to(device), nets["critic"].to(device)
     opt_g, opt_d = make_optimizers(recipe, generator, critic, capturable=config.capture, backend=config.backend)
     base_lr = {opt: float(opt.param_groups[0]["lr"]) for opt in (opt_g, opt_d)}  # the critic's: lazily rescaled
-    sampler = DataSampler(config.data, seed=config.seed, device=device)
+    sampler = DataSampler(config.data, seed=config.seed)  # on the CPU: the batches go up in one copy
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if resume:
@@ -281,7 +281,7 @@ def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool,
         if config.lr_decay == "linear":  # stateless: lr·(1 − (step − 1)/steps), so resuming needs nothing
             for opt in (opt_g, opt_d):
                 set_lr(opt, base_lr[opt] * (1 - (step - 1) / config.steps))
-        reals = torch.stack([sampler.sample(config.batch_size) for _ in range(recipe.n_critic)])
+        reals = _to_device(torch.stack([sampler.sample(config.batch_size) for _ in range(recipe.n_critic)]), device)
         iteration(reals, (step - 1) * recipe.n_critic)
         if bar is not None:
             bar.update(1)
@@ -315,6 +315,14 @@ def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool,
     if log is not None:
         log(format_summary(summary))
     return summary
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`batch` on `device`. To a GPU from pinned memory without waiting: a copy from
+    pageable memory would first wait for the stream, i.e. the previous iteration."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def summarize(config: TrainConfig, recipe, records: List[Dict[str, Any]]) -> Dict[str, Any]:
