@@ -9,7 +9,8 @@ from conftest import requires_cuda
 
 import fastgan.models as models
 from fastgan.train import recipes
-from fastgan.train.iteration import TrainIteration, check_capturable, match_capturable
+from fastgan.train.graphs import check_capturable
+from fastgan.train.iteration import TrainIteration, match_capturable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,6 +2,7 @@
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
 
 class GraphedCall:
@@ -67,3 +68,20 @@ class GraphedCall:
         with torch.cuda.graph(graph):
             self._out = self.fn(*self._static)
         self.graph = graph
+
+
+def check_capturable(modules: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """ValueError unless steps of `optimizers` on `modules` can be recorded as a CUDA
+    graph: capturable optimizers, and every parameter on a CUDA device."""
+    for optimizer in optimizers:
+        for index, group in enumerate(optimizer.param_groups):
+            if "capturable" in group and not group["capturable"]:
+                raise ValueError(f"capture=True needs optimizers built with capturable=True (param group {index} "
+                                 f"of {type(optimizer).__name__} is not); see make_optimizers(..., capturable=True)")
+    devices = {p.device for module in modules for p in module.parameters()}
+    if not torch.cuda.is_available() or any(d.type != "cuda" for d in devices):
+        found = ", ".join(sorted(str(d) for d in devices)) or "no parameters"
+        raise ValueError("capture=True records training steps as a CUDA graph and needs CUDA: the models' "
+                         f"parameters are on {found}" +
+                         ("" if torch.cuda.is_available() else " and torch sees no CUDA device") +
+                         "; use capture=False on the CPU")

@@ -16,7 +16,7 @@ from torch import nn
 from .. import ops
 from ..ops.losses import RELATIVISTIC_KINDS
 from ..optim import ClippedRMSprop
-from .graphs import GraphedCall
+from .graphs import GraphedCall, check_capturable
 
 Batch = torch.Tensor
 Stats = Dict[str, torch.Tensor]
@@ -311,7 +311,7 @@ class CriticStep:
         self.calls = 0
         self._graphed: Optional[GraphedCall] = None
         if self.capture:
-            _check_capturable(critic, generator, optimizer)
+            check_capturable([critic, generator], [optimizer])
             self._graphed = GraphedCall(
                 lambda real, z: critic_step(critic, generator, optimizer, real, z, **self.kwargs), warmup=warmup,
                 names=("real", "z"), owner="CriticStep", before_record=lambda: optimizer.zero_grad(set_to_none=True))
@@ -334,21 +334,6 @@ class CriticStep:
             raise ValueError("CriticStep(capture=True) draws WGAN-GP's eps and the approximate penalty's noise "
                              "inside the graph: pass eps=None and noise=None")
         return self._graphed(real, z)
-
-
-def _check_capturable(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """ValueError unless the critic step can be recorded as a CUDA graph."""
-    for index, group in enumerate(optimizer.param_groups):
-        if "capturable" in group and not group["capturable"]:
-            raise ValueError(f"capture=True needs an optimizer built with capturable=True (param group {index} "
-                             f"of {type(optimizer).__name__} is not); see make_optimizers(..., capturable=True)")
-    devices = {p.device for p in list(critic.parameters()) + list(generator.parameters())}
-    if not torch.cuda.is_available() or any(d.type != "cuda" for d in devices):
-        found = ", ".join(sorted(str(d) for d in devices)) or "no parameters"
-        raise ValueError("capture=True records the critic step as a CUDA graph and needs CUDA: the models' "
-                         f"parameters are on {found}" +
-                         ("" if torch.cuda.is_available() else " and torch sees no CUDA device") +
-                         "; use capture=False on the CPU")
 
 
 def make_critic_step(recipe: Recipe, critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer,
