@@ -134,6 +134,16 @@ def clip_weights_(params: TensorsLike, clip_value: float, *, backend: Optional[s
     tensor is modified. An empty collection is a no-op.
     """
     c = check_positive_finite("clip_value", clip_value)
+    if type(params) is list and params and isinstance(params[0], torch.Tensor):
+        # The common call, one list of one device and dtype, in one call of the fused op,
+        # which checks every tensor before it writes any: the grouping and the checks that
+        # name a bad parameter below run only when it refuses.
+        try:
+            impl = _CLIP[resolve_backend(backend, params[0].device, "clip_weights_")]
+            if impl is not reference.clip_:
+                return _without_grad(impl, params, c)
+        except (RuntimeError, TypeError):
+            pass
     tensors, name = flatten_tensors(params, "params")
     groups = floating_groups(tensors, name)
     # Resolve every group's backend before touching any tensor: errors leave all untouched.
