@@ -9,7 +9,8 @@ import math
 
 import pytest
 import torch
-from conftest import assert_flash_close, backends_for, device_backend_pairs, requires_cuda, stable_seed
+from conftest import (assert_flash_close, backends_for, capture_cuda_graph, device_backend_pairs, requires_cuda,
+                      stable_seed)
 
 from fastgan import reference
 from fastgan.ops import bernoulli_nll, gaussian_kl, gaussian_nll, reparameterize, vae_loss
@@ -322,3 +323,24 @@ def test_cuda_one_launch_forward_one_backward(backend):
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     ours = [e.name for e in kernels if "vae" in e.name]
     assert len(ours) == 2, [e.name for e in kernels]
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_bernoulli_vae_loss_captures_in_a_cuda_graph(backend):
+    """The [0, 1] target check synchronises, which capture forbids: it is skipped while
+    capturing, and the replayed loss and gradients equal eager's."""
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    recon = torch.randn(8, 20, device="cuda", generator=gen).requires_grad_(True)
+    target = torch.rand(8, 20, device="cuda", generator=gen)
+    mu = torch.randn(8, 4, device="cuda", generator=gen).requires_grad_(True)
+    logvar = torch.randn(8, 4, device="cuda", generator=gen).requires_grad_(True)
+
+    def step():
+        loss = vae_loss(recon, target, mu, logvar, likelihood="bernoulli", backend=backend)
+        return (loss,) + torch.autograd.grad(loss, [recon, mu, logvar])
+
+    graph, _, captured = capture_cuda_graph(step)
+    graph.replay()
+    for got, want in zip(captured, step()):
+        torch.testing.assert_close(got, want)

@@ -362,8 +362,12 @@ def _check_shape(op: str, name: str, t: torch.Tensor, like_name: str, like: torc
 
 def _check_probabilities(op: str, name: str, target: torch.Tensor) -> None:
     """ValueError unless every element of `target` is in [0, 1] (NaN passes: it propagates).
-    One fused min/max reduction (skipped on meta tensors and under tracing: no values)."""
+    One fused min/max reduction and one host synchronisation (skipped on meta tensors and
+    under tracing, which have no values, and during CUDA-graph capture, which forbids a
+    synchronisation)."""
     if target.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    if target.is_cuda and torch.cuda.is_current_stream_capturing():
         return
     low, high = torch.aminmax(target)
     if bool((low < 0) | (high > 1)):  # one host sync
