@@ -29,6 +29,21 @@ struct alignas(sizeof(scalar_t) * VEC) AlignedVector {
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Sum of `value` over the block through `shared` (blockDim.x doubles; blockDim.x a power
+// of two), in a fixed tree order: deterministic for a given block size. The result is
+// valid in every thread, and `shared` may be reused as soon as it returns.
+__device__ __forceinline__ double block_tree_sum(double value, double* shared) {
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
+    __syncthreads();
+  }
+  const double total = shared[0];
+  __syncthreads();
+  return total;
+}
+
 // Zeroed scratch memory for a kernel that leaves it zeroed when it finishes (a "last
 // block done" counter the last block resets). Outside CUDA-graph capture: one buffer
 // per (device, stream, tag), zeroed once, so no memset launch; kernels on one stream

@@ -37,17 +37,6 @@ __global__ void __launch_bounds__(kThreads)
     out[i] = static_cast<scalar_t>(perturb_element(static_cast<T>(x[i]), static_cast<T>(noise[i]), sigma));
 }
 
-__device__ __forceinline__ double block_sum(double value, double* shared) {
-  // Fixed-order tree: deterministic for a given block size; the result is valid in every thread.
-  shared[threadIdx.x] = value;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
-    __syncthreads();
-  }
-  return shared[0];
-}
-
 template <typename scalar_t>
 __global__ void __launch_bounds__(kReduceThreads)
     fd_penalty_kernel(scalar_t* __restrict__ loss, const scalar_t* __restrict__ p, const scalar_t* __restrict__ o,
@@ -59,7 +48,7 @@ __global__ void __launch_bounds__(kReduceThreads)
     const double q = static_cast<double>(fd_quotient(static_cast<T>(p[i]), static_cast<T>(o[i]), sigma));
     sum += q * q;
   }
-  const double total = block_sum(sum, shared);
+  const double total = block_tree_sum(sum, shared);
   if (threadIdx.x == 0) loss[0] = static_cast<scalar_t>(weight / static_cast<double>(rows) * total);
 }
 

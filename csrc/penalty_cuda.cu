@@ -183,19 +183,6 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
 
 // ---------------------------------------------------------- grad_norm_penalty
 
-__device__ __forceinline__ double block_sum(double value, double* shared) {
-  // Fixed-order tree: deterministic for a given block size.
-  shared[threadIdx.x] = value;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
-    __syncthreads();
-  }
-  const double total = shared[0];
-  __syncthreads();
-  return total;
-}
-
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     grad_norm_penalty_kernel(const scalar_t* __restrict__ grads, RowItems items, bool aligned,
@@ -225,7 +212,7 @@ __global__ void __launch_bounds__(kThreads)
             sum += v * v;
           }
         });
-    const double total = block_sum(static_cast<double>(sum), shared);
+    const double total = block_tree_sum(static_cast<double>(sum), shared);
     if (threadIdx.x == 0) partial[item] = total;
   }
   // The last block to finish reduces the partials.
@@ -246,7 +233,7 @@ __global__ void __launch_bounds__(kThreads)
     if (reduction == kPenaltyNone) loss[r] = static_cast<scalar_t>(weight * term);
     else terms += term;
   }
-  const double total = block_sum(terms, shared);
+  const double total = block_tree_sum(terms, shared);
   if (threadIdx.x == 0) {
     if (reduction != kPenaltyNone) loss[0] = static_cast<scalar_t>(row_weight * total);
     *counter = 0;  // ready for the next launch on this stream
