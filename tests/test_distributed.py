@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 
 import distributed_worker as worker
 import pytest
@@ -27,10 +28,21 @@ WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 RELATIVE = 1e-5  # float32 parameters after 20 iterations, W = 2 against W = 1 (measured: below 3e-7)
 
 
+# A rank that dies in native code with this message (SIGABRT, no Python traceback) was
+# seen in about one CI run in six and never in 15 direct launches; its cause is open
+# (issue 13's note). The launch is repeated once, with a warning, for that failure only.
+NATIVE_ABORT = "terminate called without an active exception"
+
+
 def _torchrun(*args, timeout=240):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    if proc.returncode != 0 and NATIVE_ABORT in proc.stderr:
+        warnings.warn(f"torchrun {' '.join(args)}: a rank aborted in native code ({NATIVE_ABORT!r}); relaunching "
+                      f"once. Its stderr ended:\n{proc.stderr[-1500:]}")
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    return proc
 
 
 @pytest.fixture(scope="module")
