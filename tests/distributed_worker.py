@@ -5,6 +5,7 @@
         one DDP critic step per penalty case OUT/grads-<case>-rank<r>.pt (inputs, grads)
     torchrun ... tests/distributed_worker.py hang OUT    rank 1 stops answering
     torchrun ... tests/distributed_worker.py die OUT     rank 1 dies
+    torchrun ... tests/distributed_worker.py exit OUT    three DDP backwards, then exit at once
 
 Shared settings (tiny models, few steps) live here so the test builds the same 1-process runs.
 """
@@ -85,10 +86,15 @@ def _train_runs(ranks: distributed.Ranks, out: str) -> None:
 def main(mode: str, out: str) -> int:
     torch.set_num_threads(1)
     ranks = distributed.ranks_from_environment()
-    timeout = 60.0 if mode == "train" else 3.0
+    timeout = 60.0 if mode in ("train", "exit") else 3.0
     with distributed.process_group(ranks, "cpu", timeout):
         if mode == "train":
             _train_runs(ranks, out)
+            return 0
+        if mode == "exit":  # the last all-reduce ran inside a backward, just before Python exits
+            ddp = distributed.wrap(nn.Linear(2, 1), "cpu")
+            for _ in range(3):
+                ddp(torch.randn(4, 2)).sum().backward()
             return 0
         try:
             with distributed.collective_failures(ranks):

@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import functools
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -130,8 +131,28 @@ def process_group(ranks: Ranks, device: str, timeout_s: float = DEFAULT_TIMEOUT_
         dist.init_process_group("gloo", timeout=timeout)
     try:
         yield
+        _quiesce(dist)
     finally:
         dist.destroy_process_group()
+
+
+def _quiesce(dist) -> None:
+    """Let gloo's worker threads release every finished collective before Python exits.
+
+    A collective issued during a backward (DDP's all-reduce) keeps a copy of the
+    thread-local state, Python objects included, and the worker thread that ran it
+    drops that copy just after waking the waiting rank; the drop needs the GIL. If the
+    interpreter is already finalizing, taking the GIL ends the thread inside a
+    destructor and the process aborts ("terminate called without an active
+    exception"; pytorch#190489). DDP keeps the group alive past
+    ``destroy_process_group``, so its threads are not joined there: a barrier issued
+    here (outside any backward, so it holds no Python objects) and a moment without
+    the GIL give every pending drop its turn while the interpreter is whole."""
+    dist.barrier()
+    time.sleep(_QUIESCE_S)
+
+
+_QUIESCE_S = 0.05
 
 
 @contextmanager
