@@ -13,7 +13,6 @@
 // carries to x and b through the forward op's own backward. The Triton ops get the
 // same autograd in Python (fastgan/ops/bias_act.py).
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -25,8 +24,6 @@ namespace fastgan {
 namespace bias_act {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 using OptTensor = c10::optional<at::Tensor>;
 
 at::Tensor call_bias_act(const at::Tensor& x, const OptTensor& b, int64_t act, double alpha, double gain,
@@ -72,7 +69,7 @@ bool defined(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 enum SavedRef : int64_t { kSavedNone = 0, kSavedY = 1, kSavedZ = 2 };
 
-void save_constants(AutogradContext* ctx, int64_t act, double alpha, double gain, int64_t dim) {
+void save_constants(FusedContext* ctx, int64_t act, double alpha, double gain, int64_t dim) {
   ctx->saved_data["act"] = act;
   ctx->saved_data["alpha"] = alpha;
   ctx->saved_data["gain"] = gain;
@@ -85,13 +82,13 @@ struct Constants {
   int64_t dim;
 };
 
-Constants load_constants(AutogradContext* ctx) {
+Constants load_constants(FusedContext* ctx) {
   return {ctx->saved_data["act"].toInt(), ctx->saved_data["alpha"].toDouble(), ctx->saved_data["gain"].toDouble(),
           ctx->saved_data["dim"].toInt()};
 }
 
-struct BiasActFunction : public torch::autograd::Function<BiasActFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const OptTensor& b, int64_t act, double alpha,
+struct BiasActFunction : public FusedFunction<BiasActFunction> {
+  static at::Tensor forward(FusedContext* ctx, const at::Tensor& x, const OptTensor& b, int64_t act, double alpha,
                             double gain, int64_t dim) {
     at::Tensor y;
     {
@@ -116,7 +113,7 @@ struct BiasActFunction : public torch::autograd::Function<BiasActFunction> {
     return y;
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     if (!grads[0].defined()) return variable_list(6);
     const Constants k = load_constants(ctx);
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
@@ -136,8 +133,8 @@ struct BiasActFunction : public torch::autograd::Function<BiasActFunction> {
   }
 };
 
-struct BiasActGradFunction : public torch::autograd::Function<BiasActGradFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& dy, const OptTensor& x, const OptTensor& b,
+struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
+  static at::Tensor forward(FusedContext* ctx, const at::Tensor& dy, const OptTensor& x, const OptTensor& b,
                             const OptTensor& y, int64_t act, double alpha, double gain, int64_t dim) {
     at::Tensor dx;
     {
@@ -158,7 +155,7 @@ struct BiasActGradFunction : public torch::autograd::Function<BiasActGradFunctio
     return dx;
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     if (!grads[0].defined()) return variable_list(8);
     const Constants k = load_constants(ctx);
     const variable_list saved = ctx->get_saved_variables();
@@ -191,8 +188,8 @@ struct BiasActGradFunction : public torch::autograd::Function<BiasActGradFunctio
   }
 };
 
-struct BiasActGrad2Function : public torch::autograd::Function<BiasActGrad2Function> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& ddx, const at::Tensor& dy, const OptTensor& x,
+struct BiasActGrad2Function : public FusedFunction<BiasActGrad2Function> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& ddx, const at::Tensor& dy, const OptTensor& x,
                                const OptTensor& b, const OptTensor& y, int64_t act, double alpha, double gain,
                                int64_t dim, bool need_ddy) {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -200,7 +197,7 @@ struct BiasActGrad2Function : public torch::autograd::Function<BiasActGrad2Funct
     return {a, r};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     TORCH_CHECK(false,
                 "fastgan bias_act: third-order derivatives are not implemented (first and second order are; "
                 "use backend='reference' for higher orders)");

@@ -8,16 +8,15 @@
 //                                       d/dp = -d/do = c(u) v / sigma: the backward op itself at (v_p, v_o)
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/zeros_like.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
+
+#include "autograd_utils.h"
 
 #include <tuple>
 
 namespace fastgan {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 using Pair = std::tuple<at::Tensor, at::Tensor>;
 
 const auto& perturb_op() {
@@ -42,19 +41,19 @@ const auto& fd_penalty_backward_op() {
   return op;
 }
 
-struct PerturbFunction : public torch::autograd::Function<PerturbFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& noise, double sigma) {
+struct PerturbFunction : public FusedFunction<PerturbFunction> {
+  static at::Tensor forward(FusedContext* ctx, const at::Tensor& x, const at::Tensor& noise, double sigma) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return perturb_op().call(x, noise, sigma);
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     return {ctx->needs_input_grad(0) ? grads[0] : at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-struct FdPenaltyFunction : public torch::autograd::Function<FdPenaltyFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& perturbed, const at::Tensor& outputs, double sigma,
+struct FdPenaltyFunction : public FusedFunction<FdPenaltyFunction> {
+  static at::Tensor forward(FusedContext* ctx, const at::Tensor& perturbed, const at::Tensor& outputs, double sigma,
                             double weight) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({perturbed, outputs});
@@ -63,7 +62,7 @@ struct FdPenaltyFunction : public torch::autograd::Function<FdPenaltyFunction> {
     return fd_penalty_op().call(perturbed, outputs, sigma, weight);
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const bool need_p = ctx->needs_input_grad(0), need_o = ctx->needs_input_grad(1);
     if (!(need_p || need_o)) return variable_list(4);
     const variable_list saved = ctx->get_saved_variables();
@@ -74,8 +73,8 @@ struct FdPenaltyFunction : public torch::autograd::Function<FdPenaltyFunction> {
   }
 };
 
-struct FdPenaltyBackwardFunction : public torch::autograd::Function<FdPenaltyBackwardFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_loss, const at::Tensor& perturbed,
+struct FdPenaltyBackwardFunction : public FusedFunction<FdPenaltyBackwardFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& grad_loss, const at::Tensor& perturbed,
                                const at::Tensor& outputs, double sigma, double weight, bool need_perturbed,
                                bool need_outputs) {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -89,7 +88,7 @@ struct FdPenaltyBackwardFunction : public torch::autograd::Function<FdPenaltyBac
     return {grad_p, grad_o};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &grad_loss = saved[0], &p = saved[1], &o = saved[2];
     const double sigma = ctx->saved_data["sigma"].toDouble(), weight = ctx->saved_data["weight"].toDouble();

@@ -25,7 +25,6 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -37,8 +36,6 @@
 namespace fastgan {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 using LossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using PairResult = std::tuple<at::Tensor, at::Tensor>;
 
@@ -78,8 +75,8 @@ const auto& relativistic_op() {
   return op;
 }
 
-struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& y,
+struct GanLossFunction : public FusedFunction<GanLossFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& y,
                                int64_t x_term, int64_t y_term, int64_t reduction) {
     at::Tensor loss, x_grad, y_grad;
     {
@@ -95,7 +92,7 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     return {loss, x_grad, y_grad};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
     const int64_t x_term = ctx->saved_data["x_term"].toInt(), y_term = ctx->saved_data["y_term"].toInt();
@@ -118,8 +115,8 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
   }
 };
 
-struct GanLossBackwardFunction : public torch::autograd::Function<GanLossBackwardFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& x_grad,
+struct GanLossBackwardFunction : public FusedFunction<GanLossBackwardFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& x_grad,
                                const at::Tensor& y_grad, const at::Tensor& x, const std::optional<at::Tensor>& y,
                                int64_t x_term, int64_t y_term, int64_t reduction) {
     at::Tensor x_out, y_out;
@@ -135,7 +132,7 @@ struct GanLossBackwardFunction : public torch::autograd::Function<GanLossBackwar
     return {x_out, y_out};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &grad = saved[0], &x_grad = saved[1], &y_grad = saved[2], &x = saved[3], &y = saved[4];
     const int x_term = static_cast<int>(ctx->saved_data["x_term"].toInt());
@@ -162,8 +159,8 @@ struct GanLossBackwardFunction : public torch::autograd::Function<GanLossBackwar
   }
 };
 
-struct GanPointwiseFunction : public torch::autograd::Function<GanPointwiseFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, const std::optional<at::Tensor>& grad,
+struct GanPointwiseFunction : public FusedFunction<GanPointwiseFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& logits, const std::optional<at::Tensor>& grad,
                                int64_t term, int64_t order) {
     at::Tensor out;
     {
@@ -176,7 +173,7 @@ struct GanPointwiseFunction : public torch::autograd::Function<GanPointwiseFunct
     return {out};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &logits = saved[0], &grad = saved[1];
     const int64_t term = ctx->saved_data["term"].toInt(), order = ctx->saved_data["order"].toInt();
@@ -191,8 +188,8 @@ struct GanPointwiseFunction : public torch::autograd::Function<GanPointwiseFunct
   }
 };
 
-struct RelativisticLossFunction : public torch::autograd::Function<RelativisticLossFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, int64_t kind,
+struct RelativisticLossFunction : public FusedFunction<RelativisticLossFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& x, const at::Tensor& y, int64_t kind,
                                int64_t reduction) {
     at::Tensor loss, x_grad, y_grad;
     {
@@ -206,7 +203,7 @@ struct RelativisticLossFunction : public torch::autograd::Function<RelativisticL
     return {loss, x_grad, y_grad};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
     const int64_t kind = ctx->saved_data["kind"].toInt(), reduction = ctx->saved_data["reduction"].toInt();

@@ -15,7 +15,6 @@
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros_like.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -27,8 +26,6 @@
 namespace fastgan {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 using Pair = std::tuple<at::Tensor, at::Tensor>;
 
 const auto& interpolate_op() {
@@ -68,7 +65,7 @@ const auto& second_order_op() {
   return op;
 }
 
-void save_hyper(AutogradContext* ctx, double center, double weight, bool one_sided, int64_t reduction) {
+void save_hyper(FusedContext* ctx, double center, double weight, bool one_sided, int64_t reduction) {
   ctx->saved_data["center"] = center;
   ctx->saved_data["weight"] = weight;
   ctx->saved_data["one_sided"] = one_sided;
@@ -81,20 +78,20 @@ struct Hyper {
   int64_t reduction;
 };
 
-Hyper load_hyper(AutogradContext* ctx) {
+Hyper load_hyper(FusedContext* ctx) {
   return {ctx->saved_data["center"].toDouble(), ctx->saved_data["weight"].toDouble(),
           ctx->saved_data["one_sided"].toBool(), ctx->saved_data["reduction"].toInt()};
 }
 
-struct InterpolateFunction : public torch::autograd::Function<InterpolateFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake,
+struct InterpolateFunction : public FusedFunction<InterpolateFunction> {
+  static at::Tensor forward(FusedContext* ctx, const at::Tensor& real, const at::Tensor& fake,
                             const at::Tensor& eps) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({eps});
     return interpolate_op().call(real, fake, eps);
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const bool need_real = ctx->needs_input_grad(0), need_fake = ctx->needs_input_grad(1);
     if (!(need_real || need_fake)) return {at::Tensor(), at::Tensor(), at::Tensor()};
     auto [grad_real, grad_fake] = call_in_backward(
@@ -103,8 +100,8 @@ struct InterpolateFunction : public torch::autograd::Function<InterpolateFunctio
   }
 };
 
-struct InterpolateBackwardFunction : public torch::autograd::Function<InterpolateBackwardFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& eps, bool need_real,
+struct InterpolateBackwardFunction : public FusedFunction<InterpolateBackwardFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& eps, bool need_real,
                                bool need_fake) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({eps});
@@ -115,7 +112,7 @@ struct InterpolateBackwardFunction : public torch::autograd::Function<Interpolat
   }
 
   // d/dgrad <(e g, (1 - e) g), (u, v)> = e u + (1 - e) v: interpolate itself.
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     if (!ctx->needs_input_grad(0)) return variable_list(4);
     const bool need_real = ctx->saved_data["need_real"].toBool(), need_fake = ctx->saved_data["need_fake"].toBool();
     const at::Tensor& like = need_real ? grads[0] : grads[1];
@@ -125,8 +122,8 @@ struct InterpolateBackwardFunction : public torch::autograd::Function<Interpolat
   }
 };
 
-struct PenaltyFunction : public torch::autograd::Function<PenaltyFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grads, double center, double weight,
+struct PenaltyFunction : public FusedFunction<PenaltyFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& grads, double center, double weight,
                                bool one_sided, int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, norms] = penalty_op().call(grads, center, weight, one_sided, reduction);
@@ -136,7 +133,7 @@ struct PenaltyFunction : public torch::autograd::Function<PenaltyFunction> {
     return {loss, norms};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const Hyper h = load_hyper(ctx);
     return {call_in_backward([&] {
@@ -147,8 +144,8 @@ struct PenaltyFunction : public torch::autograd::Function<PenaltyFunction> {
   }
 };
 
-struct PenaltyBackwardFunction : public torch::autograd::Function<PenaltyBackwardFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad_loss, const at::Tensor& grads,
+struct PenaltyBackwardFunction : public FusedFunction<PenaltyBackwardFunction> {
+  static at::Tensor forward(FusedContext* ctx, const at::Tensor& grad_loss, const at::Tensor& grads,
                             const at::Tensor& norms, double center, double weight, bool one_sided, int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({grad_loss, grads, norms});
@@ -156,7 +153,7 @@ struct PenaltyBackwardFunction : public torch::autograd::Function<PenaltyBackwar
     return penalty_backward_op().call(grad_loss, grads, norms, center, weight, one_sided, reduction);
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const Hyper h = load_hyper(ctx);
     auto [d_loss, d_grads] =

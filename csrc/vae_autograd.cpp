@@ -20,8 +20,9 @@
 #include <ATen/ops/exp.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/sigmoid.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
+
+#include "autograd_utils.h"
 
 #include <optional>
 #include <tuple>
@@ -32,8 +33,6 @@
 namespace fastgan {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 using OptTensor = std::optional<at::Tensor>;
 using LossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -80,8 +79,8 @@ at::Tensor per_sample(const at::Tensor& g, const at::Tensor& like, bool per_row)
 
 void accumulate(at::Tensor& into, const at::Tensor& term) { into = into.defined() ? into.add(term) : term; }
 
-struct VaeLossFunction : public torch::autograd::Function<VaeLossFunction> {
-  static variable_list forward(AutogradContext* ctx, const OptTensor& recon, const OptTensor& target,
+struct VaeLossFunction : public FusedFunction<VaeLossFunction> {
+  static variable_list forward(FusedContext* ctx, const OptTensor& recon, const OptTensor& target,
                                const OptTensor& recon_logvar, const OptTensor& mu, const OptTensor& logvar,
                                int64_t likelihood, double beta, int64_t reduction) {
     at::Tensor loss, rg, vg, mg, lg;
@@ -101,7 +100,7 @@ struct VaeLossFunction : public torch::autograd::Function<VaeLossFunction> {
     return {loss, rg, vg, mg, lg};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &recon = saved[0], &recon_logvar = saved[2], &R = saved[3], &V = saved[4], &M = saved[5],
                      &L = saved[6];
@@ -148,8 +147,8 @@ struct VaeLossFunction : public torch::autograd::Function<VaeLossFunction> {
   }
 };
 
-struct VaeLossBackwardFunction : public torch::autograd::Function<VaeLossBackwardFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_loss, const at::Tensor& rg,
+struct VaeLossBackwardFunction : public FusedFunction<VaeLossBackwardFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& grad_loss, const at::Tensor& rg,
                                const at::Tensor& vg, const at::Tensor& mg, const at::Tensor& lg, int64_t reduction) {
     at::Tensor a, b, c, d;
     {
@@ -162,7 +161,7 @@ struct VaeLossBackwardFunction : public torch::autograd::Function<VaeLossBackwar
     return {a, b, c, d};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& grad_loss = saved[0];
     const bool per_row = ctx->saved_data["reduction"].toInt() == kVaeNone;
@@ -186,8 +185,8 @@ struct VaeLossBackwardFunction : public torch::autograd::Function<VaeLossBackwar
   }
 };
 
-struct VaeReparameterizeFunction : public torch::autograd::Function<VaeReparameterizeFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
+struct VaeReparameterizeFunction : public FusedFunction<VaeReparameterizeFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
                                const at::Tensor& eps) {
     at::Tensor z;
     {
@@ -199,7 +198,7 @@ struct VaeReparameterizeFunction : public torch::autograd::Function<VaeReparamet
     return {z};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &z = saved[0], &mu = saved[1], &logvar = saved[2], &g = grads[0];
     at::Tensor d_mu, d_lv, d_eps;
@@ -210,8 +209,8 @@ struct VaeReparameterizeFunction : public torch::autograd::Function<VaeReparamet
   }
 };
 
-struct VaeReparameterizeBackwardFunction : public torch::autograd::Function<VaeReparameterizeBackwardFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& z,
+struct VaeReparameterizeBackwardFunction : public FusedFunction<VaeReparameterizeBackwardFunction> {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& z,
                                const at::Tensor& mu) {
     at::Tensor out;
     {
@@ -222,7 +221,7 @@ struct VaeReparameterizeBackwardFunction : public torch::autograd::Function<VaeR
     return {out};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &grad = saved[0], &z = saved[1], &mu = saved[2], &G = grads[0];
     at::Tensor d_grad, d_z, d_mu;
