@@ -1,7 +1,7 @@
 // The fastgan._C extension module: operator schemas and build information.
 //
 // Importing fastgan._C runs the static registrars of every kernel file; the
-// Python module itself is empty (no pybind11), as in pytorch/extension-cpp.
+// Python module itself holds one function, backend_env (no pybind11).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -16,9 +16,27 @@
 #define FASTGAN_TORCH_VERSION "unknown"
 #endif
 
+#include <cstdlib>
+
+namespace {
+
+// backend_env() -> str | None: $FASTGAN_BACKEND through getenv(3), which sees
+// os.environ's changes (putenv, unsetenv); fastgan/_backend.py reads it per op call.
+PyObject* backend_env(PyObject*, PyObject*) {
+  const char* value = std::getenv("FASTGAN_BACKEND");
+  if (value == nullptr || *value == '\0') Py_RETURN_NONE;
+  return PyUnicode_DecodeFSDefault(value);
+}
+
+PyMethodDef module_methods[] = {
+    {"backend_env", backend_env, METH_NOARGS, "$FASTGAN_BACKEND, or None when unset or empty."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
 extern "C" {
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, module_methods};
   return PyModule_Create(&module_def);
 }
 }

@@ -16,6 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from ._C import backend_env as _getenv_backend
 from ._extension import BUILD_INFO
 
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
@@ -35,6 +36,18 @@ def _check_name(name: str, what: str) -> str:
     return name.lower()
 
 
+_is_compiling = torch.compiler.is_compiling
+
+
+def _env_backend() -> Optional[str]:
+    """$FASTGAN_BACKEND or None, through getenv(3), where os.environ's changes land:
+    0.05 us per op call where os.environ.get costs 0.8 (a KeyError when unset).
+    torch.compile traces os.environ instead (it cannot look into the C function)."""
+    if _is_compiling():
+        return os.environ.get(ENV_VAR) or None
+    return _getenv_backend()
+
+
 def set_backend(name: Optional[str]) -> None:
     """Set the process-wide default backend (``None`` restores the env/auto default)."""
     global _default
@@ -45,7 +58,7 @@ def get_backend() -> str:
     """The default backend now in force: set_backend's, else $FASTGAN_BACKEND, else "auto"."""
     if _default is not None:
         return _default
-    env = os.environ.get(ENV_VAR)
+    env = _env_backend()
     if env:
         return _check_name(env, f"${ENV_VAR}")
     return "auto"
@@ -105,20 +118,21 @@ def available_backends(device: Optional[torch.device] = None) -> List[str]:
     return [b for b in CONCRETE_BACKENDS if any(_can_run(b, d) is None for d in devices)]
 
 
-# (requested name, device type, TRITON_INTERPRET where it matters) -> the backend it
-# resolved to: every op call resolves its backend, and the answer changes with nothing else.
-_RESOLVED: Dict[Tuple[str, str, Optional[bool]], str] = {}
+# (requested name, device[, TRITON_INTERPRET for "triton"]) -> the backend it resolved to:
+# every op call resolves its backend, and the answer changes with nothing else.
+_RESOLVED: Dict[tuple, str] = {}
 
 
 def resolve_backend(backend: Optional[str], device: torch.device, op: str) -> str:
     """The concrete backend that runs `op` on tensors of `device`."""
-    requested = get_backend() if backend is None else backend
-    # The interpreter decides only whether Triton runs tensors off CUDA.
-    key = (requested, device.type, triton_interpret() if requested == "triton" and device.type != "cuda" else None)
-    resolved = _RESOLVED.get(key) if isinstance(requested, str) else None
-    if resolved is not None:
-        return resolved
-    name = _check_name(requested, "backend")
+    requested = backend if backend is not None else _default if _default is not None else _env_backend() or "auto"
+    if isinstance(requested, str):
+        # The interpreter decides only whether Triton runs tensors off CUDA.
+        key = (requested, device) if requested != "triton" else (requested, device, triton_interpret())
+        resolved = _RESOLVED.get(key)
+        if resolved is not None:
+            return resolved
+    name = _check_name(requested, "backend") if backend is not None else get_backend()
     if name == "auto":
         for candidate in ("cuda", "triton", "reference") if device.type == "cuda" else ("cpu", "reference"):
             if _can_run(candidate, device) is None:
