@@ -7,6 +7,11 @@ reported figure is the time of a repetition (divide by ``COPIES`` for one op). E
 fastgan variant is paired with the eager PyTorch chain it replaces and, for the
 optimizer cases, with ``torch._foreach_*``. Run on CPU with one thread, the numbers
 are host time: what decides a small GAN step's speed on a GPU too.
+
+The ``one ATen op`` variants are the floor of any fused op: one generated ATen op with
+its autograd node (``torch.dot``, ``x + b``) on leaves of the same sizes, inside the
+same sum and backward. No single op, fused or not, can beat it, so ``eager / floor``
+bounds the speed-up a case can show.
 """
 import math
 from typing import List
@@ -35,6 +40,12 @@ def _backward_of_sum(build):
     return run
 
 
+def _one_op_floor(numel, device) -> Variant:
+    """torch.dot of two leaves of `numel` elements: one ATen op, one node, two gradients."""
+    a, b = _leaves((numel,), device, seed=11), _leaves((numel,), device, seed=12)
+    return Variant("one ATen op (floor)", _backward_of_sum(lambda i: torch.dot(a[i], b[i])))
+
+
 def _loss_case(device, backend) -> Case:
     real, fake = _leaves((64, 1), device, seed=1), _leaves((64, 1), device, seed=2)
 
@@ -45,6 +56,7 @@ def _loss_case(device, backend) -> Case:
         Variant("eager", _backward_of_sum(eager)),
         Variant(f"fastgan-{backend}", _backward_of_sum(lambda i: discriminator_loss(real[i], fake[i],
                                                                                     backend=backend))),
+        _one_op_floor(64, device),
     ], info={"copies": COPIES})
 
 
@@ -63,6 +75,7 @@ def _penalty_case(device, backend) -> Case:
     return Case("overhead", f"interpolate + grad_norm_penalty fwd+bwd, (256, 2), x{COPIES}", 0, [
         Variant("eager", _backward_of_sum(eager)),
         Variant(f"fastgan-{backend}", _backward_of_sum(fused)),
+        _one_op_floor(512, device),
     ], info={"copies": COPIES})
 
 
@@ -74,6 +87,7 @@ def _bias_act_case(device, backend) -> Case:
         Variant("eager", _backward_of_sum(lambda i: (F.leaky_relu(x[i] + b[i], 0.2) * gain).sum())),
         Variant(f"fastgan-{backend}", _backward_of_sum(
             lambda i: bias_act(x[i], b[i], "lrelu", gain=gain, backend=backend).sum())),
+        Variant("one ATen op (floor)", _backward_of_sum(lambda i: (x[i] + b[i]).sum())),
     ], info={"copies": COPIES})
 
 
