@@ -25,6 +25,9 @@ PENALTY_CASES = {  # name: critic_step arguments
     "wgan-gp": dict(loss="wasserstein", gp_weight=10.0),
     "gan-r1": dict(loss="minimax", r1_gamma=1.0),
     "gan-r1-lazy-off": dict(loss="minimax", r1_gamma=1.0, reg_every=4, regularize=False),
+    # float64: the finite difference divides logit differences by sigma^2, so float32's
+    # batch-size-dependent rounding would show as ~1e-3 and hide a real mismatch
+    "r3gan-approximate-f64": dict(loss="relativistic", r1_r2_gamma=1.0, approximate=True, dtype=torch.float64),
 }
 PENALTY_BATCH = 8
 
@@ -57,19 +60,29 @@ def penalty_inputs(seed: int = 7):
     return critic.state_dict(), real, fake, torch.rand(PENALTY_BATCH)
 
 
+def penalty_noise(dtype: torch.dtype, seed: int = 8):
+    """The approximate R1 + R2's global (ε_real, ε_fake)."""
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(PENALTY_BATCH, 2, generator=generator, dtype=dtype) for _ in range(2))
+
+
 def _penalty_steps(ranks: distributed.Ranks, out: str) -> None:
     state, real, fake, eps = penalty_inputs()
     rows = ranks.rows(PENALTY_BATCH)
     for name, kwargs in PENALTY_CASES.items():
         kwargs = dict(kwargs)
         regularize = kwargs.pop("regularize", True)
+        dtype = kwargs.pop("dtype", torch.float32)
         critic = CriticWithSpare()
         critic.load_state_dict(state)
+        critic.to(dtype)
+        if kwargs.get("approximate"):
+            kwargs["noise"] = tuple(n[rows] for n in penalty_noise(dtype))
         ddp = distributed.wrap(critic, "cpu", find_unused_parameters=True)
         opt = torch.optim.SGD(critic.parameters(), lr=0.0)  # the step leaves the gradients in .grad
         for _ in range(2):  # a second step: the first one's reduction finished cleanly
-            recipes.critic_step(ddp, nn.Identity(), opt, real[rows], fake[rows], eps=eps[rows],
-                                regularize=regularize, **kwargs)
+            recipes.critic_step(ddp, nn.Identity(), opt, real[rows].to(dtype), fake[rows].to(dtype),
+                                eps=eps[rows].to(dtype), regularize=regularize, **kwargs)
         grads = {k: (None if p.grad is None else p.grad.clone()) for k, p in critic.named_parameters()}
         torch.save(grads, os.path.join(out, f"grads-{name}-rank{ranks.rank}.pt"))
 

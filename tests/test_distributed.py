@@ -109,10 +109,18 @@ def test_two_process_checkpoint_continues_in_one_process(two_processes, one_proc
 
 
 def _penalty_formula(case, state, real, fake, eps):
-    """The critic step's loss on the whole batch, written out, and its parameter gradients."""
+    """The critic step's loss on the whole batch, written out, and its parameter gradients
+    (the approximate R1 + R2: one process's critic step on the whole batch)."""
     critic = worker.CriticWithSpare()
     critic.load_state_dict(state)
     kwargs = worker.PENALTY_CASES[case]
+    if kwargs.get("approximate"):
+        kwargs = dict(kwargs)
+        dtype = kwargs.pop("dtype")
+        critic.to(dtype)
+        recipes.critic_step(critic, torch.nn.Identity(), torch.optim.SGD(critic.parameters(), lr=0.0),
+                            real.to(dtype), fake.to(dtype), noise=worker.penalty_noise(dtype), **kwargs)
+        return {name: p.grad for name, p in critic.named_parameters()}
     real = real.clone().requires_grad_(True)
     f_real, f_fake = critic(real), critic(fake)
     if kwargs["loss"] == "wasserstein":
