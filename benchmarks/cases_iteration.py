@@ -5,7 +5,10 @@ Variants: ``eager`` — the iteration as plain PyTorch code writes it (autograd.
 the penalty, torch.optim.Adam); ``fastgan`` — :class:`fastgan.train.iteration.TrainIteration`
 uncaptured; on CUDA also ``eager+graph`` (the eager iteration recorded as one CUDA
 graph, capturable Adam) and ``fastgan+graph`` (TrainIteration(capture=True), the
-default of ``fastgan train --device cuda``). Every repetition is one real iteration on
+default of ``fastgan train --device cuda``); with compile peers (``--compile``, default on
+CUDA) ``torch.compile`` of the eager critic loss, penalty included (autograd.grad traced,
+``trace_autograd_ops``; the whole iteration does not compile: dynamo splits it at the
+backward, and AOT autograd has no double backward). Every repetition is one real iteration on
 a fresh batch (training goes on across repetitions).
 """
 from typing import List
@@ -29,7 +32,15 @@ def _linear_generator(latent_dim: int, shape) -> nn.Module:
     return nn.Sequential(nn.Linear(latent_dim, size), nn.Tanh(), nn.Unflatten(1, tuple(shape)))
 
 
-def _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, gp_weight):
+def _critic_loss(critic, real, fake, eps, gp_weight):
+    """WGAN-GP's critic loss as its users write it in PyTorch."""
+    x = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    gp = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    return critic(fake).mean() - critic(real).mean() + gp_weight * gp
+
+
+def _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, gp_weight, critic_loss=_critic_loss):
     """WGAN-GP as its users write it in PyTorch."""
     batch = reals.shape[1]
     for real in reals:
@@ -38,11 +49,7 @@ def _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, gp_weight):
             fake = gen(z)
         opt_d.zero_grad(set_to_none=True)
         eps = torch.rand(batch, *([1] * (real.dim() - 1)), device=real.device)
-        x = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
-        gp = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
-        loss = critic(fake).mean() - critic(real).mean() + gp_weight * gp
-        loss.backward()
+        critic_loss(critic, real, fake, eps, gp_weight).backward()
         opt_d.step()
     z = torch.randn(batch, latent_dim, device=reals.device)
     for p in critic.parameters():
@@ -54,7 +61,7 @@ def _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, gp_weight):
         p.requires_grad_(True)
 
 
-def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim) -> Case:
+def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, with_compile) -> Case:
     recipe = recipes.get_recipe("wgan-gp", data="8gaussians" if len(sample_shape) == 1 else "digits")
     data = torch.Generator().manual_seed(0)
     reals = torch.randn(recipe.n_critic, batch, *sample_shape, generator=data).to(device)
@@ -75,6 +82,12 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim) 
                               before_record=(lambda og, od: lambda: (og.zero_grad(set_to_none=True),
                                                                      od.zero_grad(set_to_none=True)))(opt_g, opt_d))
         variants.append(Variant("eager+graph" if graphed else "eager", (lambda f: lambda: f(reals))(run)))
+    if with_compile:
+        torch._dynamo.config.trace_autograd_ops = True
+        gen, critic, opt_g, opt_d = build(False)
+        loss = torch.compile(_critic_loss, dynamic=False)  # one static graph per case
+        variants.append(Variant("torch.compile", lambda: _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim,
+                                                                          recipe.gp_weight, loss)))
     for graphed in ([False, True] if capture else [False]):
         gen, critic, opt_g, opt_d = build(graphed)
         iteration = TrainIteration(recipe, gen, critic, opt_g, opt_d, latent_dim=latent_dim, capture=graphed)
@@ -90,10 +103,11 @@ def iteration_cases(device: torch.device, compile_peers: bool, sizes: str) -> Li
     a one-layer generator (B=16 with --quick on the CPU, else 64)."""
     quick = sizes == "small"
     cases = [_case(device, "toy MLP 2-512x3", lambda: models.mlp_generator(2, 2, 512, 3),
-                   lambda: models.mlp_critic(2, 512, 3), (2,), 256, 2)]
+                   lambda: models.mlp_critic(2, 512, 3), (2,), 256, 2, compile_peers)]
     image_batch = 16 if quick and device.type == "cpu" else 64
     cases.append(_case(device, "DCGAN-64 critic", lambda: _linear_generator(128, (3, 64, 64)),
-                       lambda: models.dcgan_critic(3, 64, batch_norm=False), (3, 64, 64), image_batch, 128))
+                       lambda: models.dcgan_critic(3, 64, batch_norm=False), (3, 64, 64), image_batch, 128,
+                       compile_peers))
     cases.append(_case(device, "ResNet-32 critic", lambda: _linear_generator(128, (3, 32, 32)),
-                       lambda: models.ResNetCritic32(), (3, 32, 32), image_batch, 128))
+                       lambda: models.ResNetCritic32(), (3, 32, 32), image_batch, 128, compile_peers))
     return cases
