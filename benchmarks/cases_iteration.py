@@ -83,11 +83,14 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, 
                                                                      od.zero_grad(set_to_none=True)))(opt_g, opt_d))
         variants.append(Variant("eager+graph" if graphed else "eager", (lambda f: lambda: f(reals))(run)))
     if with_compile:
-        torch._dynamo.config.trace_autograd_ops = True
         gen, critic, opt_g, opt_d = build(False)
         loss = torch.compile(_critic_loss, dynamic=False)  # one static graph per case
-        variants.append(Variant("torch.compile", lambda: _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim,
-                                                                          recipe.gp_weight, loss)))
+
+        def compiled():
+            with torch._dynamo.config.patch(trace_autograd_ops=True):
+                _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, recipe.gp_weight, loss)
+
+        variants.append(Variant("torch.compile", compiled))
     for graphed in ([False, True] if capture else [False]):
         gen, critic, opt_g, opt_d = build(graphed)
         iteration = TrainIteration(recipe, gen, critic, opt_g, opt_d, latent_dim=latent_dim, capture=graphed)

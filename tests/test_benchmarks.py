@@ -90,15 +90,16 @@ def test_losses_suite_smoke_prints_one_table(tmp_path, monkeypatch, capsys):
     assert all(r["median_ms"] > 0 and r["bytes"] == 2 * r["logits"] * 4 + 8 for r in pointwise)
 
 
-def test_iteration_variants_each_train_one_iteration():
+@pytest.mark.parametrize("with_compile", [False, True])
+def test_iteration_variants_each_train_one_iteration(with_compile):
     """The whole-iteration suite's variants run on tiny models, repeatedly (each call is
     one iteration on the same static batch), with warm caches like a training loop."""
     from benchmarks import cases_iteration
     from fastgan import models
 
     case = cases_iteration._case(torch.device("cpu"), "tiny", lambda: models.mlp_generator(2, 2, 8, 1),
-                                 lambda: models.mlp_critic(2, 8, 1), (2,), 16, 2)
-    assert [v.name for v in case.variants] == ["eager", "fastgan"]
+                                 lambda: models.mlp_critic(2, 8, 1), (2,), 16, 2, with_compile)
+    assert [v.name for v in case.variants] == ["eager"] + ["torch.compile"] * with_compile + ["fastgan"]
     for variant in case.variants:
         for _ in range(2):
             variant.fn()
