@@ -1,0 +1,100 @@
+"""The families' one C++ autograd pattern (csrc/autograd_utils.h::FusedFunction), on the
+CPU ops: the graph bookkeeping torch::autograd::Function did for them and that their
+numerical tests do not look at."""
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from fastgan.ops import bias_act, discriminator_loss, grad_norm_penalty, interpolate
+
+
+def _leaf(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+
+
+# name: (inputs, the op on them) for one op of each family with saved tensors
+OPS = {
+    "gan_loss": (lambda: (_leaf(8, 1, seed=1), _leaf(8, 1, seed=2)),
+                 lambda real, fake: discriminator_loss(real, fake, backend="cpu")),
+    "bias_act": (lambda: (_leaf(8, 4, seed=3), _leaf(4, seed=4)),
+                 lambda x, b: bias_act(x, b, "silu", backend="cpu").sum()),
+    "penalty": (lambda: (_leaf(8, 3, seed=5), _leaf(8, 3, seed=6)),
+                lambda real, fake: grad_norm_penalty(interpolate(real, fake, torch.full((8,), 0.3), backend="cpu"),
+                                                     backend="cpu")),
+}
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_outputs_and_nodes_are_freed_without_the_garbage_collector(name):
+    """Saved outputs must not hold their own node (no reference cycle): once the output
+    is dropped, the node goes, and with it the tensors it saved (here non-leaf inputs
+    that nothing else holds)."""
+    leaves, op = OPS[name][0](), OPS[name][1]
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        inputs = [t * 1 for t in leaves]
+        out = op(*inputs)
+        dead = [weakref.ref(t) for t in (out, *inputs)]
+        del out, inputs
+        assert all(ref() is None for ref in dead)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_a_second_backward_through_freed_buffers_raises(name):
+    inputs, op = OPS[name][0](), OPS[name][1]
+    out = op(*inputs)
+    out.backward(retain_graph=True)
+    first = [t.grad.clone() for t in inputs]
+    out.backward()  # retained: the same gradients again
+    for t, g in zip(inputs, first):
+        torch.testing.assert_close(t.grad, 2 * g)
+    with pytest.raises(RuntimeError, match="second time"):
+        out.backward()
+
+
+def test_no_node_without_an_input_that_needs_a_gradient():
+    real, fake = torch.randn(8, 1), torch.randn(8, 1)
+    assert discriminator_loss(real, fake, backend="cpu").grad_fn is None
+    with torch.no_grad():
+        assert discriminator_loss(_leaf(8, 1), fake, backend="cpu").grad_fn is None
+
+
+def test_node_is_named_after_the_family_function():
+    x, b = OPS["bias_act"][0]()
+    assert "BiasActFunction" in bias_act(x, b, "lrelu", backend="cpu").grad_fn.name()
+
+
+def test_modifying_a_saved_tensor_in_place_is_detected():
+    x = _leaf(8, 4)
+    y = bias_act(x * 1, None, "tanh", backend="cpu")  # tanh saves y
+    loss = y.sum()
+    with torch.no_grad():
+        y.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_a_gradient_reaching_only_a_saved_output_flows_back():
+    """gan_loss's x_grad is a differentiable output: a gradient into it alone (what a
+    double backward sends) reaches the logits, where the first-order path gets none."""
+    real = _leaf(8, 1)
+    _, x_grad, _ = torch.ops.fastgan.gan_loss.default(real, _leaf(8, 1, seed=9), 0, 1, 1)
+    (g,) = torch.autograd.grad(x_grad.sum(), real)
+    # x_grad = -sigmoid(-l) / n, so d/dl sum(x_grad) = sigmoid'(l) / n
+    s = torch.sigmoid(real.detach())
+    torch.testing.assert_close(g, s * (1 - s) / real.numel())
+
+
+def test_forward_mode_ad_is_refused():
+    x, b = OPS["bias_act"][0]()
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x.detach(), torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="forward-mode AD is not implemented"):
+            bias_act(dual, b.detach(), "lrelu", backend="cpu")
