@@ -12,7 +12,7 @@ import contextlib
 import functools
 import importlib.util
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional
 
 import torch
 

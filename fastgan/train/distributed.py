@@ -30,6 +30,7 @@ from .._layout import acc_dtype
 from .recipes import Recipe, Stats, generator_step, make_critic_step
 
 DEFAULT_TIMEOUT_S = 600.0  # a collective that waits longer than this means a rank died or hangs
+QUIESCE_S = 0.05  # the GIL-free moment at the end of a run (see _quiesce)
 ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
@@ -149,10 +150,7 @@ def _quiesce(dist) -> None:
     here (outside any backward, so it holds no Python objects) and a moment without
     the GIL give every pending drop its turn while the interpreter is whole."""
     dist.barrier()
-    time.sleep(_QUIESCE_S)
-
-
-_QUIESCE_S = 0.05
+    time.sleep(QUIESCE_S)
 
 
 @contextmanager
