@@ -53,6 +53,20 @@ def test_classifier_is_deterministic_and_cached_on_disk(tmp_path, monkeypatch):
         im.digits_classifier.cache_clear()
 
 
+def test_building_or_loading_the_classifier_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    """A run's first evaluation builds the classifier: drawing from the training run's RNG
+    there would make a resumed run differ from a straight one."""
+    monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path))
+    try:
+        for source in ("trained", "loaded from the file"):
+            im.digits_classifier.cache_clear()
+            state = torch.get_rng_state()
+            im.digits_classifier()
+            assert torch.equal(torch.get_rng_state(), state), source
+    finally:
+        im.digits_classifier.cache_clear()
+
+
 def test_frechet_distance_matches_the_closed_form_for_commuting_covariances():
     g = torch.Generator().manual_seed(3)
     rotation, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))

@@ -37,8 +37,13 @@ def cache_dir() -> str:
 
 
 def _classifier() -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, FEATURES), nn.ReLU(), nn.Linear(FEATURES, FEATURES), nn.ReLU(),
-                         nn.Linear(FEATURES, NUM_CLASSES)).double()
+    """The untrained network. nn.Linear's default init would draw from the global RNG, that
+    is the training run's stream: a run's first evaluation (which builds the classifier)
+    would shift every later draw, and a resumed run would not repeat a straight one. The
+    draws happen on a forked RNG; the weights are then set by training or loading."""
+    with torch.random.fork_rng(devices=[]):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, FEATURES), nn.ReLU(), nn.Linear(FEATURES, FEATURES),
+                             nn.ReLU(), nn.Linear(FEATURES, NUM_CLASSES)).double()
 
 
 def digits_split() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
