@@ -19,7 +19,7 @@ from .data import MIXTURES, DataSampler, mixture_centers, mixture_std
 from .metrics import MODE_SAMPLES, dual_estimate, mode_metrics, wasserstein1
 from .names import LR_DECAYS, VAE_RECIPES
 from .iteration import TrainIteration, match_capturable
-from .recipes import get_recipe, make_optimizers, set_lr
+from .recipes import get_recipe, linear_decay_lr, make_optimizers, set_lr
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.json"
@@ -278,9 +278,9 @@ def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool,
     t0 = time.perf_counter()
     last = config.steps if config.stop_after is None else min(config.steps, config.stop_after)
     for step in range(start + 1, last + 1):
-        if config.lr_decay == "linear":  # stateless: lr·(1 − (step − 1)/steps), so resuming needs nothing
+        if config.lr_decay == "linear":
             for opt in (opt_g, opt_d):
-                set_lr(opt, base_lr[opt] * (1 - (step - 1) / config.steps))
+                set_lr(opt, linear_decay_lr(base_lr[opt], step, config.steps))
         reals = _to_device(torch.stack([sampler.sample(config.batch_size) for _ in range(recipe.n_critic)]), device)
         iteration(reals, (step - 1) * recipe.n_critic)
         if bar is not None:

@@ -173,6 +173,12 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
+def linear_decay_lr(base_lr: float, step: int, steps: int) -> float:
+    """``lr_decay="linear"``'s rate at 1-based `step` of `steps`: ``base · (1 − (step − 1)/steps)``,
+    from the base rate at step 1 towards 0. Stateless, so a resumed run needs nothing saved."""
+    return base_lr * (1 - (step - 1) / steps)
+
+
 def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, real: Batch,
                 z: Batch, *, loss: str = "wasserstein", gp_weight: float = 0.0, r1_gamma: float = 0.0,
                 clip_value: Optional[float] = None, backend: Optional[str] = None, regularize: bool = True,

@@ -46,7 +46,7 @@ from .loop import (
     format_summary,
     restore_run,
 )
-from .recipes import set_lr
+from .recipes import linear_decay_lr, set_lr
 
 Stats = Dict[str, torch.Tensor]
 
@@ -249,7 +249,7 @@ def run_vae(config: TrainConfig, recipe: VaeRecipe, ranks: distributed.Ranks, *,
     for step in range(start + 1, last + 1):
         if config.lr_decay == "linear":
             for opt in optimizers.values():
-                set_lr(opt, recipe.lr * (1 - (step - 1) / config.steps))
+                set_lr(opt, linear_decay_lr(recipe.lr, step, config.steps))
         x = sampler.sample(config.batch_size)
         if disc is None:
             stats = vae_step(vae, optimizers["opt_g"], x, beta=recipe.beta, backend=config.backend)
