@@ -108,6 +108,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def assert_compiled_matches_eager(step, inputs):
+    """``torch.compile(step, fullgraph=True)`` (aot_eager) gives the loss and the gradients
+    w.r.t. every input that eager `step` gives, each run on fresh leaves cloned from `inputs`."""
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    ours, want = [], []
+    for fn, out in ((compiled, ours), (step, want)):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        loss = fn(*leaves)
+        out += [loss.detach(), *torch.autograd.grad(loss, leaves)]
+    for a, b in zip(ours, want):
+        torch.testing.assert_close(a, b)
+
+
 def capture_cuda_graph(step, warmup=3):
     """Run `step` `warmup` times on a side stream (lazy init, Triton compiles), then
     record one call as a CUDA graph, as torch.cuda.graph asks. Returns (graph, the last

@@ -8,7 +8,8 @@ import math
 
 import pytest
 import torch
-from conftest import backends_for, capture_cuda_graph, device_backend_pairs, requires_cuda, stable_seed
+from conftest import (assert_compiled_matches_eager, backends_for, capture_cuda_graph, device_backend_pairs,
+                      requires_cuda, stable_seed)
 
 import fastgan
 from fastgan import reference
@@ -571,14 +572,7 @@ def test_works_under_compile_fullgraph(backend):
         h_real, h_fake = discriminator_loss(r, f, "hinge", reduction="none", backend=backend)
         return d + g + h_real.mean() + h_fake.sum()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    ours, want = [], []
-    for fn, out in ((compiled, ours), (step, want)):
-        r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
-        loss = fn(r, f)
-        out += [loss.detach(), *torch.autograd.grad(loss, (r, f))]
-    for a, b in zip(ours, want):
-        torch.testing.assert_close(a, b)
+    assert_compiled_matches_eager(step, (real, fake))
 
 
 # ---- bad input ----

@@ -8,6 +8,7 @@ a kernel forgot to write fails the comparison.
 import pytest
 import torch
 from conftest import (
+    assert_compiled_matches_eager,
     assert_flash_close,
     backends_for,
     capture_cuda_graph,
@@ -361,14 +362,7 @@ def test_works_under_compile_fullgraph(backend):
                                                 backend=backend)
         return d + g + real_terms.mean() + fake_terms.sum()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    ours, want = [], []
-    for fn, out in ((compiled, ours), (step, want)):
-        r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
-        loss = fn(r, f)
-        out += [loss.detach(), *torch.autograd.grad(loss, (r, f))]
-    for a, b in zip(ours, want):
-        torch.testing.assert_close(a, b)
+    assert_compiled_matches_eager(step, (real, fake))
 
 
 def test_cpu_sums_are_deterministic_across_thread_counts():

@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-from conftest import (assert_flash_close, backends_for, capture_cuda_graph, device_backend_pairs, requires_cuda,
-                      stable_seed)
+from conftest import (assert_compiled_matches_eager, assert_flash_close, backends_for, capture_cuda_graph,
+                      device_backend_pairs, requires_cuda, stable_seed)
 
 from fastgan import reference
 from fastgan.ops import bernoulli_nll, gaussian_kl, gaussian_nll, reparameterize, vae_loss
@@ -297,14 +297,7 @@ def test_works_under_compile_fullgraph(backend):
                 + bernoulli_nll(recon, target, reduction="none", backend=backend).sum()
                 + gaussian_nll(x, recon, logvar.mean(1, keepdim=True).expand_as(x), backend=backend))
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    ours, want = [], []
-    for fn, out in ((compiled, ours), (step, want)):
-        leaves = [x.clone().requires_grad_() for x in inputs]
-        loss = fn(*leaves)
-        out += [loss.detach(), *torch.autograd.grad(loss, leaves)]
-    for a, b in zip(ours, want):
-        torch.testing.assert_close(a, b)
+    assert_compiled_matches_eager(step, inputs)
 
 
 @requires_cuda
