@@ -2,8 +2,9 @@
 // a Python autograd function costs tens of microseconds per call, which a small
 // critic on a GPU would spend on the host instead of its kernels.
 //
-//   bias_act(x, b)            backward: dx = bias_act_grad(dy, ref), db = dx summed over all but dim
-//   bias_act_grad(dy, ref)    backward: d_dy = bias_act_grad(ddx, ref)           (linear in dy)
+//   bias_act(x, b)            backward: (dx, db) = bias_act_grad(dy, ref), db = dx summed over all but dim
+//   bias_act_grad(dy, ref)    backward: d_dy = bias_act_grad(ddx + ddb, ref)     (linear in dy; ddb
+//                                       broadcast along dim: db is a sum of dx)
 //                                       d_ref = D2(ref) * dy * ddx                 (tanh, sigmoid, silu, elu)
 //                                       both from one bias_act_grad2 when d_ref is needed
 //   bias_act_grad2            backward: not implemented (third order)
@@ -34,13 +35,15 @@ at::Tensor call_bias_act(const at::Tensor& x, const OptTensor& b, int64_t act, d
   return op.call(x, b, act, alpha, gain, dim);
 }
 
-at::Tensor call_grad(const at::Tensor& dy, const OptTensor& x, const OptTensor& b, const OptTensor& y, int64_t act,
-                     double alpha, double gain, int64_t dim) {
+std::tuple<at::Tensor, at::Tensor> call_grad(const at::Tensor& dy, const OptTensor& x, const OptTensor& b,
+                                             const OptTensor& y, int64_t act, double alpha, double gain, int64_t dim,
+                                             bool need_db) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::bias_act_grad", "")
-                       .typed<at::Tensor(const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-                                         int64_t, double, double, int64_t)>();
-  return op.call(dy, x, b, y, act, alpha, gain, dim);
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const OptTensor&,
+                                                                 const OptTensor&, const OptTensor&, int64_t, double,
+                                                                 double, int64_t, bool)>();
+  return op.call(dy, x, b, y, act, alpha, gain, dim, need_db);
 }
 
 std::tuple<at::Tensor, at::Tensor> call_grad2(const at::Tensor& ddx, const at::Tensor& dy, const OptTensor& x,
@@ -61,6 +64,17 @@ at::Tensor sum_to_bias(const at::Tensor& t, int64_t dim) {
   for (int64_t d = 0; d < t.dim(); ++d)
     if (d != dim) dims.push_back(d);
   return t.sum(dims);
+}
+
+// ddx + ddb spread along `dim` over a tensor of `sizes`: the gradient that reaches dx
+// through db = dx summed over every dimension but dim.
+at::Tensor add_bias_grad(const at::Tensor& ddx, const at::Tensor& ddb, int64_t dim, const std::vector<int64_t>& sizes) {
+  const int64_t ndim = static_cast<int64_t>(sizes.size());
+  if (dim < 0) dim += ndim;
+  std::vector<int64_t> shape(ndim, 1);
+  shape[dim] = sizes[dim];
+  const at::Tensor spread = ddb.view(shape);
+  return ddx.defined() ? ddx.add(spread) : spread.expand(sizes);
 }
 
 OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : c10::nullopt; }
@@ -124,25 +138,29 @@ struct BiasActFunction : public FusedFunction<BiasActFunction> {
     if (ref == kSavedZ) x = saved[0], b = opt(saved[1]);
     const bool need_x = ctx->needs_input_grad(0);
     const bool need_b = has_bias && ctx->needs_input_grad(1);
-    at::Tensor dx, db;
-    if (need_x || need_b) {
-      dx = call_in_backward([&] { return call_grad(grads[0], x, b, y, k.act, k.alpha, k.gain, k.dim); });
-      if (need_b) db = sum_to_bias(dx, k.dim);
-    }
-    return {need_x ? dx : at::Tensor(), db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!need_x && !need_b) return variable_list(6);
+    auto [dx, db] =
+        call_in_backward([&] { return call_grad(grads[0], x, b, y, k.act, k.alpha, k.gain, k.dim, need_b); });
+    return {need_x ? dx : at::Tensor(), need_b ? db : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
 struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
-  static at::Tensor forward(FusedContext* ctx, const at::Tensor& dy, const OptTensor& x, const OptTensor& b,
-                            const OptTensor& y, int64_t act, double alpha, double gain, int64_t dim) {
-    at::Tensor dx;
+  static variable_list forward(FusedContext* ctx, const at::Tensor& dy, const OptTensor& x, const OptTensor& b,
+                               const OptTensor& y, int64_t act, double alpha, double gain, int64_t dim, bool need_db) {
+    at::Tensor dx, db;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      dx = call_grad(dy, x, b, y, act, alpha, gain, dim);
+      std::tie(dx, db) = call_grad(dy, x, b, y, act, alpha, gain, dim, need_db);
     }
     save_constants(ctx, act, alpha, gain, dim);
     ctx->set_materialize_grads(false);
+    if (need_db) {
+      ctx->saved_data["sizes"] = dx.sizes().vec();
+    } else {
+      ctx->mark_non_differentiable({db});
+    }
     // Edge indices of the tensor inputs that are present (absent optionals have none).
     int64_t edge = 1;
     ctx->saved_data["x_edge"] = defined(x) ? edge++ : int64_t(-1);
@@ -152,12 +170,15 @@ struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
     const bool second = has_second_order(static_cast<int>(act));
     ctx->save_for_backward({second ? dy : at::Tensor(), defined(x) ? *x : at::Tensor(),
                             defined(b) ? *b : at::Tensor(), defined(y) ? *y : at::Tensor()});
-    return dx;
+    return {dx, db};
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
-    if (!grads[0].defined()) return variable_list(8);
     const Constants k = load_constants(ctx);
+    const at::Tensor ddx =
+        grads[1].defined() ? add_bias_grad(grads[0], grads[1], k.dim, ctx->saved_data["sizes"].toIntVector())
+                           : grads[0];
+    if (!ddx.defined()) return variable_list(9);
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& dy = saved[0];
     const OptTensor x = opt(saved[1]), b = opt(saved[2]), y = opt(saved[3]);
@@ -167,7 +188,6 @@ struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
     };
     const bool need_dy = ctx->needs_input_grad(0);
     const bool need_x = needs("x_edge"), need_b = needs("b_edge"), need_y = needs("y_edge");
-    const at::Tensor& ddx = grads[0];
     at::Tensor d_dy, d_x, d_b, d_y;
     // f'' = 0 for linear, relu and lrelu: dx depends on x, b, y only through a constant mask.
     const bool need_ref =
@@ -182,9 +202,9 @@ struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
         if (need_b) d_b = sum_to_bias(r, k.dim);
       }
     } else if (need_dy) {
-      d_dy = call_grad(ddx, x, b, y, k.act, k.alpha, k.gain, k.dim);
+      d_dy = std::get<0>(call_grad(ddx, x, b, y, k.act, k.alpha, k.gain, k.dim, false));
     }
-    return {d_dy, d_x, d_b, d_y, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {d_dy, d_x, d_b, d_y, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -210,9 +230,11 @@ at::Tensor bias_act_autograd(const at::Tensor& x, const OptTensor& b, int64_t ac
   return BiasActFunction::apply(x, b, act, alpha, gain, dim);
 }
 
-at::Tensor bias_act_grad_autograd(const at::Tensor& dy, const OptTensor& x, const OptTensor& b, const OptTensor& y,
-                                  int64_t act, double alpha, double gain, int64_t dim) {
-  return BiasActGradFunction::apply(dy, x, b, y, act, alpha, gain, dim);
+std::tuple<at::Tensor, at::Tensor> bias_act_grad_autograd(const at::Tensor& dy, const OptTensor& x,
+                                                          const OptTensor& b, const OptTensor& y, int64_t act,
+                                                          double alpha, double gain, int64_t dim, bool need_db) {
+  auto out = BiasActGradFunction::apply(dy, x, b, y, act, alpha, gain, dim, need_db);
+  return {out[0], out[1]};
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_act_grad2_autograd(const at::Tensor& ddx, const at::Tensor& dy,

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "bias_act_host.h"
 #include "cpu_multi_tensor.h"
@@ -16,8 +17,9 @@ namespace fastgan {
 namespace bias_act {
 namespace {
 
-// How an element span finds its bias: none, one value for the whole span, or one per
-// element (consecutive channels: inner == 1, e.g. (B, C) or channels-last).
+// How an element span finds its channel (its bias, its share of the bias gradient):
+// no channel structure, one channel for the whole span, or one per element
+// (consecutive channels: inner == 1, e.g. (B, C) or channels-last).
 enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2 };
 
 template <int BIAS, typename scalar_t>
@@ -63,26 +65,44 @@ FASTGAN_CPU_CLONES void grad2_span(scalar_t* __restrict__ d_dy, scalar_t* __rest
   }
 }
 
-// Runs span(offset, length, bias pointer, BiasMode) over all n elements in parallel
-// pieces; each call covers elements of one channel (kSpanBias) or of consecutive
-// channels (kElementBias), so the bias is never looked up per element by division.
-template <typename scalar_t, typename Span>
-void for_each_span(const FlatLayout& layout, const at::Tensor& bias, const Span& span) {
-  const int64_t n = layout.n, inner = layout.inner, channels = layout.channels;
-  const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
-  at::parallel_for(0, n, kCpuChunk, [&](int64_t begin, int64_t end) {
-    if (b == nullptr) {
-      span(begin, end - begin, b, std::integral_constant<int, kNoBias>{});
+// Adds dx's n elements to the bias gradient's sums: acc[j] += dx[j] over consecutive
+// channels (kElementBias), acc[0] += sum(dx) within one channel (kSpanBias). The sums
+// are of the stored (rounded) dx, in double, so db is dx summed whatever the dtype.
+template <int MODE, typename scalar_t>
+FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_t* __restrict__ dx, int64_t n) {
+  if constexpr (MODE == kElementBias) {
+    for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(dx[j]);
+  } else {
+    double s[4] = {0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+      for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(dx[j + k]);
+    for (; j < n; ++j) s[0] += static_cast<double>(dx[j]);
+    acc[0] += (s[0] + s[1]) + (s[2] + s[3]);
+  }
+}
+
+// Runs span(offset, length, channel, BiasMode) over all n elements in blocks of
+// kCpuChunk shared among threads; a span stays inside its block, o / kCpuChunk.
+// Without `by_channel` a span is a whole block (kNoBias); with it, a span covers one
+// channel (kSpanBias) or consecutive channels from `channel` on (kElementBias), so no
+// element looks its channel up by division.
+template <typename Span>
+void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span) {
+  const int64_t inner = layout.inner, channels = layout.channels;
+  cpu_for_each_chunk({layout.n}, [&](int64_t, int64_t begin, int64_t end) {
+    if (!by_channel) {
+      span(begin, end - begin, int64_t{0}, std::integral_constant<int, kNoBias>{});
     } else if (inner == 1) {
       for (int64_t o = begin; o < end;) {
         const int64_t c = o % channels, len = std::min(channels - c, end - o);
-        span(o, len, b + c, std::integral_constant<int, kElementBias>{});
+        span(o, len, c, std::integral_constant<int, kElementBias>{});
         o += len;
       }
     } else {
       for (int64_t o = begin; o < end;) {
         const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
-        span(o, len, b + q % channels, std::integral_constant<int, kSpanBias>{});
+        span(o, len, q % channels, std::integral_constant<int, kSpanBias>{});
         o += len;
       }
     }
@@ -98,48 +118,65 @@ at::Tensor bias_act_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& b,
     scalar_t* y = l.out.data_ptr<scalar_t>();
     const scalar_t* xp = l.in0.data_ptr<scalar_t>();
     dispatch_act(static_cast<int>(act), [&](auto a) {
-      for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t* bp, auto mode) {
-        forward_span<decltype(a)::value, decltype(mode)::value>(y + o, xp + o, bp, len, p);
+      const scalar_t* b = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
+      for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
+        forward_span<decltype(a)::value, decltype(mode)::value>(y + o, xp + o, b == nullptr ? b : b + c, len, p);
       });
     });
   });
   return l.out;
 }
 
-at::Tensor bias_act_grad_cpu(const at::Tensor& dy, const c10::optional<at::Tensor>& x,
-                             const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& y, int64_t act,
-                             double alpha, double gain, int64_t dim) {
-  Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim);
-  if (l.layout.n == 0) return l.out;
+std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const c10::optional<at::Tensor>& x,
+                                                     const c10::optional<at::Tensor>& b,
+                                                     const c10::optional<at::Tensor>& y, int64_t act, double alpha,
+                                                     double gain, int64_t dim, bool need_db) {
+  Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim, need_db);
+  const int64_t channels = l.layout.channels, blocks = (l.layout.n + kCpuChunk - 1) / kCpuChunk;
+  // Per block, per channel sums of dx: added up in block order, so db does not depend on the thread count.
+  std::vector<double> block_sums(need_db ? blocks * channels : 0, 0.0);
+  double* acc = need_db ? block_sums.data() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "bias_act_grad_cpu", [&] {
+    if (l.layout.n == 0) return;
     const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
     scalar_t* dx = l.out.data_ptr<scalar_t>();
     const scalar_t* dyp = l.in0.data_ptr<scalar_t>();
     const scalar_t* ref = l.in1.defined() ? l.in1.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bias = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
     dispatch_act(static_cast<int>(act), [&](auto a) {
       constexpr int ACT = decltype(a)::value;
-      if constexpr (ACT == kLinear) {
-        for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t*, auto) {
-          grad_span<ACT, false, kNoBias>(dx + o, dyp + o, ref, static_cast<const scalar_t*>(nullptr), len, p);
+      auto pass = [&](auto from_y) {
+        constexpr bool FROM_Y = decltype(from_y)::value;
+        for_each_span(l.layout, bias != nullptr || need_db, [&](int64_t o, int64_t len, int64_t c, auto mode) {
+          constexpr int MODE = decltype(mode)::value;
+          const scalar_t* r = ACT == kLinear ? ref : ref + o;
+          if constexpr (FROM_Y || ACT == kLinear) {
+            grad_span<ACT, FROM_Y, kNoBias>(dx + o, dyp + o, r, bias, len, p);
+          } else if (bias != nullptr) {
+            grad_span<ACT, false, MODE>(dx + o, dyp + o, r, bias + c, len, p);
+          } else {
+            grad_span<ACT, false, kNoBias>(dx + o, dyp + o, r, bias, len, p);
+          }
+          if constexpr (MODE != kNoBias)
+            if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / kCpuChunk) * channels + c, dx + o, len);
         });
-      } else if constexpr (ACT == kRelu || ACT == kLrelu || ACT == kTanh || ACT == kSigmoid) {
-        if (l.ref == Ref::kY) {
-          for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t*, auto) {
-            grad_span<ACT, true, kNoBias>(dx + o, dyp + o, ref + o, static_cast<const scalar_t*>(nullptr), len, p);
-          });
-          return;
-        }
+      };
+      if constexpr (ACT == kRelu || ACT == kLrelu || ACT == kTanh || ACT == kSigmoid) {
+        if (l.ref == Ref::kY) return pass(std::true_type{});
       }
-      if constexpr (ACT != kLinear) {
-        if (l.ref == Ref::kZ) {
-          for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t* bp, auto mode) {
-            grad_span<ACT, false, decltype(mode)::value>(dx + o, dyp + o, ref + o, bp, len, p);
-          });
-        }
-      }
+      pass(std::false_type{});
     });
+    if (need_db) {
+      scalar_t* db = l.out2.data_ptr<scalar_t>();
+      for (int64_t c = 0; c < channels; ++c) {
+        double sum = 0;
+        for (int64_t k = 0; k < blocks; ++k) sum += block_sums[k * channels + c];
+        db[c] = static_cast<scalar_t>(sum);
+      }
+    }
   });
-  return l.out;
+  if (need_db && l.layout.n == 0) l.out2.zero_();
+  return {l.out, l.out2};
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, const at::Tensor& dy,
@@ -163,15 +200,16 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, con
           constexpr bool NEED = decltype(need)::value;
           if (l.ref == Ref::kY) {
             if constexpr (ACT == kTanh || ACT == kSigmoid) {
-              for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t*, auto) {
+              for_each_span(l.layout, false, [&](int64_t o, int64_t len, int64_t, auto) {
                 grad2_span<ACT, true, kNoBias, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o, dyp + o,
                                                      ref + o, static_cast<const scalar_t*>(nullptr), len, p);
               });
             }
           } else {
-            for_each_span<scalar_t>(l.layout, l.bias, [&](int64_t o, int64_t len, const scalar_t* bp, auto mode) {
+            const scalar_t* b = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
+            for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
               grad2_span<ACT, false, decltype(mode)::value, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o,
-                                                                   dyp + o, ref + o, bp, len, p);
+                                                                   dyp + o, ref + o, b == nullptr ? b : b + c, len, p);
             });
           }
         };
@@ -190,10 +228,11 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
   // act ids: 0 linear, 1 relu, 2 lrelu, 3 tanh, 4 sigmoid, 5 silu, 6 elu (bias_act_math.h).
   // y = gain * act(x + b), b (optional) indexed along `dim`.
   m.def("bias_act(Tensor x, Tensor? b, int act, float alpha, float gain, int dim) -> Tensor");
-  // dx = gain * act'(z) * dy, the derivative taken from y when given, else from z = x + b.
+  // (dx, db): dx = gain * act'(z) * dy, the derivative taken from y when given, else from
+  // z = x + b; db = dx summed over all dims but `dim` when need_db, else empty.
   m.def(
-      "bias_act_grad(Tensor dy, Tensor? x, Tensor? b, Tensor? y, int act, float alpha, float gain, int dim) "
-      "-> Tensor");
+      "bias_act_grad(Tensor dy, Tensor? x, Tensor? b, Tensor? y, int act, float alpha, float gain, int dim, "
+      "bool need_db) -> (Tensor, Tensor)");
   // (gain * act'(z) * ddx, d(gain * act')/d(ref) * dy * ddx), ref = y when given, else z = x + b;
   // the first output is empty unless need_ddy.
   m.def(

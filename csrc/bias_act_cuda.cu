@@ -1,10 +1,11 @@
 // CUDA kernels of the fused bias + activation op: bias_act, bias_act_grad and
-// bias_act_grad2, one launch each (math in bias_act_math.h, layout and checks in
-// bias_act_host.h). One elementwise kernel template serves all three: each thread
+// bias_act_grad2, one launch each, plus a reduction for bias_act_grad's bias gradient
+// (math in bias_act_math.h, layout and checks in bias_act_host.h). One elementwise kernel template serves all three: each thread
 // moves 16-byte vectors of every input and output, and finds the bias of the
 // vector's elements with one division (a cursor then steps through channels), so
 // NCHW, channels-last and (B, C) run at the same speed.
 #include <ATen/Dispatch.h>
+#include <ATen/ops/sum.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "bias_act_host.h"
 #include "cuda_utils.cuh"
@@ -174,12 +176,28 @@ at::Tensor bias_act_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& b
   return l.out;
 }
 
-at::Tensor bias_act_grad_cuda(const at::Tensor& dy, const c10::optional<at::Tensor>& x,
-                              const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& y, int64_t act,
-                              double alpha, double gain, int64_t dim) {
+// The bias gradient db: dx summed over every dimension but the channel one (one reduction).
+void sum_to_bias(at::Tensor& db, const at::Tensor& dx, const FlatLayout& layout) {
+  if (dx.dim() == 1) {
+    db.copy_(dx);
+    return;
+  }
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < dx.dim(); ++d)
+    if (d != layout.dim) dims.push_back(d);
+  at::sum_out(db, dx, dims);
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_act_grad_cuda(const at::Tensor& dy, const c10::optional<at::Tensor>& x,
+                                                      const c10::optional<at::Tensor>& b,
+                                                      const c10::optional<at::Tensor>& y, int64_t act, double alpha,
+                                                      double gain, int64_t dim, bool need_db) {
   const c10::cuda::CUDAGuard guard(dy.device());
-  Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim);
-  if (l.layout.n == 0) return l.out;
+  Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim, need_db);
+  if (l.layout.n == 0) {
+    if (need_db) l.out2.zero_();
+    return {l.out, l.out2};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "bias_act_grad_cuda", [&] {
     using T = acc_t<scalar_t>;
     const auto p = make_params<T>(alpha, gain);
@@ -202,7 +220,8 @@ at::Tensor bias_act_grad_cuda(const at::Tensor& dy, const c10::optional<at::Tens
       }
     });
   });
-  return l.out;
+  if (need_db) sum_to_bias(l.out2, l.out, l.layout);
+  return {l.out, l.out2};
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cuda(const at::Tensor& ddx, const at::Tensor& dy,

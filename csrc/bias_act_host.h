@@ -17,6 +17,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
 #include <initializer_list>
 
 #include "bias_act_math.h"
@@ -27,7 +28,8 @@ namespace bias_act {
 struct FlatLayout {
   int64_t n = 0;         // elements
   int64_t inner = 1;     // elements sharing a channel consecutively in memory
-  int64_t channels = 1;  // bias length (1 without a bias)
+  int64_t channels = 1;  // bias length (1 without a bias or bias gradient)
+  int64_t dim = 0;       // the channel dimension, >= 0 (with a bias or bias gradient)
 };
 
 // `t` in the strides of `like` (a dense tensor of the same shape).
@@ -48,27 +50,32 @@ inline void check_like(const char* op, const char* name, const at::Tensor& t, co
   TORCH_CHECK(t.sizes().equals(lead.sizes()), op, ": ", name, " has shape ", t.sizes(), ", expected ", lead.sizes());
 }
 
-// Checks the bias against `lead` and returns the layout of `out` (empty_like(lead)).
+// Checks the bias against `lead` and returns the layout of `out` (empty_like(lead)),
+// with its channel structure along `dim` when there is a bias or `by_channel` (a bias
+// gradient is wanted). One channel spans the whole tensor (inner = n).
 inline FlatLayout flat_layout(const char* op, const at::Tensor& lead, const at::Tensor& out,
-                              const c10::optional<at::Tensor>& b, int64_t dim) {
+                              const c10::optional<at::Tensor>& b, int64_t dim, bool by_channel = false) {
   TORCH_CHECK(lead.layout() == c10::kStrided, op, ": sparse tensors are not supported");
   TORCH_CHECK(at::isFloatingType(lead.scalar_type()), op, ": expected a floating-point tensor, got ",
               lead.scalar_type());
   FlatLayout layout;
   layout.n = lead.numel();
-  if (b.has_value() && b->defined()) {
-    const int64_t ndim = lead.dim();
-    TORCH_CHECK(dim >= -ndim && dim < ndim && ndim > 0, op, ": dim ", dim, " is out of range for a ", ndim,
-                "-D tensor");
-    if (dim < 0) dim += ndim;
+  const bool bias = b.has_value() && b->defined();
+  if (!bias && !by_channel) return layout;
+  const int64_t ndim = lead.dim();
+  TORCH_CHECK(dim >= -ndim && dim < ndim && ndim > 0, op, ": dim ", dim, " is out of range for a ", ndim,
+              "-D tensor");
+  if (dim < 0) dim += ndim;
+  if (bias) {
     TORCH_CHECK(b->dim() == 1 && b->size(0) == lead.size(dim), op, ": bias must be 1-D of size ", lead.size(dim),
                 " (x.shape[", dim, "]), got shape ", b->sizes());
     TORCH_CHECK(b->scalar_type() == lead.scalar_type(), op, ": bias has dtype ", b->scalar_type(), ", expected ",
                 lead.scalar_type());
     TORCH_CHECK(b->device() == lead.device(), op, ": bias is on ", b->device(), ", expected ", lead.device());
-    layout.channels = lead.size(dim);
-    layout.inner = layout.channels > 1 ? out.stride(dim) : 1;
   }
+  layout.dim = dim;
+  layout.channels = lead.size(dim);
+  layout.inner = layout.channels > 1 ? out.stride(dim) : std::max<int64_t>(layout.n, 1);
   return layout;
 }
 
@@ -93,7 +100,7 @@ inline Ref choose_ref(const char* op, int64_t act, double alpha, double gain, co
 
 // Tensors of one launch: outputs and inputs share the flat layout.
 struct Launch {
-  at::Tensor out, out2;    // out2: second output of bias_act_grad2 (d_ref)
+  at::Tensor out, out2;    // out2: bias_act_grad's db (empty unless need_db), bias_act_grad2's d_ref
   at::Tensor in0, in1, in2;  // forward: x; grad: dy, ref; grad2: ddx, dy, ref
   at::Tensor bias;         // contiguous 1-D, or undefined (no bias, or ref = y)
   FlatLayout layout;
@@ -115,16 +122,16 @@ inline Launch prepare_forward(const at::Tensor& x, const c10::optional<at::Tenso
 inline void prepare_ref(const char* op, Launch& l, const at::Tensor& lead, const at::Tensor& like,
                         const c10::optional<at::Tensor>& x,
                         const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& y, int64_t act,
-                        double alpha, double gain, int64_t dim, at::Tensor& ref_slot) {
+                        double alpha, double gain, int64_t dim, at::Tensor& ref_slot, bool by_channel = false) {
   check_act(op, act);
   l.ref = choose_ref(op, act, alpha, gain, x, y);
   if (l.ref == Ref::kZ) {
     check_like(op, "x", *x, lead);
-    l.layout = flat_layout(op, lead, like, b, dim);
+    l.layout = flat_layout(op, lead, like, b, dim, by_channel);
     ref_slot = in_layout_of(*x, like);
     if (has_bias(b)) l.bias = b->contiguous();
   } else {
-    l.layout = flat_layout(op, lead, like, c10::nullopt, dim);
+    l.layout = flat_layout(op, lead, like, c10::nullopt, dim, by_channel);
     if (l.ref == Ref::kY) {
       check_like(op, "y", *y, lead);
       ref_slot = in_layout_of(*y, like);
@@ -132,14 +139,17 @@ inline void prepare_ref(const char* op, Launch& l, const at::Tensor& lead, const
   }
 }
 
+// dx, and with need_db the bias gradient db (dx summed over all dims but `dim`) in
+// out2: the CPU kernel sums it in its pass over dx, the CUDA launcher reduces dx.
 inline Launch prepare_grad(const at::Tensor& dy, const c10::optional<at::Tensor>& x,
                            const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& y, int64_t act,
-                           double alpha, double gain, int64_t dim) {
+                           double alpha, double gain, int64_t dim, bool need_db) {
   constexpr const char* op = "fastgan::bias_act_grad";
   Launch l;
   l.out = at::empty_like(dy);
-  prepare_ref(op, l, dy, l.out, x, b, y, act, alpha, gain, dim, l.in1);
+  prepare_ref(op, l, dy, l.out, x, b, y, act, alpha, gain, dim, l.in1, need_db);
   l.in0 = in_layout_of(dy, l.out);
+  l.out2 = at::empty({need_db ? l.layout.channels : 0}, dy.options());
   return l;
 }
 

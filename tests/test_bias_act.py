@@ -110,6 +110,7 @@ LAYOUTS = {
     "one-channel": dict(shape=(4, 1, 3, 3), dim=1),
     "empty": dict(shape=(0, 5), dim=1),
     "several-chunks": dict(shape=(2, 5, 70, 70), dim=1),  # > one CPU chunk, many Triton blocks
+    "several-chunks-2d": dict(shape=(700, 64), dim=1),
 }
 
 
@@ -138,6 +139,32 @@ def test_channels_last_bfloat16_and_mismatched_grad_layout(device, backend):
     ex, eb = torch.autograd.grad(reference.bias_act(x2, b2, "silu"), (x2, b2), dy)
     torch.testing.assert_close(dx, ex)
     torch.testing.assert_close(db, eb)
+
+
+@pytest.mark.parametrize("namespace", cpu_namespaces())
+@pytest.mark.parametrize("shape,dim", [((700, 64), 1), ((3, 40, 30, 30), 1), ((3, 40, 30, 30), 3), ((50000,), 0)])
+def test_grad_op_sums_the_bias_gradient(namespace, shape, dim):
+    # db from bias_act_grad is dx summed over all dims but dim, for every layout and over
+    # several CPU chunks, and the same bits whatever the thread count.
+    ops = getattr(torch.ops, namespace)
+    g = torch.Generator().manual_seed(3)
+    dy, y = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    if len(shape) == 4:
+        dy, y = (t.contiguous(memory_format=torch.channels_last) for t in (dy, y))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        dx, db = ops.bias_act_grad(dy, None, None, y, 2, 0.2, 1.3, dim, True)
+        torch.set_num_threads(2)
+        dx2, db2 = ops.bias_act_grad(dy, None, None, y, 2, 0.2, 1.3, dim, True)
+    finally:
+        torch.set_num_threads(threads)
+    expected = dx.double().sum([d for d in range(dx.dim()) if d != dim]) if dx.dim() > 1 else dx.double()
+    assert db.dtype == dy.dtype and db.shape == (shape[dim],)
+    torch.testing.assert_close(db.double(), expected, rtol=1e-6, atol=1e-5)
+    assert torch.equal(dx, dx2) and torch.equal(db, db2)
+    no_db = ops.bias_act_grad(dy, None, None, y, 2, 0.2, 1.3, dim, False)[1]
+    assert no_db.numel() == 0
 
 
 # (act, alpha, gain): defaults, a negative gain, gain 0 and a negative lrelu slope (both take
@@ -175,12 +202,12 @@ def test_grad_op_is_differentiable_on_its_own(namespace, act):
     dy = torch.randn(3, 4, dtype=torch.float64, generator=g).requires_grad_()
     if act in ("tanh", "sigmoid"):  # ref = y
         y = (torch.rand(3, 4, dtype=torch.float64, generator=g) * 0.8 + 0.1).requires_grad_()
-        assert torch.autograd.gradcheck(lambda d, y_: ops.bias_act_grad(d, None, None, y_, act_id, alpha, 1.5, 1),
+        assert torch.autograd.gradcheck(lambda d, y_: ops.bias_act_grad(d, None, None, y_, act_id, alpha, 1.5, 1, True),
                                         (dy, y))
     else:  # ref = z = x + b
         x = torch.randn(3, 4, dtype=torch.float64, generator=g).requires_grad_()
         b = torch.randn(4, dtype=torch.float64, generator=g).requires_grad_()
-        assert torch.autograd.gradcheck(lambda d, x_, b_: ops.bias_act_grad(d, x_, b_, None, act_id, alpha, 1.5, 1),
+        assert torch.autograd.gradcheck(lambda d, x_, b_: ops.bias_act_grad(d, x_, b_, None, act_id, alpha, 1.5, 1, True),
                                         (dy, x, b))
 
 
@@ -196,10 +223,10 @@ def test_python_and_cpp_agree_on_the_saved_tensor(act, alpha, gain):
     if act_id == 0:
         return
     if _ref_is_y(act_id, alpha, gain):
-        torch.ops.fastgan.bias_act_grad(y, None, None, y, act_id, alpha, gain, 1)
+        torch.ops.fastgan.bias_act_grad(y, None, None, y, act_id, alpha, gain, 1, False)
     else:
         with pytest.raises(RuntimeError, match="cannot be taken from y"):
-            torch.ops.fastgan.bias_act_grad(y, None, None, y, act_id, alpha, gain, 1)
+            torch.ops.fastgan.bias_act_grad(y, None, None, y, act_id, alpha, gain, 1, False)
 
 
 @pytest.mark.parametrize("backend", [b for b in fastgan.available_backends(torch.device("cpu")) if b != "reference"])
@@ -313,7 +340,8 @@ def test_opcheck(namespace, act):
                 ref = (None, None, y.clone().requires_grad_(requires_grad))
             else:
                 ref = (xg, bg, None)
-            torch.library.opcheck(ops.bias_act_grad.default, (dy, *ref, act_id, alpha, gain, dim))
+            for need_db in (False, True):
+                torch.library.opcheck(ops.bias_act_grad.default, (dy, *ref, act_id, alpha, gain, dim, need_db))
             if act_id in _SECOND_ORDER and not requires_grad:  # (no third order to check)
                 ddx = torch.randn_like(x)
                 for need_ddy in (False, True):
@@ -760,9 +788,9 @@ def test_cpp_ops_check_their_inputs():
     with pytest.raises(RuntimeError, match="unknown activation"):
         torch.ops.fastgan.bias_act(x, None, 9, 0.2, 1.0, 1)
     with pytest.raises(RuntimeError, match="cannot be taken from y"):
-        torch.ops.fastgan.bias_act_grad(x, None, None, x, 2, -0.2, 1.0, 1)
+        torch.ops.fastgan.bias_act_grad(x, None, None, x, 2, -0.2, 1.0, 1, False)
     with pytest.raises(RuntimeError, match="y has shape"):
-        torch.ops.fastgan.bias_act_grad(x, None, None, torch.randn(5, 4), 2, 0.2, 1.0, 1)
+        torch.ops.fastgan.bias_act_grad(x, None, None, torch.randn(5, 4), 2, 0.2, 1.0, 1, False)
     with pytest.raises(RuntimeError, match="second derivative"):
         torch.ops.fastgan.bias_act_grad2(x, x, None, None, x, 2, 0.2, 1.0, 1, True)
 

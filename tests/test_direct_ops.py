@@ -47,7 +47,8 @@ CASES = {
     "bias_act_act_id": ("bias_act", "t(4, 8), t(8), 7, 0.2, 1.0, 1", "activation"),
     "bias_act_negative_act_id": ("bias_act", "t(4, 8), t(8), -1, 0.2, 1.0, 1", "activation"),
     "bias_act_dim": ("bias_act", "t(4, 8), t(8), 2, 0.2, 1.0, 5", "dim"),
-    "bias_act_grad_short_y": ("bias_act_grad", "t(4, 8), None, None, t(4, 3), 2, 0.2, 1.0, 1", "y"),
+    "bias_act_grad_short_y": ("bias_act_grad", "t(4, 8), None, None, t(4, 3), 2, 0.2, 1.0, 1, True", "y"),
+    "bias_act_grad_db_dim": ("bias_act_grad", "t(4, 8), None, None, t(4, 8), 2, 0.2, 1.0, 2, True", "dim"),
     "clip_mixed_dtypes": ("clip_", "[t(8, dtype=torch.float64), t(8)], 0.1", "tensors"),
     "clip_meta_tensor": ("clip_", "[t(8), t(8, device='meta')], 0.1", "tensors"),
     "rmsprop_short_list": (

@@ -6,9 +6,12 @@ Three registered ops per kernel family (``fastgan::`` for the C++/CUDA kernels, 
 autograd in C++; ``fastgan_triton::`` for the Triton kernels, autograd here):
 
     bias_act(x, b, act, alpha, gain, dim) -> y
-        backward: dx = bias_act_grad(dy, ...), db = dx summed over all dims but `dim`
-    bias_act_grad(dy, x, b, y, act, alpha, gain, dim) -> dx = gain * f'(ref) * dy
-        backward: d_dy = bias_act_grad(ddx, ...)              (linear in dy)
+        backward: (dx, db) = bias_act_grad(dy, ..., need_db)
+    bias_act_grad(dy, x, b, y, act, alpha, gain, dim, need_db) -> (dx, db)
+        dx = gain * f'(ref) * dy; db = dx summed over all dims but `dim` (CPU: in
+        the same pass), or empty without need_db
+        backward: d_dy = bias_act_grad(ddx + ddb, ...)        (linear in dy; ddb
+                  spread along `dim`)
                   d_ref = D2(ref) * dy * ddx                   (tanh, sigmoid, silu, elu)
                   both from one bias_act_grad2 kernel when d_ref is needed
     bias_act_grad2(ddx, dy, x, b, y, ..., need_ddy) -> (d_dy, d_ref)
@@ -101,24 +104,30 @@ def _register_autograd(prefix: str) -> None:
         elif ctx.ref == "z":
             x, b = ctx.saved_tensors
         act, alpha, gain, dim = ctx.constants
-        dx = ops.bias_act_grad(dy, x, b, y, act, alpha, gain, dim)
-        db = _sum_to_bias(dx, dim) if ctx.has_bias and ctx.needs_input_grad[1] else None
-        return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None
+        need_db = ctx.has_bias and ctx.needs_input_grad[1]
+        dx, db = ops.bias_act_grad(dy, x, b, y, act, alpha, gain, dim, need_db)
+        return (dx if ctx.needs_input_grad[0] else None), (db if need_db else None), None, None, None, None
 
     torch.library.register_autograd(f"{prefix}::bias_act", forward_backward, setup_context=forward_setup)
 
     def grad_setup(ctx, inputs, output):
-        dy, x, b, y, act, alpha, gain, dim = inputs
+        dy, x, b, y, act, alpha, gain, dim, need_db = inputs
         ctx.constants = (act, alpha, gain, dim)
+        ctx.shape = dy.shape
         ctx.set_materialize_grads(False)
+        if not need_db:
+            ctx.mark_non_differentiable(output[1])
         # dy is needed only by the second-order term (D2 * dy * ddx).
         ctx.save_for_backward(dy if act in _SECOND_ORDER else None, x, b, y)
 
-    def grad_backward(ctx, ddx):
-        if ddx is None:
-            return None, None, None, None, None, None, None, None
-        dy, x, b, y = ctx.saved_tensors
+    def grad_backward(ctx, ddx, ddb):
         act, alpha, gain, dim = ctx.constants
+        if ddb is not None:  # db = dx summed over all but dim: its gradient reaches every element of dx
+            spread = ddb.view([-1 if d == dim % len(ctx.shape) else 1 for d in range(len(ctx.shape))])
+            ddx = spread.expand(ctx.shape) if ddx is None else ddx + spread
+        if ddx is None:
+            return None, None, None, None, None, None, None, None, None
+        dy, x, b, y = ctx.saved_tensors
         need_dy, need_x, need_b, need_y = ctx.needs_input_grad[:4]
         d_dy = d_x = d_b = d_y = None
         if act in _SECOND_ORDER:
@@ -135,8 +144,8 @@ def _register_autograd(prefix: str) -> None:
                 d_x = d_ref if need_x else None
                 d_b = _sum_to_bias(d_ref, dim) if need_b and b is not None else None
         elif need_dy:
-            d_dy = ops.bias_act_grad(ddx, x, b, y, act, alpha, gain, dim)
-        return d_dy, d_x, d_b, d_y, None, None, None, None
+            d_dy = ops.bias_act_grad(ddx, x, b, y, act, alpha, gain, dim, False)[0]
+        return d_dy, d_x, d_b, d_y, None, None, None, None, None
 
     torch.library.register_autograd(f"{prefix}::bias_act_grad", grad_backward, setup_context=grad_setup)
 
@@ -199,9 +208,12 @@ def _check_forward(x, b, act, alpha, gain, dim):
     _check_bias("bias_act", b, x, dim)
 
 
-def _check_grad(dy, x, b, y, act, alpha, gain, dim):
+def _check_grad(dy, x, b, y, act, alpha, gain, dim, need_db):
     _check_lead("bias_act_grad", "dy", dy, act)
     _check_ref("bias_act_grad", dy, x, b, y, act, alpha, gain, dim)
+    if need_db:
+        require(dy.dim() > 0 and -dy.dim() <= dim < dy.dim(), "bias_act_grad",
+                f"dim {dim} is out of range for a {dy.dim()}-D tensor")
 
 
 def _check_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
@@ -220,9 +232,9 @@ def _bias_act_fake(x, b, act, alpha, gain, dim):
     return torch.empty_like(x)
 
 
-def _bias_act_grad_fake(dy, x, b, y, act, alpha, gain, dim):
-    _check_grad(dy, x, b, y, act, alpha, gain, dim)
-    return torch.empty_like(dy)
+def _bias_act_grad_fake(dy, x, b, y, act, alpha, gain, dim, need_db):
+    _check_grad(dy, x, b, y, act, alpha, gain, dim, need_db)
+    return torch.empty_like(dy), dy.new_empty(dy.shape[dim] if need_db else 0)
 
 
 def _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
@@ -244,10 +256,12 @@ def _bias_act_triton(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha
 
 @triton_op("bias_act_grad", _check_grad)
 def _bias_act_grad_triton(dy: torch.Tensor, x: Optional[torch.Tensor], b: Optional[torch.Tensor],
-                          y: Optional[torch.Tensor], act: int, alpha: float, gain: float, dim: int) -> torch.Tensor:
+                          y: Optional[torch.Tensor], act: int, alpha: float, gain: float, dim: int,
+                          need_db: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     from ..kernels import bias_act as kernels
 
-    return kernels.backward(dy, x, b, y, act, alpha, gain, dim)
+    dx = kernels.backward(dy, x, b, y, act, alpha, gain, dim)
+    return dx, (_sum_to_bias(dx, dim % dx.dim()) if need_db else dx.new_empty(0))
 
 
 @triton_op("bias_act_grad2", _check_grad2)
