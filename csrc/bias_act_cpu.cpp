@@ -37,15 +37,18 @@ FASTGAN_CPU_CLONES void forward_span(scalar_t* __restrict__ y, const scalar_t* _
     y[j] = static_cast<scalar_t>(forward_element<ACT>(static_cast<T>(x[j]), bias_at<BIAS>(b, span_bias, j), p));
 }
 
+// dy advances by dy_step: 1, or 0 for a gradient broadcast from one value (GCC's
+// stride versioning keeps the step-1 loop vectorised).
 template <int ACT, bool FROM_Y, int BIAS, typename scalar_t>
-FASTGAN_CPU_CLONES void grad_span(scalar_t* __restrict__ dx, const scalar_t* __restrict__ dy,
+FASTGAN_CPU_CLONES void grad_span(scalar_t* __restrict__ dx, const scalar_t* __restrict__ dy, int64_t dy_step,
                                   const scalar_t* __restrict__ ref, const scalar_t* __restrict__ b, int64_t n,
                                   const Params<acc_t<scalar_t>> p) {
   using T = acc_t<scalar_t>;
   const T span_bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
   for (int64_t j = 0; j < n; ++j) {
     const T r = ACT == kLinear ? T(0) : static_cast<T>(ref[j]);
-    dx[j] = static_cast<scalar_t>(grad_element<ACT, FROM_Y>(static_cast<T>(dy[j]), r, bias_at<BIAS>(b, span_bias, j), p));
+    dx[j] = static_cast<scalar_t>(
+        grad_element<ACT, FROM_Y>(static_cast<T>(dy[j * dy_step]), r, bias_at<BIAS>(b, span_bias, j), p));
   }
 }
 
@@ -131,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
                                                      const c10::optional<at::Tensor>& b,
                                                      const c10::optional<at::Tensor>& y, int64_t act, double alpha,
                                                      double gain, int64_t dim, bool need_db) {
-  Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim, need_db);
+  Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim, need_db, /*read_broadcast_dy=*/true);
   const int64_t channels = l.layout.channels, blocks = (l.layout.n + kCpuChunk - 1) / kCpuChunk;
   // Per block, per channel sums of dx: added up in block order, so db does not depend on the thread count.
   std::vector<double> block_sums(need_db ? blocks * channels : 0, 0.0);
@@ -140,7 +143,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
     if (l.layout.n == 0) return;
     const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
     scalar_t* dx = l.out.data_ptr<scalar_t>();
-    const scalar_t* dyp = l.in0.data_ptr<scalar_t>();
+    const scalar_t* dy0 = l.in0.data_ptr<scalar_t>();
+    const int64_t dy_step = l.in0_broadcast ? 0 : 1;
     const scalar_t* ref = l.in1.defined() ? l.in1.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bias = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
     dispatch_act(static_cast<int>(act), [&](auto a) {
@@ -150,12 +154,13 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
         for_each_span(l.layout, bias != nullptr || need_db, [&](int64_t o, int64_t len, int64_t c, auto mode) {
           constexpr int MODE = decltype(mode)::value;
           const scalar_t* r = ACT == kLinear ? ref : ref + o;
+          const scalar_t* dyp = dy0 + o * dy_step;
           if constexpr (FROM_Y || ACT == kLinear) {
-            grad_span<ACT, FROM_Y, kNoBias>(dx + o, dyp + o, r, bias, len, p);
+            grad_span<ACT, FROM_Y, kNoBias>(dx + o, dyp, dy_step, r, bias, len, p);
           } else if (bias != nullptr) {
-            grad_span<ACT, false, MODE>(dx + o, dyp + o, r, bias + c, len, p);
+            grad_span<ACT, false, MODE>(dx + o, dyp, dy_step, r, bias + c, len, p);
           } else {
-            grad_span<ACT, false, kNoBias>(dx + o, dyp + o, r, bias, len, p);
+            grad_span<ACT, false, kNoBias>(dx + o, dyp, dy_step, r, bias, len, p);
           }
           if constexpr (MODE != kNoBias)
             if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / kCpuChunk) * channels + c, dx + o, len);

@@ -105,7 +105,16 @@ struct Launch {
   at::Tensor bias;         // contiguous 1-D, or undefined (no bias, or ref = y)
   FlatLayout layout;
   Ref ref = Ref::kNone;
+  bool in0_broadcast = false;  // in0 is one value broadcast to the whole shape, read in place
 };
+
+// Whether `t` is one value broadcast to its whole shape (every stride 0), as the
+// gradient of a sum or a mean arrives from autograd.
+inline bool is_broadcast_value(const at::Tensor& t) {
+  for (const int64_t stride : t.strides())
+    if (stride != 0) return false;
+  return t.numel() > 0;
+}
 
 inline Launch prepare_forward(const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t act, int64_t dim) {
   constexpr const char* op = "fastgan::bias_act";
@@ -141,14 +150,17 @@ inline void prepare_ref(const char* op, Launch& l, const at::Tensor& lead, const
 
 // dx, and with need_db the bias gradient db (dx summed over all dims but `dim`) in
 // out2: the CPU kernel sums it in its pass over dx, the CUDA launcher reduces dx.
+// With read_broadcast_dy (the CPU kernel) a dy broadcast from one value is read in
+// place rather than copied out to every element.
 inline Launch prepare_grad(const at::Tensor& dy, const c10::optional<at::Tensor>& x,
                            const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& y, int64_t act,
-                           double alpha, double gain, int64_t dim, bool need_db) {
+                           double alpha, double gain, int64_t dim, bool need_db, bool read_broadcast_dy = false) {
   constexpr const char* op = "fastgan::bias_act_grad";
   Launch l;
   l.out = at::empty_like(dy);
   prepare_ref(op, l, dy, l.out, x, b, y, act, alpha, gain, dim, l.in1, need_db);
-  l.in0 = in_layout_of(dy, l.out);
+  l.in0_broadcast = read_broadcast_dy && is_broadcast_value(dy);
+  l.in0 = l.in0_broadcast ? dy : in_layout_of(dy, l.out);
   l.out2 = at::empty({need_db ? l.layout.channels : 0}, dy.options());
   return l;
 }

@@ -167,6 +167,32 @@ def test_grad_op_sums_the_bias_gradient(namespace, shape, dim):
     assert no_db.numel() == 0
 
 
+@pytest.mark.parametrize("namespace", cpu_namespaces())
+@pytest.mark.parametrize("act", ["lrelu", "silu"])
+@pytest.mark.parametrize("shape,dim", [((64, 32), 1), ((3, 8, 5, 5), 1), ((700, 64), 0), ((9,), 0), ((), 0)])
+def test_grad_op_reads_a_broadcast_gradient(namespace, act, shape, dim):
+    # The gradient of a sum or a mean arrives as one value broadcast to the whole shape
+    # (every stride 0); the op's dx and db equal those of its dense copy.
+    ops = getattr(torch.ops, namespace)
+    from fastgan.ops.bias_act import _ACTS
+
+    act_id, alpha = _ACTS[act]
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, generator=g)
+    bias = torch.randn(shape[dim], generator=g) if shape else None
+    y = ops.bias_act(x, bias, act_id, alpha, 1.3, dim)
+    ref = (None, None, y) if act == "lrelu" else (x, bias, None)
+    dy = torch.tensor(0.75).expand(shape)
+    need_db = bias is not None
+    got = ops.bias_act_grad(dy, *ref, act_id, alpha, 1.3, dim, need_db)
+    want = ops.bias_act_grad(dy.contiguous(), *ref, act_id, alpha, 1.3, dim, need_db)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-6)
+    if namespace == "fastgan":  # the C++ kernel reads dy in place: no dense copy of it
+        counts = _op_counts(lambda: ops.bias_act_grad(dy, *ref, act_id, alpha, 1.3, dim, need_db))
+        assert "aten::copy_" not in counts, counts
+
+
 # (act, alpha, gain): defaults, a negative gain, gain 0 and a negative lrelu slope (both take
 # the derivative from x + b: y's sign no longer tells z's).
 GRADCHECK_CASES = [(act, None, 1.3) for act in ACTIVATIONS] + [
