@@ -86,30 +86,47 @@ FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_
 }
 
 // Runs span(offset, length, channel, BiasMode) over all n elements in blocks of
-// kCpuChunk shared among threads; a span stays inside its block, o / kCpuChunk.
+// `block` elements shared among threads; a span stays inside its block, o / block.
 // Without `by_channel` a span is a whole block (kNoBias); with it, a span covers one
 // channel (kSpanBias) or consecutive channels from `channel` on (kElementBias), so no
 // element looks its channel up by division.
 template <typename Span>
-void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span) {
-  const int64_t inner = layout.inner, channels = layout.channels;
-  cpu_for_each_chunk({layout.n}, [&](int64_t, int64_t begin, int64_t end) {
-    if (!by_channel) {
-      span(begin, end - begin, int64_t{0}, std::integral_constant<int, kNoBias>{});
-    } else if (inner == 1) {
-      for (int64_t o = begin; o < end;) {
-        const int64_t c = o % channels, len = std::min(channels - c, end - o);
-        span(o, len, c, std::integral_constant<int, kElementBias>{});
-        o += len;
-      }
-    } else {
-      for (int64_t o = begin; o < end;) {
-        const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
-        span(o, len, q % channels, std::integral_constant<int, kSpanBias>{});
-        o += len;
+void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span, int64_t block = kCpuChunk) {
+  const int64_t n = layout.n, inner = layout.inner, channels = layout.channels;
+  const int64_t blocks = (n + block - 1) / block;
+  auto run = [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      const int64_t begin = k * block, end = std::min(n, begin + block);
+      if (!by_channel) {
+        span(begin, end - begin, int64_t{0}, std::integral_constant<int, kNoBias>{});
+      } else if (inner == 1) {
+        for (int64_t o = begin; o < end;) {
+          const int64_t c = o % channels, len = std::min(channels - c, end - o);
+          span(o, len, c, std::integral_constant<int, kElementBias>{});
+          o += len;
+        }
+      } else {
+        for (int64_t o = begin; o < end;) {
+          const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
+          span(o, len, q % channels, std::integral_constant<int, kSpanBias>{});
+          o += len;
+        }
       }
     }
-  });
+  };
+  if (blocks <= 1) {
+    run(0, blocks);  // one block's work: waking the thread pool costs more than it saves
+  } else {
+    at::parallel_for(0, blocks, 1, run);
+  }
+}
+
+// Elements per block of bias_act_grad's pass: kCpuChunk, or more where the per-block
+// sums of a wide bias gradient would pass 2^20 values.
+int64_t grad_block(int64_t n, int64_t channels, bool need_db) {
+  int64_t block = kCpuChunk;
+  while (need_db && block < n && ((n + block - 1) / block) * channels > (int64_t{1} << 20)) block *= 2;
+  return block;
 }
 
 at::Tensor bias_act_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t act, double alpha,
@@ -135,7 +152,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
                                                      const c10::optional<at::Tensor>& y, int64_t act, double alpha,
                                                      double gain, int64_t dim, bool need_db) {
   Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim, need_db, /*read_broadcast_dy=*/true);
-  const int64_t channels = l.layout.channels, blocks = (l.layout.n + kCpuChunk - 1) / kCpuChunk;
+  const int64_t channels = l.layout.channels, block = grad_block(l.layout.n, channels, need_db);
+  const int64_t blocks = (l.layout.n + block - 1) / block;
   // Per block, per channel sums of dx: added up in block order, so db does not depend on the thread count.
   std::vector<double> block_sums(need_db ? blocks * channels : 0, 0.0);
   double* acc = need_db ? block_sums.data() : nullptr;
@@ -163,8 +181,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
             grad_span<ACT, false, kNoBias>(dx + o, dyp, dy_step, r, bias, len, p);
           }
           if constexpr (MODE != kNoBias)
-            if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / kCpuChunk) * channels + c, dx + o, len);
-        });
+            if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / block) * channels + c, dx + o, len);
+        }, block);
       };
       if constexpr (ACT == kRelu || ACT == kLrelu || ACT == kTanh || ACT == kSigmoid) {
         if (l.ref == Ref::kY) return pass(std::true_type{});

@@ -142,10 +142,12 @@ def test_channels_last_bfloat16_and_mismatched_grad_layout(device, backend):
 
 
 @pytest.mark.parametrize("namespace", cpu_namespaces())
-@pytest.mark.parametrize("shape,dim", [((700, 64), 1), ((3, 40, 30, 30), 1), ((3, 40, 30, 30), 3), ((50000,), 0)])
+@pytest.mark.parametrize("shape,dim", [((700, 64), 1), ((3, 40, 30, 30), 1), ((3, 40, 30, 30), 3), ((50000,), 0),
+                                       ((256, 16384), 1)])
 def test_grad_op_sums_the_bias_gradient(namespace, shape, dim):
-    # db from bias_act_grad is dx summed over all dims but dim, for every layout and over
-    # several CPU chunks, and the same bits whatever the thread count.
+    # db from bias_act_grad is dx summed over all dims but dim, for every layout, over
+    # several CPU chunks and with a bias wide enough to widen them, and the same bits
+    # whatever the thread count.
     ops = getattr(torch.ops, namespace)
     g = torch.Generator().manual_seed(3)
     dy, y = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
