@@ -11,7 +11,9 @@ are host time: what decides a small GAN step's speed on a GPU too.
 The ``one ATen op`` variants are the floor of any fused op: one generated ATen op with
 its autograd node (``torch.dot``, ``x + b``) on leaves of the same sizes, inside the
 same sum and backward. No single op, fused or not, can beat it, so ``eager / floor``
-bounds the speed-up a case can show.
+bounds the speed-up a case can show. The ``torch.ops call`` variants call the same
+registered op without the Python front end: front end = fastgan - torch.ops call, and
+the op's registered call with its autograd = torch.ops call - floor.
 """
 import math
 from typing import List
@@ -21,6 +23,8 @@ import torch.nn.functional as F
 
 from fastgan.models import mlp_critic
 from fastgan.ops import bias_act, clip_weights_, discriminator_loss, grad_norm_penalty, gradient_penalty, interpolate
+from fastgan.ops.bias_act import _ACTS
+from fastgan.ops.losses import DISCRIMINATOR_TERMS, REDUCTIONS
 from fastgan.optim import ClippedRMSprop
 
 from .harness import Case, Variant
@@ -46,8 +50,14 @@ def _one_op_floor(numel, device) -> Variant:
     return Variant("one ATen op (floor)", _backward_of_sum(lambda i: torch.dot(a[i], b[i])))
 
 
+def _namespace(backend):
+    return torch.ops.fastgan_triton if backend == "triton" else torch.ops.fastgan
+
+
 def _loss_case(device, backend) -> Case:
     real, fake = _leaves((64, 1), device, seed=1), _leaves((64, 1), device, seed=2)
+    gan_loss = _namespace(backend).gan_loss.default
+    terms, mean = DISCRIMINATOR_TERMS["minimax"], REDUCTIONS["mean"]
 
     def eager(i):
         return F.softplus(-real[i]).mean() + F.softplus(fake[i]).mean()
@@ -56,6 +66,8 @@ def _loss_case(device, backend) -> Case:
         Variant("eager", _backward_of_sum(eager)),
         Variant(f"fastgan-{backend}", _backward_of_sum(lambda i: discriminator_loss(real[i], fake[i],
                                                                                     backend=backend))),
+        Variant(f"fastgan-{backend} torch.ops call", _backward_of_sum(
+            lambda i: gan_loss(real[i], fake[i], *terms, mean)[0])),
         _one_op_floor(64, device),
     ], info={"copies": COPIES})
 
@@ -83,10 +95,13 @@ def _bias_act_case(device, backend) -> Case:
     x = _leaves((64, 32), device, seed=5)
     b = _leaves((32,), device, seed=6)
     gain = math.sqrt(2)
+    op, (lrelu, alpha) = _namespace(backend).bias_act.default, _ACTS["lrelu"]
     return Case("overhead", f"bias_act lrelu fwd+bwd, (64, 32), x{COPIES}", 0, [
         Variant("eager", _backward_of_sum(lambda i: (F.leaky_relu(x[i] + b[i], 0.2) * gain).sum())),
         Variant(f"fastgan-{backend}", _backward_of_sum(
             lambda i: bias_act(x[i], b[i], "lrelu", gain=gain, backend=backend).sum())),
+        Variant(f"fastgan-{backend} torch.ops call", _backward_of_sum(
+            lambda i: op(x[i], b[i], lrelu, alpha, gain, 1).sum())),
         Variant("one ATen op (floor)", _backward_of_sum(lambda i: (x[i] + b[i]).sum())),
     ], info={"copies": COPIES})
 
