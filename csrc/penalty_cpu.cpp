@@ -19,41 +19,52 @@
 namespace fastgan {
 namespace {
 
-// Pieces of kCpuChunk elements: a long row is cut into tiles, short rows are
-// grouped so a task holds about kCpuChunk elements. fn(row, begin, end).
+// Pieces of about kCpuChunk elements: runs of whole rows when a row fits in one, else
+// the kCpuChunk tiles of one row. fn(first_row, rows, begin, len) covers elements
+// [begin, begin + len) of rows first_row .. first_row + rows - 1, so the kernels loop
+// over a run of short rows themselves (a toy GAN's (256, 2) samples are 256 rows).
 template <typename Fn>
 void cpu_for_each_row_piece(int64_t rows, int64_t row_len, const Fn& fn) {
   if (rows == 0 || row_len == 0) return;
   const int64_t tiles = (row_len + kCpuChunk - 1) / kCpuChunk;
   if (tiles == 1) {
-    at::parallel_for(0, rows, std::max<int64_t>(1, kCpuChunk / row_len), [&](int64_t first, int64_t last) {
-      for (int64_t r = first; r < last; ++r) fn(r, 0, row_len);
-    });
+    at::parallel_for(0, rows, std::max<int64_t>(1, kCpuChunk / row_len),
+                     [&](int64_t first, int64_t last) { fn(first, last - first, int64_t{0}, row_len); });
     return;
   }
   at::parallel_for(0, rows * tiles, 1, [&](int64_t first, int64_t last) {
     for (int64_t item = first; item < last; ++item) {
       const int64_t r = item / tiles, begin = (item % tiles) * kCpuChunk;
-      fn(r, begin, std::min(begin + kCpuChunk, row_len));
+      fn(r, int64_t{1}, begin, std::min(kCpuChunk, row_len - begin));
     }
   });
 }
 
 int64_t row_tiles(int64_t row_len) { return std::max<int64_t>(1, (row_len + kCpuChunk - 1) / kCpuChunk); }
 
+// The rows' loops below: `rows` rows of `len` elements, `stride` apart, with a per-row
+// value at index r of its array.
+
+// The sum of x's n squares, in double.
 template <typename scalar_t>
-FASTGAN_CPU_CLONES double sum_squares(const scalar_t* __restrict__ x, int64_t n) {
+inline __attribute__((always_inline)) double sum_squares(const scalar_t* __restrict__ x, int64_t n) {
   using T = acc_t<scalar_t>;
   constexpr int kLanes = 16;  // independent partial sums: vectorised, and a fixed summation order
-  T lanes[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      const T v = static_cast<T>(x[j + k]);
-      lanes[k] += v * v;
-    }
   double total = 0.0;
-  for (int k = 0; k < kLanes; ++k) total += static_cast<double>(lanes[k]);
+  int64_t j = 0;
+  if (n >= kLanes) {
+    T lanes[kLanes] = {};
+    for (; j + kLanes <= n; j += kLanes)
+      for (int k = 0; k < kLanes; ++k) {
+        const T v = static_cast<T>(x[j + k]);
+        lanes[k] += v * v;
+      }
+    double sums[kLanes];  // the lanes added pairwise: vectorised too, where a serial sum costs a short row most
+    for (int k = 0; k < kLanes; ++k) sums[k] = static_cast<double>(lanes[k]);
+    for (int width = kLanes / 2; width > 0; width /= 2)
+      for (int k = 0; k < width; ++k) sums[k] += sums[k + width];
+    total = sums[0];
+  }
   for (; j < n; ++j) {
     const double v = static_cast<double>(x[j]);
     total += v * v;
@@ -61,18 +72,35 @@ FASTGAN_CPU_CLONES double sum_squares(const scalar_t* __restrict__ x, int64_t n)
   return total;
 }
 
+// out[r * out_stride] = the sum of row r's squares.
 template <typename scalar_t>
-FASTGAN_CPU_CLONES void scale_span(scalar_t* __restrict__ out, const scalar_t* __restrict__ x, int64_t n,
-                                   acc_t<scalar_t> coef) {
-  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(coef * static_cast<acc_t<scalar_t>>(x[j]));
+FASTGAN_CPU_CLONES void sum_squares_rows(double* __restrict__ out, int64_t out_stride,
+                                         const scalar_t* __restrict__ x, int64_t rows, int64_t stride, int64_t len) {
+  for (int64_t r = 0; r < rows; ++r) out[r * out_stride] = sum_squares(x + r * stride, len);
+}
+
+// out = coef[r] * x (COMPLEMENT: (1 - coef[r]) * x).
+template <bool COMPLEMENT, typename scalar_t>
+FASTGAN_CPU_CLONES void scale_rows(scalar_t* __restrict__ out, const scalar_t* __restrict__ x,
+                                   const acc_t<scalar_t>* __restrict__ coef, int64_t rows, int64_t stride,
+                                   int64_t len) {
+  using T = acc_t<scalar_t>;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T c = COMPLEMENT ? T(1) - coef[r] : coef[r];
+    for (int64_t j = 0; j < len; ++j) out[r * stride + j] = static_cast<scalar_t>(c * static_cast<T>(x[r * stride + j]));
+  }
 }
 
 template <typename scalar_t>
-FASTGAN_CPU_CLONES void interpolate_span(scalar_t* __restrict__ out, const scalar_t* __restrict__ real,
-                                         const scalar_t* __restrict__ fake, int64_t n, acc_t<scalar_t> eps) {
+FASTGAN_CPU_CLONES void interpolate_rows(scalar_t* __restrict__ out, const scalar_t* __restrict__ real,
+                                         const scalar_t* __restrict__ fake, const acc_t<scalar_t>* __restrict__ eps,
+                                         int64_t rows, int64_t stride, int64_t len) {
   using T = acc_t<scalar_t>;
-  for (int64_t j = 0; j < n; ++j)
-    out[j] = static_cast<scalar_t>(interpolate_element(static_cast<T>(real[j]), static_cast<T>(fake[j]), eps));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t o = r * stride + j;
+      out[o] = static_cast<scalar_t>(interpolate_element(static_cast<T>(real[o]), static_cast<T>(fake[o]), eps[r]));
+    }
 }
 
 at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& eps) {
@@ -87,9 +115,9 @@ at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const
     const scalar_t* fp = f.data_ptr<scalar_t>();
     const T* ep = e.data_ptr<T>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
       const int64_t o = row * n + begin;
-      interpolate_span(op + o, rp + o, fp + o, end - begin, ep[row]);
+      interpolate_rows(op + o, rp + o, fp + o, ep + row, count, n, len);
     });
   });
   return out;
@@ -108,10 +136,12 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
     using T = acc_t<scalar_t>;
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const T* ep = e.data_ptr<T>();
-    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
+    scalar_t* real_p = need_real ? grad_real.data_ptr<scalar_t>() : nullptr;
+    scalar_t* fake_p = need_fake ? grad_fake.data_ptr<scalar_t>() : nullptr;
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
       const int64_t o = row * n + begin;
-      if (need_real) scale_span(grad_real.data_ptr<scalar_t>() + o, gp + o, end - begin, ep[row]);
-      if (need_fake) scale_span(grad_fake.data_ptr<scalar_t>() + o, gp + o, end - begin, T(1) - ep[row]);
+      if (real_p != nullptr) scale_rows<false>(real_p + o, gp + o, ep + row, count, n, len);
+      if (fake_p != nullptr) scale_rows<true>(fake_p + o, gp + o, ep + row, count, n, len);
     });
   });
   return {grad_real, grad_fake};
@@ -131,8 +161,8 @@ std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cpu(const at::Tensor& grads
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_cpu", [&] {
     using T = acc_t<scalar_t>;
     const scalar_t* gp = g.data_ptr<scalar_t>();
-    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
-      partial[row * tiles + begin / kCpuChunk] = sum_squares(gp + row * n + begin, end - begin);
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
+      sum_squares_rows(partial.data() + row * tiles + begin / kCpuChunk, tiles, gp + row * n + begin, count, n, len);
     });
     T* np = norms.data_ptr<T>();
     scalar_t* lp = loss.data_ptr<scalar_t>();
@@ -168,10 +198,13 @@ at::Tensor grad_norm_penalty_backward_cpu(const at::Tensor& grad_loss, const at:
     const T* np = norms_c.data_ptr<T>();
     scalar_t* op = out.data_ptr<scalar_t>();
     const T row_weight = penalty_row_weight(static_cast<T>(weight), rows, reduction);
-    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t begin, int64_t end) {
+    std::vector<T> coef(rows);
+    for (int64_t row = 0; row < rows; ++row) {
       const T upstream = static_cast<T>(gop[reduction == kPenaltyNone ? row : 0]);
-      const T coef = upstream * row_weight * penalty_coef(np[row], static_cast<T>(center), one_sided);
-      scale_span(op + row * n + begin, gp + row * n + begin, end - begin, coef);
+      coef[row] = upstream * row_weight * penalty_coef(np[row], static_cast<T>(center), one_sided);
+    }
+    cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
+      scale_rows<false>(op + row * n + begin, gp + row * n + begin, coef.data() + row, count, n, len);
     });
   });
   return out;
