@@ -60,6 +60,7 @@ std::tuple<at::Tensor, at::Tensor> call_grad2(const at::Tensor& ddx, const at::T
 // The bias gradient: `t` summed over every dimension but `dim`.
 at::Tensor sum_to_bias(const at::Tensor& t, int64_t dim) {
   if (t.dim() == 1) return t.clone();
+  if (dim < 0) dim += t.dim();
   std::vector<int64_t> dims;
   for (int64_t d = 0; d < t.dim(); ++d)
     if (d != dim) dims.push_back(d);

@@ -239,6 +239,23 @@ def test_grad_op_is_differentiable_on_its_own(namespace, act):
                                         (dy, x, b))
 
 
+@pytest.mark.parametrize("namespace", cpu_namespaces())
+@pytest.mark.parametrize("act", ["silu", "tanh"])
+def test_direct_op_call_with_a_negative_dim_to_the_second_order(namespace, act):
+    # The front end passes dim >= 0; a direct op call may not, and the bias sums of its
+    # backward and double backward still run over every dimension but dim.
+    ops = getattr(torch.ops, namespace)
+    from fastgan.ops.bias_act import _ACTS
+
+    act_id, alpha = _ACTS[act]
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 2, 4, dtype=torch.float64, generator=g).requires_grad_()
+    b = torch.randn(4, dtype=torch.float64, generator=g).requires_grad_()
+    fn = lambda x_, b_: ops.bias_act(x_, b_, act_id, alpha, 1.5, -1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
 @pytest.mark.parametrize("act,alpha,gain", GRADCHECK_CASES)
 def test_python_and_cpp_agree_on_the_saved_tensor(act, alpha, gain):
     # _ref_is_y (Python: the Triton autograd) mirrors can_ref_y (C++): the C++ op takes

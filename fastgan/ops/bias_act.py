@@ -68,7 +68,7 @@ def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
     """The bias gradient: `t` summed over every dimension but `dim`."""
     if t.ndim == 1:
         return t.clone()
-    return t.sum(dim=[d for d in range(t.ndim) if d != dim])
+    return t.sum(dim=[d for d in range(t.ndim) if d != dim % t.ndim])
 
 
 # ---- autograd of the Triton ops (the C++ ops': csrc/bias_act_autograd.cpp, same logic) ----
@@ -261,7 +261,7 @@ def _bias_act_grad_triton(dy: torch.Tensor, x: Optional[torch.Tensor], b: Option
     from ..kernels import bias_act as kernels
 
     dx = kernels.backward(dy, x, b, y, act, alpha, gain, dim)
-    return dx, (_sum_to_bias(dx, dim % dx.dim()) if need_db else dx.new_empty(0))
+    return dx, (_sum_to_bias(dx, dim) if need_db else dx.new_empty(0))
 
 
 @triton_op("bias_act_grad2", _check_grad2)
