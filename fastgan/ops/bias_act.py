@@ -351,7 +351,8 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
             ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"``.
 
     Returns ``y`` of x's shape, dtype and (dense) layout. Differentiable twice with
-    fused kernels: the backward is one kernel (plus the bias reduction), the double
+    fused kernels: the backward is one op call (on the CPU one pass that sums the
+    bias gradient too; on CUDA a kernel and the bias reduction), the double
     backward of relu/lrelu is one call of the same mask kernel, that of
     tanh/sigmoid/silu/elu one fused kernel. relu, lrelu, tanh and sigmoid save only
     ``y`` for the backward. No host synchronisation: usable in CUDA-graph capture.
