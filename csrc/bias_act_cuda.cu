@@ -1,9 +1,9 @@
 // CUDA kernels of the fused bias + activation op: bias_act, bias_act_grad and
 // bias_act_grad2, one launch each, plus a reduction for bias_act_grad's bias gradient
-// (math in bias_act_math.h, layout and checks in bias_act_host.h). One elementwise kernel template serves all three: each thread
-// moves 16-byte vectors of every input and output, and finds the bias of the
-// vector's elements with one division (a cursor then steps through channels), so
-// NCHW, channels-last and (B, C) run at the same speed.
+// (math in bias_act_math.h, layout and checks in bias_act_host.h). One elementwise
+// kernel template serves all three: each thread moves 16-byte vectors of every input
+// and output, and finds the bias of the vector's elements with one division (a cursor
+// then steps through channels), so NCHW, channels-last and (B, C) run at the same speed.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/sum.h>
 #include <c10/cuda/CUDAException.h>

@@ -87,7 +87,8 @@ FASTGAN_CPU_CLONES void scale_rows(scalar_t* __restrict__ out, const scalar_t* _
   using T = acc_t<scalar_t>;
   for (int64_t r = 0; r < rows; ++r) {
     const T c = COMPLEMENT ? T(1) - coef[r] : coef[r];
-    for (int64_t j = 0; j < len; ++j) out[r * stride + j] = static_cast<scalar_t>(c * static_cast<T>(x[r * stride + j]));
+    for (int64_t j = 0; j < len; ++j)
+      out[r * stride + j] = static_cast<scalar_t>(c * static_cast<T>(x[r * stride + j]));
   }
 }
 

@@ -235,8 +235,8 @@ def test_grad_op_is_differentiable_on_its_own(namespace, act):
     else:  # ref = z = x + b
         x = torch.randn(3, 4, dtype=torch.float64, generator=g).requires_grad_()
         b = torch.randn(4, dtype=torch.float64, generator=g).requires_grad_()
-        assert torch.autograd.gradcheck(lambda d, x_, b_: ops.bias_act_grad(d, x_, b_, None, act_id, alpha, 1.5, 1, True),
-                                        (dy, x, b))
+        assert torch.autograd.gradcheck(
+            lambda d, x_, b_: ops.bias_act_grad(d, x_, b_, None, act_id, alpha, 1.5, 1, True), (dy, x, b))
 
 
 @pytest.mark.parametrize("namespace", cpu_namespaces())
