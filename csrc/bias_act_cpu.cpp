@@ -92,33 +92,24 @@ FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_
 // element looks its channel up by division.
 template <typename Span>
 void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span, int64_t block = kCpuChunk) {
-  const int64_t n = layout.n, inner = layout.inner, channels = layout.channels;
-  const int64_t blocks = (n + block - 1) / block;
-  auto run = [&](int64_t first, int64_t last) {
-    for (int64_t k = first; k < last; ++k) {
-      const int64_t begin = k * block, end = std::min(n, begin + block);
-      if (!by_channel) {
-        span(begin, end - begin, int64_t{0}, std::integral_constant<int, kNoBias>{});
-      } else if (inner == 1) {
-        for (int64_t o = begin; o < end;) {
-          const int64_t c = o % channels, len = std::min(channels - c, end - o);
-          span(o, len, c, std::integral_constant<int, kElementBias>{});
-          o += len;
-        }
-      } else {
-        for (int64_t o = begin; o < end;) {
-          const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
-          span(o, len, q % channels, std::integral_constant<int, kSpanBias>{});
-          o += len;
-        }
+  const int64_t inner = layout.inner, channels = layout.channels;
+  cpu_for_each_chunk({layout.n}, [&](int64_t, int64_t begin, int64_t end) {
+    if (!by_channel) {
+      span(begin, end - begin, int64_t{0}, std::integral_constant<int, kNoBias>{});
+    } else if (inner == 1) {
+      for (int64_t o = begin; o < end;) {
+        const int64_t c = o % channels, len = std::min(channels - c, end - o);
+        span(o, len, c, std::integral_constant<int, kElementBias>{});
+        o += len;
+      }
+    } else {
+      for (int64_t o = begin; o < end;) {
+        const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
+        span(o, len, q % channels, std::integral_constant<int, kSpanBias>{});
+        o += len;
       }
     }
-  };
-  if (blocks <= 1) {
-    run(0, blocks);  // one block's work: waking the thread pool costs more than it saves
-  } else {
-    at::parallel_for(0, blocks, 1, run);
-  }
+  }, block);
 }
 
 // Elements per block of bias_act_grad's pass: kCpuChunk, or more where the per-block
@@ -155,10 +146,13 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
   const int64_t channels = l.layout.channels, block = grad_block(l.layout.n, channels, need_db);
   const int64_t blocks = (l.layout.n + block - 1) / block;
   // Per block, per channel sums of dx: added up in block order, so db does not depend on the thread count.
+  if (l.layout.n == 0) {
+    if (need_db) l.out2.zero_();
+    return {l.out, l.out2};
+  }
   std::vector<double> block_sums(need_db ? blocks * channels : 0, 0.0);
   double* acc = need_db ? block_sums.data() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "bias_act_grad_cpu", [&] {
-    if (l.layout.n == 0) return;
     const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
     scalar_t* dx = l.out.data_ptr<scalar_t>();
     const scalar_t* dy0 = l.in0.data_ptr<scalar_t>();
@@ -198,7 +192,6 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
       }
     }
   });
-  if (need_db && l.layout.n == 0) l.out2.zero_();
   return {l.out, l.out2};
 }
 

@@ -22,17 +22,17 @@ namespace fastgan {
 constexpr int64_t kCpuChunk = 1 << 15;
 
 // fn(tensor index, begin, end) is called on disjoint element ranges covering
-// [0, numels[i]) for every tensor i.
+// [0, numels[i]) for every tensor i: the pieces of `chunk` elements each tensor is cut into.
 template <typename Fn>
-void cpu_for_each_chunk(const std::vector<int64_t>& numels, const Fn& fn) {
+void cpu_for_each_chunk(const std::vector<int64_t>& numels, const Fn& fn, int64_t chunk = kCpuChunk) {
   std::vector<int64_t> chunk_start(numels.size() + 1, 0);
   int64_t elements = 0;
   for (size_t i = 0; i < numels.size(); ++i) {
-    chunk_start[i + 1] = chunk_start[i] + (numels[i] + kCpuChunk - 1) / kCpuChunk;
+    chunk_start[i + 1] = chunk_start[i] + (numels[i] + chunk - 1) / chunk;
     elements += numels[i];
   }
   const int64_t total = chunk_start.back();
-  if (elements <= kCpuChunk) {  // one chunk's work: waking the thread pool costs more than it saves
+  if (elements <= chunk) {  // one chunk's work: waking the thread pool costs more than it saves
     for (size_t i = 0; i < numels.size(); ++i)
       if (numels[i] > 0) fn(static_cast<int64_t>(i), 0, numels[i]);
     return;
@@ -40,8 +40,8 @@ void cpu_for_each_chunk(const std::vector<int64_t>& numels, const Fn& fn) {
   at::parallel_for(0, total, 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       const auto t = std::upper_bound(chunk_start.begin(), chunk_start.end(), c) - chunk_start.begin() - 1;
-      const int64_t begin = (c - chunk_start[t]) * kCpuChunk;
-      fn(static_cast<int64_t>(t), begin, std::min(begin + kCpuChunk, numels[t]));
+      const int64_t begin = (c - chunk_start[t]) * chunk;
+      fn(static_cast<int64_t>(t), begin, std::min(begin + chunk, numels[t]));
     }
   });
 }
