@@ -5,6 +5,7 @@
 // Math in bias_act_math.h; layouts and checks in bias_act_host.h.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -19,62 +20,79 @@ namespace {
 
 // How an element span finds its channel (its bias, its share of the bias gradient):
 // no channel structure, one channel for the whole span, or one per element
-// (consecutive channels: inner == 1, e.g. (B, C) or channels-last).
+// (consecutive channels: inner == 1, e.g. (B, C) or channels-last), the bias
+// restarting at each row of `row` elements, so that one call covers many short rows.
 enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2 };
 
-template <int BIAS, typename scalar_t>
-FASTGAN_MATH_HD acc_t<scalar_t> bias_at(const scalar_t* __restrict__ b, acc_t<scalar_t> span_bias, int64_t j) {
-  if (BIAS == kElementBias) return static_cast<acc_t<scalar_t>>(b[j]);
-  return span_bias;
+// body(j, bias of element j) for j in [0, n): b[j % row] for kElementBias (a loop
+// over rows, each of which vectorises), b[0] for kSpanBias, 0 for kNoBias. Always
+// inlined: it is compiled as part of each kernel's ISA clones.
+template <int BIAS, typename T, typename scalar_t, typename Body>
+__attribute__((always_inline)) inline void for_each_element(int64_t n, int64_t row, const scalar_t* __restrict__ b,
+                                                            const Body& body) {
+  if constexpr (BIAS == kElementBias) {
+    for (int64_t r = 0; r < n; r += row) {
+      const int64_t m = std::min(row, n - r);
+      for (int64_t k = 0; k < m; ++k) body(r + k, static_cast<T>(b[k]));
+    }
+  } else {
+    const T bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
+    for (int64_t j = 0; j < n; ++j) body(j, bias);
+  }
 }
 
 template <int ACT, int BIAS, typename scalar_t>
 FASTGAN_CPU_CLONES void forward_span(scalar_t* __restrict__ y, const scalar_t* __restrict__ x,
-                                     const scalar_t* __restrict__ b, int64_t n, const Params<acc_t<scalar_t>> p) {
+                                     const scalar_t* __restrict__ b, int64_t n, int64_t row,
+                                     const Params<acc_t<scalar_t>> p) {
   using T = acc_t<scalar_t>;
-  const T span_bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
-  for (int64_t j = 0; j < n; ++j)
-    y[j] = static_cast<scalar_t>(forward_element<ACT>(static_cast<T>(x[j]), bias_at<BIAS>(b, span_bias, j), p));
+  for_each_element<BIAS, T>(n, row, b, [&](int64_t j, T bias) {
+    y[j] = static_cast<scalar_t>(forward_element<ACT>(static_cast<T>(x[j]), bias, p));
+  });
 }
 
-// dy advances by dy_step: 1, or 0 for a gradient broadcast from one value (GCC's
-// stride versioning keeps the step-1 loop vectorised).
+// dy advances by dy_step: 1, or 0 for a gradient broadcast from one value (the
+// loop is unswitched on it, and both versions vectorise).
 template <int ACT, bool FROM_Y, int BIAS, typename scalar_t>
 FASTGAN_CPU_CLONES void grad_span(scalar_t* __restrict__ dx, const scalar_t* __restrict__ dy, int64_t dy_step,
                                   const scalar_t* __restrict__ ref, const scalar_t* __restrict__ b, int64_t n,
-                                  const Params<acc_t<scalar_t>> p) {
+                                  int64_t row, const Params<acc_t<scalar_t>> p) {
   using T = acc_t<scalar_t>;
-  const T span_bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
-  for (int64_t j = 0; j < n; ++j) {
+  const T dy0 = static_cast<T>(dy[0]);
+  for_each_element<BIAS, T>(n, row, b, [&](int64_t j, T bias) {
     const T r = ACT == kLinear ? T(0) : static_cast<T>(ref[j]);
-    dx[j] = static_cast<scalar_t>(
-        grad_element<ACT, FROM_Y>(static_cast<T>(dy[j * dy_step]), r, bias_at<BIAS>(b, span_bias, j), p));
-  }
+    const T g = dy_step == 0 ? dy0 : static_cast<T>(dy[j]);
+    dx[j] = static_cast<scalar_t>(grad_element<ACT, FROM_Y>(g, r, bias, p));
+  });
 }
 
 template <int ACT, bool FROM_Y, int BIAS, bool NEED_DDY, typename scalar_t>
 FASTGAN_CPU_CLONES void grad2_span(scalar_t* __restrict__ d_dy, scalar_t* __restrict__ d_ref,
                                    const scalar_t* __restrict__ ddx, const scalar_t* __restrict__ dy,
                                    const scalar_t* __restrict__ ref, const scalar_t* __restrict__ b, int64_t n,
-                                   const Params<acc_t<scalar_t>> p) {
+                                   int64_t row, const Params<acc_t<scalar_t>> p) {
   using T = acc_t<scalar_t>;
-  const T span_bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
-  for (int64_t j = 0; j < n; ++j) {
+  for_each_element<BIAS, T>(n, row, b, [&](int64_t j, T bias) {
     T a, r;
-    grad2_element<ACT, FROM_Y>(static_cast<T>(ddx[j]), static_cast<T>(dy[j]), static_cast<T>(ref[j]),
-                               bias_at<BIAS>(b, span_bias, j), p, a, r);
+    grad2_element<ACT, FROM_Y>(static_cast<T>(ddx[j]), static_cast<T>(dy[j]), static_cast<T>(ref[j]), bias, p, a,
+                               r);
     if (NEED_DDY) d_dy[j] = static_cast<scalar_t>(a);
     d_ref[j] = static_cast<scalar_t>(r);
-  }
+  });
 }
 
-// Adds dx's n elements to the bias gradient's sums: acc[j] += dx[j] over consecutive
-// channels (kElementBias), acc[0] += sum(dx) within one channel (kSpanBias). The sums
-// are of the stored (rounded) dx, in double, so db is dx summed whatever the dtype.
+// Adds dx's n elements to the bias gradient's sums: acc[j % row] += dx[j] over
+// consecutive channels (kElementBias), acc[0] += sum(dx) within one channel
+// (kSpanBias). The sums are of the stored (rounded) dx, in double, so db is dx summed
+// whatever the dtype.
 template <int MODE, typename scalar_t>
-FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_t* __restrict__ dx, int64_t n) {
+FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_t* __restrict__ dx, int64_t n,
+                                         int64_t row) {
   if constexpr (MODE == kElementBias) {
-    for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(dx[j]);
+    for (int64_t r = 0; r < n; r += row) {
+      const int64_t m = std::min(row, n - r);
+      for (int64_t k = 0; k < m; ++k) acc[k] += static_cast<double>(dx[r + k]);
+    }
   } else {
     double s[4] = {0, 0, 0, 0};
     int64_t j = 0;
@@ -88,8 +106,10 @@ FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_
 // Runs span(offset, length, channel, BiasMode) over all n elements in blocks of
 // `block` elements shared among threads; a span stays inside its block, o / block.
 // Without `by_channel` a span is a whole block (kNoBias); with it, a span covers one
-// channel (kSpanBias) or consecutive channels from `channel` on (kElementBias), so no
-// element looks its channel up by division.
+// channel (kSpanBias), or consecutive channels from `channel` on (kElementBias): the
+// rest of a row, then the block's whole rows and a part of the next in one span
+// (channel 0), which the kernels walk row by row, so no element looks its channel
+// up by division and short rows cost no call each.
 template <typename Span>
 void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span, int64_t block = kCpuChunk) {
   const int64_t inner = layout.inner, channels = layout.channels;
@@ -97,11 +117,10 @@ void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span, 
     if (!by_channel) {
       span(begin, end - begin, int64_t{0}, std::integral_constant<int, kNoBias>{});
     } else if (inner == 1) {
-      for (int64_t o = begin; o < end;) {
-        const int64_t c = o % channels, len = std::min(channels - c, end - o);
-        span(o, len, c, std::integral_constant<int, kElementBias>{});
-        o += len;
-      }
+      const int64_t c = begin % channels, head = c == 0 ? 0 : std::min(channels - c, end - begin);
+      if (head > 0) span(begin, head, c, std::integral_constant<int, kElementBias>{});
+      if (begin + head < end)
+        span(begin + head, end - begin - head, int64_t{0}, std::integral_constant<int, kElementBias>{});
     } else {
       for (int64_t o = begin; o < end;) {
         const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
@@ -131,7 +150,8 @@ at::Tensor bias_act_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& b,
     dispatch_act(static_cast<int>(act), [&](auto a) {
       const scalar_t* b = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
       for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
-        forward_span<decltype(a)::value, decltype(mode)::value>(y + o, xp + o, b == nullptr ? b : b + c, len, p);
+        forward_span<decltype(a)::value, decltype(mode)::value>(y + o, xp + o, b == nullptr ? b : b + c, len,
+                                                                 l.layout.channels, p);
       });
     });
   });
@@ -150,7 +170,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
     if (need_db) l.out2.zero_();
     return {l.out, l.out2};
   }
-  std::vector<double> block_sums(need_db ? blocks * channels : 0, 0.0);
+  c10::SmallVector<double, 512> block_sums(need_db ? blocks * channels : 0, 0.0);
   double* acc = need_db ? block_sums.data() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "bias_act_grad_cpu", [&] {
     const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
@@ -168,14 +188,14 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
           const scalar_t* r = ACT == kLinear ? ref : ref + o;
           const scalar_t* dyp = dy0 + o * dy_step;
           if constexpr (FROM_Y || ACT == kLinear) {
-            grad_span<ACT, FROM_Y, kNoBias>(dx + o, dyp, dy_step, r, bias, len, p);
+            grad_span<ACT, FROM_Y, kNoBias>(dx + o, dyp, dy_step, r, bias, len, channels, p);
           } else if (bias != nullptr) {
-            grad_span<ACT, false, MODE>(dx + o, dyp, dy_step, r, bias + c, len, p);
+            grad_span<ACT, false, MODE>(dx + o, dyp, dy_step, r, bias + c, len, channels, p);
           } else {
-            grad_span<ACT, false, kNoBias>(dx + o, dyp, dy_step, r, bias, len, p);
+            grad_span<ACT, false, kNoBias>(dx + o, dyp, dy_step, r, bias, len, channels, p);
           }
           if constexpr (MODE != kNoBias)
-            if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / block) * channels + c, dx + o, len);
+            if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / block) * channels + c, dx + o, len, channels);
         }, block);
       };
       if constexpr (ACT == kRelu || ACT == kLrelu || ACT == kTanh || ACT == kSigmoid) {
@@ -218,14 +238,16 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, con
             if constexpr (ACT == kTanh || ACT == kSigmoid) {
               for_each_span(l.layout, false, [&](int64_t o, int64_t len, int64_t, auto) {
                 grad2_span<ACT, true, kNoBias, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o, dyp + o,
-                                                     ref + o, static_cast<const scalar_t*>(nullptr), len, p);
+                                                     ref + o, static_cast<const scalar_t*>(nullptr), len,
+                                                     l.layout.channels, p);
               });
             }
           } else {
             const scalar_t* b = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
             for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
               grad2_span<ACT, false, decltype(mode)::value, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o,
-                                                                   dyp + o, ref + o, b == nullptr ? b : b + c, len, p);
+                                                                   dyp + o, ref + o, b == nullptr ? b : b + c, len,
+                                                                   l.layout.channels, p);
             });
           }
         };

@@ -169,6 +169,37 @@ def test_grad_op_sums_the_bias_gradient(namespace, shape, dim):
     assert no_db.numel() == 0
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (1000, 37), (300, 130), (2, 3, 50000)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_kernels_over_runs_of_rows(shape, threads):
+    # (B, C) and channels-last-like layouts (dim = last) walk a run of whole rows per
+    # kernel call, after the rest of a row a CPU chunk starts in; C = 37 and 130 do not
+    # divide the chunk, so chunks start mid-row. All three kernels, with the bias used
+    # by each (silu takes f' from z = x + b), against the eager reference.
+    dim = len(shape) - 1
+    g = torch.Generator().manual_seed(11)
+    x, dy, ddx = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
+    b = torch.randn(shape[dim], generator=g, dtype=torch.float64)
+    ops = torch.ops.fastgan
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        y = ops.bias_act(x, b, 5, 0.0, 1.3, dim)
+        dx, db = ops.bias_act_grad(dy, x, b, None, 5, 0.0, 1.3, dim, True)
+        d_dy, d_ref = ops.bias_act_grad2(ddx, dy, x, b, None, 5, 0.0, 1.3, dim, True)
+    finally:
+        torch.set_num_threads(previous)
+    xr, br, dyr = x.clone().requires_grad_(True), b.clone().requires_grad_(True), dy.clone().requires_grad_(True)
+    yr = reference.bias_act(xr, br, "silu", None, 1.3, dim)
+    torch.testing.assert_close(y, yr.detach())
+    dxr, dbr = torch.autograd.grad(yr, (xr, br), dyr, create_graph=True)
+    torch.testing.assert_close(dx, dxr.detach())
+    torch.testing.assert_close(db, dbr.detach())
+    d_dyr, d_xr = torch.autograd.grad(dxr, (dyr, xr), ddx)
+    torch.testing.assert_close(d_dy, d_dyr)
+    torch.testing.assert_close(d_ref, d_xr)
+
+
 @pytest.mark.parametrize("namespace", cpu_namespaces())
 @pytest.mark.parametrize("act", ["lrelu", "silu"])
 @pytest.mark.parametrize("shape,dim", [((64, 32), 1), ((3, 8, 5, 5), 1), ((700, 64), 0), ((9,), 0), ((), 0)])
