@@ -54,8 +54,8 @@ auto call_in_backward(const Call& call) {
 class SavedValues {
  public:
   c10::IValue& operator[](const char* key) {
-    for (auto& item : items_)
-      if (std::strcmp(item.first, key) == 0) return item.second;
+    for (auto& item : items_)  // keys are literals: mostly the same pointer, or a different first letter
+      if (item.first == key || (item.first[0] == key[0] && std::strcmp(item.first, key) == 0)) return item.second;
     items_.emplace_back(key, c10::IValue());
     return items_.back().second;
   }
@@ -78,11 +78,25 @@ class FusedContext {
   // Whether backward receives zeros (true, the default) or undefined tensors for
   // outputs that got no gradient.
   void set_materialize_grads(bool value) { materialize_grads_ = value; }
-  // The saved tensors, checked against in-place modification since forward.
+  // The saved tensors, checked against in-place modification since forward. A
+  // first-order backward (no graph is built) reads a saved output's data as saved,
+  // without the new autograd wrapper SavedVariable::unpack makes for it; any other
+  // case (a double backward, saved-tensor hooks, a modified or released tensor)
+  // goes through unpack, with its errors.
   variable_list get_saved_variables() const {
     variable_list out;
     out.reserve(saved_.size());
-    for (const auto& s : saved_) out.push_back(s.unpack(node_->getptr()));
+    const bool first_order = !at::GradMode::is_enabled();
+    for (size_t i = 0; i < saved_.size(); ++i) {
+      if (first_order) {
+        std::optional<at::Tensor> data = saved_[i].get_raw_data();
+        if (data.has_value() && data->defined() && data->_version() == saved_versions_[i]) {
+          out.push_back(*std::move(data));
+          continue;
+        }
+      }
+      out.push_back(saved_[i].unpack(node_->getptr()));
+    }
     return out;
   }
   // Whether the gradient of the i-th tensor input (counting present tensors only) is needed.
@@ -102,6 +116,7 @@ class FusedContext {
 
   variable_list to_save_;
   std::vector<torch::autograd::SavedVariable> saved_;
+  c10::SmallVector<uint32_t, 4> saved_versions_;  // of each saved tensor when saved
   c10::SmallVector<const at::TensorImpl*, 2> non_differentiable_;
   bool materialize_grads_ = true;
   torch::autograd::Node* node_ = nullptr;
@@ -122,11 +137,14 @@ struct FusedNode final : torch::autograd::Node {
     variable_list per_arg = T::backward(&ctx, std::move(grads));
     TORCH_CHECK(per_arg.size() >= num_args, name(), " returned ", per_arg.size(), " gradients for ", num_args,
                 " arguments");
-    variable_list out;
-    out.reserve(num_outputs());
+    size_t edge = 0;  // the gradients of present tensor arguments, moved to the front in order
     for (size_t i = 0; i < num_args; ++i)
-      if ((tensor_args >> i) & 1) out.push_back(std::move(per_arg[i]));
-    return out;
+      if ((tensor_args >> i) & 1) {
+        if (edge != i) per_arg[edge] = std::move(per_arg[i]);
+        ++edge;
+      }
+    per_arg.resize(edge);
+    return per_arg;
   }
 
   void release_variables() override {
@@ -144,21 +162,27 @@ struct FusedFunction {
     static_assert(sizeof...(Args) <= 64, "FusedFunction: at most 64 arguments");
     if (const auto& functorch_tls = at::functorch::functorchTLSAccessor())
       functorch_tls->checkSupportsCppAutogradFunction();
-    variable_list inputs;
-    inputs.reserve(sizeof...(Args));
+    Inputs inputs;  // the present tensor arguments, borrowed
     uint64_t tensor_args = 0;
     size_t index = 0;
     (collect(inputs, tensor_args, index++, args), ...);
-    for (const auto& t : inputs)
-      TORCH_CHECK(!torch::autograd::isFwGradDefined(t), c10::demangle_type<T>(),
+    bool requires_grad = false;
+    for (const at::Tensor* t : inputs) {
+      TORCH_CHECK(!torch::autograd::isFwGradDefined(*t), c10::demangle_type<T>(),
                   ": forward-mode AD is not implemented for fastgan ops");
+      requires_grad = requires_grad || (t->defined() && t->requires_grad());
+    }
 
     FusedContext no_graph;
     FusedContext* ctx = &no_graph;
     decltype(make_node()) node;
-    if (at::GradMode::is_enabled() && torch::autograd::any_variable_requires_grad(inputs)) {
+    if (requires_grad && at::GradMode::is_enabled()) {
       node = make_node();
-      node->set_next_edges(torch::autograd::collect_next_edges(inputs));
+      torch::autograd::edge_list edges;
+      edges.reserve(inputs.size());
+      for (const at::Tensor* t : inputs)
+        edges.push_back(t->defined() ? torch::autograd::impl::gradient_edge(*t) : torch::autograd::Edge());
+      node->set_next_edges(std::move(edges));
       node->tensor_args = tensor_args;
       node->num_args = sizeof...(Args);
       ctx = &node->ctx;
@@ -176,8 +200,10 @@ struct FusedFunction {
       }
       auto& saved = node->ctx.saved_;
       saved.reserve(node->ctx.to_save_.size());
-      for (const auto& t : node->ctx.to_save_)
+      for (const auto& t : node->ctx.to_save_) {
         saved.emplace_back(t, /*is_output=*/t.defined() && t.grad_fn().get() == node.get());
+        node->ctx.saved_versions_.push_back(t.defined() ? t._version() : 0);
+      }
       node->ctx.to_save_.clear();
     }
     return outputs;
@@ -193,26 +219,28 @@ struct FusedFunction {
     }
   }
 
-  static void collect(variable_list& inputs, uint64_t& mask, size_t index, const at::Tensor& t) {
+  using Inputs = c10::SmallVector<const at::Tensor*, 8>;
+
+  static void collect(Inputs& inputs, uint64_t& mask, size_t index, const at::Tensor& t) {
     mask |= uint64_t{1} << index;
-    inputs.push_back(t);
+    inputs.push_back(&t);
   }
-  static void collect(variable_list& inputs, uint64_t& mask, size_t index, const std::optional<at::Tensor>& t) {
+  static void collect(Inputs& inputs, uint64_t& mask, size_t index, const std::optional<at::Tensor>& t) {
     if (!t.has_value() || !t->defined()) return;
     mask |= uint64_t{1} << index;
-    inputs.push_back(*t);
+    inputs.push_back(&*t);
   }
   template <class Other>
-  static void collect(variable_list&, uint64_t&, size_t, const Other&) {}
+  static void collect(Inputs&, uint64_t&, size_t, const Other&) {}
 
-  static void attach(FusedNode<T>& node, const variable_list& inputs, at::Tensor& out) {
+  static void attach(FusedNode<T>& node, const Inputs& inputs, at::Tensor& out) {
     if (!out.defined() || node.ctx.is_non_differentiable(out) ||
         !torch::autograd::isDifferentiableType(out.scalar_type())) {
       node.add_input_metadata(torch::autograd::Node::undefined_input());
       return;
     }
-    for (const auto& t : inputs)
-      TORCH_INTERNAL_ASSERT(!t.is_same(out), c10::demangle_type<T>(),
+    for (const at::Tensor* t : inputs)
+      TORCH_INTERNAL_ASSERT(!t->is_same(out), c10::demangle_type<T>(),
                             ": an output aliases an input");
     torch::autograd::set_history(out, node.getptr());
   }
