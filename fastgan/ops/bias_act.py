@@ -357,28 +357,20 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
     tanh/sigmoid/silu/elu one fused kernel. relu, lrelu, tanh and sigmoid save only
     ``y`` for the backward. No host synchronisation: usable in CUDA-graph capture.
     """
-    y = _fused_bias_act(x, bias, act, alpha, gain, dim, backend)
-    if y is not None:
-        return y
+    # The common call goes straight to the fused op (float alpha and gain, a known act,
+    # dim >= 0). The ops check the tensors themselves (csrc/bias_act_host.h, the Triton
+    # op's checks), so _check_args, whose errors name the user's argument, runs only
+    # when this path declines or the op refuses: off the hot path.
+    spec = _ACTS.get(act) if type(act) is str else None
+    if spec is not None and type(dim) is int and dim >= 0 and type(gain) is float and isinstance(x, torch.Tensor):
+        a = spec[1] if alpha is None else alpha
+        if type(a) is float and math.isfinite(a) and math.isfinite(gain):
+            try:  # a BackendError too: _check_args names a bad argument before the backend refuses
+                impl = _BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
+                if impl is not _reference:
+                    return impl(x, bias, spec[0], a, gain, dim)
+            except (RuntimeError, TypeError, ValueError, IndexError):
+                pass
     b, act_id, alpha, gain, dim = _check_args(x, bias, act, alpha, gain, dim)
     impl = _BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
     return impl(x, b, act_id, alpha, gain, dim)
-
-
-def _fused_bias_act(x, bias, act, alpha, gain, dim, backend) -> Optional[torch.Tensor]:
-    """y straight from a fused op, or None when the call is not the common one (float
-    alpha and gain, a known act, dim >= 0) or the op refuses its arguments. The ops
-    check the tensors themselves (csrc/bias_act_host.h, the Triton op's checks), so
-    _check_args, whose errors name the user's argument, runs only when this returns
-    None: off the hot path."""
-    spec = _ACTS.get(act) if type(act) is str else None
-    if spec is None or type(dim) is not int or dim < 0 or type(gain) is not float or not isinstance(x, torch.Tensor):
-        return None
-    alpha = spec[1] if alpha is None else alpha
-    if type(alpha) is not float or not (math.isfinite(alpha) and math.isfinite(gain)):
-        return None
-    try:  # a BackendError too: _check_args names a bad argument before the backend refuses
-        impl = _BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
-        return None if impl is _reference else impl(x, bias, spec[0], alpha, gain, dim)
-    except (RuntimeError, TypeError, ValueError, IndexError):
-        return None
