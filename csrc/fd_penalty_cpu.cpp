@@ -4,7 +4,6 @@
 //   finite_difference_penalty_backward: (c q, -c q), both in one pass
 // Math in fd_penalty_math.h; autograd in fd_penalty_autograd.cpp.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
@@ -58,15 +57,6 @@ FASTGAN_CPU_CLONES void fd_grad_span(scalar_t* __restrict__ grad_p, scalar_t* __
   }
 }
 
-template <typename Fn>
-void cpu_for_each_chunk(int64_t n, const Fn& fn) {
-  if (n <= kCpuChunk) {  // one chunk's work: waking the thread pool costs more than it saves
-    fn(0, n);
-    return;
-  }
-  at::parallel_for(0, n, kCpuChunk, fn);
-}
-
 at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& noise, double sigma) {
   check_perturb_args(x, noise, sigma);
   auto [xs, ns] = batch_major_pair(x, noise);
@@ -76,7 +66,7 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& noise, double sigm
     const scalar_t* np = ns.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     const auto s = static_cast<acc_t<scalar_t>>(sigma);
-    cpu_for_each_chunk(xs.numel(), [&](int64_t begin, int64_t end) {
+    cpu_for_each_chunk({xs.numel()}, [&](int64_t, int64_t begin, int64_t end) {
       perturb_span(op + begin, xp + begin, np + begin, end - begin, s);
     });
   });
@@ -115,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> fd_penalty_backward_cpu(const at::Tensor& gra
     const scalar_t* op = o.data_ptr<scalar_t>();
     scalar_t* gp = need_perturbed ? grad_p.data_ptr<scalar_t>() : nullptr;
     scalar_t* go = need_outputs ? grad_o.data_ptr<scalar_t>() : nullptr;
-    cpu_for_each_chunk(p.numel(), [&](int64_t begin, int64_t end) {
+    cpu_for_each_chunk({p.numel()}, [&](int64_t, int64_t begin, int64_t end) {
       fd_grad_span(gp ? gp + begin : nullptr, go ? go + begin : nullptr, pp + begin, op + begin, end - begin, s, coef);
     });
   });

@@ -132,6 +132,20 @@ FASTGAN_CPU_CLONES void scale_span(const scalar_t* __restrict__ in, scalar_t* __
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<scalar_t>(g * static_cast<T>(in[j]));
 }
 
+// out[j] = g[j / len] * in[j] for j in [begin, end): each sample's saved gradient
+// scaled by its own loss gradient, a run of rows of `len` elements in one call.
+template <typename scalar_t>
+FASTGAN_CPU_CLONES void scale_rows(const scalar_t* __restrict__ in, scalar_t* __restrict__ out,
+                                   const scalar_t* __restrict__ g, int64_t begin, int64_t end, int64_t len) {
+  using T = acc_t<scalar_t>;
+  for (int64_t j = begin, b = begin / len; j < end; ++b) {
+    const int64_t stop = std::min(end, (b + 1) * len);
+    const T gb = static_cast<T>(g[b]);
+    for (int64_t k = j; k < stop; ++k) out[k] = static_cast<scalar_t>(gb * static_cast<T>(in[k]));
+    j = stop;
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vae_loss_backward_cpu(
     const at::Tensor& grad_loss, const at::Tensor& recon_grad, const at::Tensor& recon_logvar_grad,
     const at::Tensor& mu_grad, const at::Tensor& logvar_grad, int64_t reduction) {
@@ -149,12 +163,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vae_loss_backward_cpu
         scale_span(in + begin, out + begin, end - begin, static_cast<T>(*g));
         return;
       }
-      const int64_t len = numels[i] / p.rows;
-      for (int64_t j = begin; j < end;) {  // the pieces of this chunk within one sample
-        const int64_t b = j / len, stop = std::min(end, (b + 1) * len);
-        scale_span(in + j, out + j, stop - j, static_cast<T>(g[b]));
-        j = stop;
-      }
+      scale_rows(in, out, g, begin, end, numels[i] / p.rows);
     });
   });
   return {p.out[0], p.out[1], p.out[2], p.out[3]};

@@ -337,3 +337,21 @@ def test_bernoulli_vae_loss_captures_in_a_cuda_graph(backend):
     graph.replay()
     for got, want in zip(captured, step()):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_per_sample_backward_over_rows_split_among_chunks(threads):
+    # reduction "none": each sample's saved gradients scaled by its own loss gradient,
+    # with rows (200 and 7 elements) that CPU chunks of 2^15 elements cut mid-row.
+    g = torch.Generator().manual_seed(5)
+    grad = torch.randn(300, generator=g)
+    recon_grad, mu_grad, logvar_grad = (torch.randn(300, n, generator=g) for n in (200, 7, 7))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        out = torch.ops.fastgan.vae_loss_backward(grad, recon_grad, torch.empty(0), mu_grad, logvar_grad, 0)
+    finally:
+        torch.set_num_threads(previous)
+    for got, saved in zip((out[0], out[2], out[3]), (recon_grad, mu_grad, logvar_grad)):
+        torch.testing.assert_close(got, grad[:, None] * saved, rtol=0, atol=0)
+    assert out[1].numel() == 0
