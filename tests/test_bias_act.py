@@ -11,7 +11,7 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (assert_flash_close, capture_cuda_graph, cpu_namespaces, device_backend_pairs,
+from conftest import (assert_flash_close, capture_cuda_graph, cpu_backends, cpu_namespaces, device_backend_pairs,
                       requires_cuda)
 
 import fastgan
@@ -814,6 +814,22 @@ def test_benchmark_suite_runs(tmp_path):
 
 
 # ---- argument errors, named ----
+
+
+@pytest.mark.parametrize("backend", cpu_backends("cpu", "triton"))
+def test_negative_dim_takes_the_fused_path(backend):
+    # fuse_bias_act's modules pass dim=-1: the same op call as dim = ndim - 1, with the
+    # same values and gradients (and no detour through the front end's checks).
+    g = torch.Generator().manual_seed(4)
+    x, b = torch.randn(6, 5, 3, generator=g), torch.randn(3, generator=g)
+    grads = []
+    for dim in (2, -1):
+        xi, bi = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        y = bias_act(xi, bi, "silu", gain=1.3, dim=dim, backend=backend)
+        y.backward(torch.ones_like(y))
+        grads.append((y.detach(), xi.grad, bi.grad))
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
 
 
 def test_errors_name_the_argument():

@@ -358,11 +358,12 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
     ``y`` for the backward. No host synchronisation: usable in CUDA-graph capture.
     """
     # The common call goes straight to the fused op (float alpha and gain, a known act,
-    # dim >= 0). The ops check the tensors themselves (csrc/bias_act_host.h, the Triton
-    # op's checks), so _check_args, whose errors name the user's argument, runs only
-    # when this path declines or the op refuses: off the hot path.
+    # an int dim, negative too: fuse_bias_act's modules use -1). The ops check the
+    # tensors and dim themselves (csrc/bias_act_host.h, the Triton op's checks), so
+    # _check_args, whose errors name the user's argument, runs only when this path
+    # declines or the op refuses: off the hot path.
     spec = _ACTS.get(act) if type(act) is str else None
-    if spec is not None and type(dim) is int and dim >= 0 and type(gain) is float and isinstance(x, torch.Tensor):
+    if spec is not None and type(dim) is int and type(gain) is float and isinstance(x, torch.Tensor):
         a = spec[1] if alpha is None else alpha
         if type(a) is float and math.isfinite(a) and math.isfinite(gain):
             try:  # a BackendError too: _check_args names a bad argument before the backend refuses
