@@ -124,7 +124,8 @@ def match_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None
     """Make a loaded optimizer's groups and state fit ``capturable`` (a checkpoint keeps
     the mode of the run that wrote it, and ``load_state_dict`` restores its groups
     as saved): capturable groups hold their lr as a float32 tensor and their step
-    counters on the parameters' device; others a float lr and CPU step counters."""
+    counters on the parameters' device; others a float lr, and CPU step counters
+    unless the group is fused (torch's fused Adam counts on the parameters' device)."""
     for group in optimizer.param_groups:
         if "capturable" in group:
             group["capturable"] = capturable
@@ -136,8 +137,8 @@ def match_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None
             group["lr"] = value.reshape(())
         elif isinstance(lr, torch.Tensor):
             group["lr"] = float(lr)
+        on_device = capturable or bool(group.get("fused"))
         for p in group["params"]:
             step = optimizer.state.get(p, {}).get("step")
             if isinstance(step, torch.Tensor):
-                optimizer.state[p]["step"] = step.to(device=p.device if capturable else "cpu",
-                                                     dtype=torch.float32)
+                optimizer.state[p]["step"] = step.to(device=p.device if on_device else "cpu", dtype=torch.float32)

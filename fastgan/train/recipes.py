@@ -131,6 +131,16 @@ def _has_penalty(recipe: Recipe) -> bool:
     return bool(recipe.gp_weight) or bool(recipe.r1_gamma) or bool(recipe.r1_r2_gamma)
 
 
+def adam(module: nn.Module, lr, betas: Tuple[float, float], *, capturable: bool = False) -> torch.optim.Adam:
+    """torch.optim.Adam over `module`'s parameters, fused (one kernel for all of them:
+    at small sizes a step costs a third of the per-parameter loop's host time on a CPU,
+    and one launch instead of foreach's several per group on a GPU) where torch's fused
+    Adam runs (floating-point parameters on the CPU or CUDA), else torch's default."""
+    params = list(module.parameters())
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=betas, capturable=capturable, fused=True if fused else None)
+
+
 def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, capturable: bool = False,
                     backend: Optional[str] = None) -> Tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """(generator optimizer, critic optimizer) for `recipe`. ``capturable=True`` builds
@@ -148,8 +158,8 @@ def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, 
 
     g_lr, d_lr = lr_for(generator, recipe.lr), lr_for(critic, d_lr)
     if recipe.optimizer == "adam":
-        opt_g = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=recipe.betas, capturable=capturable)
-        opt_d = torch.optim.Adam(critic.parameters(), lr=d_lr, betas=d_betas, capturable=capturable)
+        opt_g = adam(generator, g_lr, recipe.betas, capturable=capturable)
+        opt_d = adam(critic, d_lr, d_betas, capturable=capturable)
     elif recipe.optimizer == "rmsprop":
         opt_g = torch.optim.RMSprop(generator.parameters(), lr=g_lr, capturable=capturable)
         if recipe.clip_value is not None:

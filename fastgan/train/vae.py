@@ -46,7 +46,7 @@ from .loop import (
     format_summary,
     restore_run,
 )
-from .recipes import linear_decay_lr, set_lr
+from .recipes import adam, linear_decay_lr, set_lr
 
 Stats = Dict[str, torch.Tensor]
 
@@ -220,7 +220,7 @@ def run_vae(config: TrainConfig, recipe: VaeRecipe, ranks: distributed.Ranks, *,
     nets = {k: v.to(device) for k, v in build_vae_models(config).items()}
     vae, disc = nets["vae"], nets.get("discriminator")
     modules = {"generator": vae, **({"critic": disc} if disc is not None else {})}
-    optimizers = {key: torch.optim.Adam(module.parameters(), lr=recipe.lr, betas=recipe.betas)
+    optimizers = {key: adam(module, recipe.lr, recipe.betas)
                   for key, module in (("opt_g", vae), ("opt_d", disc)) if module is not None}
     sampler = DataSampler(config.data, seed=config.seed, device=device)
     records: List[Dict[str, Any]] = []
