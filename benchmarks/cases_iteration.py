@@ -2,7 +2,7 @@
 step, the unit a GAN user waits for.
 
 Variants: ``eager`` — the iteration as plain PyTorch code writes it (autograd.grad for
-the penalty, torch.optim.Adam); ``fastgan`` — :class:`fastgan.train.iteration.TrainIteration`
+the penalty, torch.optim.Adam with its defaults); ``fastgan`` — :class:`fastgan.train.iteration.TrainIteration`
 uncaptured; on CUDA also ``eager+graph`` (the eager iteration recorded as one CUDA
 graph, capturable Adam) and ``fastgan+graph`` (TrainIteration(capture=True), the
 default of ``fastgan train --device cuda``); with compile peers (``--compile``, default on
@@ -61,6 +61,17 @@ def _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, gp_weight, cr
         p.requires_grad_(True)
 
 
+def _eager_optimizers(recipe, gen: nn.Module, critic: nn.Module, capturable: bool):
+    """(opt_g, opt_d) as a PyTorch user builds them: torch.optim.Adam with its defaults
+    (foreach on CUDA, the per-parameter loop on the CPU; capturable for a CUDA graph),
+    where fastgan's make_optimizers picks the fused Adam."""
+    assert recipe.optimizer == "adam" and recipe.reg_every == 1, "the eager iteration is written for Adam recipes"
+    lr = (lambda: torch.tensor(recipe.lr, device=next(critic.parameters()).device)) if capturable else \
+        (lambda: recipe.lr)
+    return tuple(torch.optim.Adam(m.parameters(), lr=lr(), betas=recipe.betas, capturable=capturable)
+                 for m in (gen, critic))
+
+
 def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, with_compile) -> Case:
     recipe = recipes.get_recipe("wgan-gp", data="8gaussians" if len(sample_shape) == 1 else "digits")
     data = torch.Generator().manual_seed(0)
@@ -68,13 +79,15 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, 
     capture = device.type == "cuda"
     variants = []
 
-    def build(graphed: bool):
+    def build(graphed: bool, eager: bool = False):
         torch.manual_seed(0)
         gen, critic = make_gen().to(device), make_critic().to(device)
+        if eager:
+            return (gen, critic) + _eager_optimizers(recipe, gen, critic, graphed)
         return (gen, critic) + recipes.make_optimizers(recipe, gen, critic, capturable=graphed)
 
     for graphed in ([False, True] if capture else [False]):
-        gen, critic, opt_g, opt_d = build(graphed)
+        gen, critic, opt_g, opt_d = build(graphed, eager=True)
         run = (lambda g, c, og, od: lambda batches: _eager_iteration(g, c, og, od, batches, latent_dim,
                                                                      recipe.gp_weight))(gen, critic, opt_g, opt_d)
         if graphed:
@@ -83,7 +96,7 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, 
                                                                      od.zero_grad(set_to_none=True)))(opt_g, opt_d))
         variants.append(Variant("eager+graph" if graphed else "eager", (lambda f: lambda: f(reals))(run)))
     if with_compile:
-        gen, critic, opt_g, opt_d = build(False)
+        gen, critic, opt_g, opt_d = build(False, eager=True)
         loss = torch.compile(_critic_loss, dynamic=False)  # one static graph per case
 
         def compiled():

@@ -21,12 +21,17 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from fastgan import models
 from fastgan.models import mlp_critic
+from fastgan.nn import fuse_bias_act
 from fastgan.ops import bias_act, clip_weights_, discriminator_loss, grad_norm_penalty, gradient_penalty, interpolate
 from fastgan.ops.bias_act import _ACTS
 from fastgan.ops.losses import DISCRIMINATOR_TERMS, REDUCTIONS
 from fastgan.optim import ClippedRMSprop
+from fastgan.train import recipes
+from fastgan.train.iteration import TrainIteration
 
+from .cases_iteration import _eager_iteration, _eager_optimizers
 from .harness import Case, Variant
 
 COPIES = 16
@@ -184,12 +189,42 @@ def _gradient_penalty_case(device, backend) -> Case:
     ])
 
 
+def _iteration_case(device, backend) -> Case:
+    """A whole WGAN-GP iteration (5 critic steps and a generator step, Adam) on a toy
+    2-16x3 MLP at B=8, where the time is nearly all host time: the uncaptured
+    iteration a small GAN runs on a GPU. eager: plain PyTorch with torch.optim.Adam's
+    defaults; fastgan: TrainIteration (fused loss and penalty, make_optimizers' fused
+    Adam); the fused-critic variant also runs the critic's bias and LeakyReLU through
+    bias_act (fuse_bias_act)."""
+    recipe = recipes.get_recipe("wgan-gp", data="8gaussians")
+    reals = torch.randn(recipe.n_critic, 8, 2, generator=torch.Generator().manual_seed(9)).to(device)
+
+    def build(fuse: bool, eager: bool = False):
+        torch.manual_seed(0)
+        gen, critic = models.mlp_generator(2, 2, 16, 3).to(device), mlp_critic(2, 16, 3).to(device)
+        if fuse:
+            critic = fuse_bias_act(critic, backend=backend)
+        if eager:
+            return (gen, critic) + _eager_optimizers(recipe, gen, critic, False)
+        return (gen, critic) + recipes.make_optimizers(recipe, gen, critic)
+
+    gen, critic, opt_g, opt_d = build(False, eager=True)
+    variants = [Variant("eager", lambda: _eager_iteration(gen, critic, opt_g, opt_d, reals, 2, recipe.gp_weight))]
+    for fuse in (False, True):
+        iteration = TrainIteration(recipe, *build(fuse), latent_dim=2, backend=backend)
+        variants.append(Variant(f"fastgan-{backend}" + (" fused critic" if fuse else ""),
+                                (lambda it: lambda: it(reals, 0))(iteration)))
+    return Case("overhead", "WGAN-GP iteration (5 critic steps + G), toy MLP 2-16x3, B=8", 0, variants,
+                info={"n_critic": recipe.n_critic, "batch": 8})
+
+
 def overhead_cases(device: torch.device, compile_peers: bool, sizes: str) -> List[Case]:
     """The host-overhead cases on `device` (CPU: the cpu backend; CUDA: cuda and triton),
     timed without a cache flush: a training loop's host code and data stay warm."""
     backends = ["cpu"] if device.type == "cpu" else ["cuda", "triton"]
     cases = []
-    for build in (_loss_case, _penalty_case, _bias_act_case, _clip_case, _rmsprop_case, _gradient_penalty_case):
+    for build in (_loss_case, _penalty_case, _bias_act_case, _clip_case, _rmsprop_case, _gradient_penalty_case,
+                  _iteration_case):
         case = build(device, backends[0])
         for backend in backends[1:]:
             case.variants += [v for v in build(device, backend).variants if v.name.startswith("fastgan")]
