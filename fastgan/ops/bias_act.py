@@ -362,16 +362,16 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
     # tensors and dim themselves (csrc/bias_act_host.h, the Triton op's checks), so
     # _check_args, whose errors name the user's argument, runs only when this path
     # declines or the op refuses: off the hot path.
-    spec = _ACTS.get(act) if type(act) is str else None
-    if spec is not None and type(dim) is int and type(gain) is float and isinstance(x, torch.Tensor):
-        a = spec[1] if alpha is None else alpha
-        if type(a) is float and math.isfinite(a) and math.isfinite(gain):
-            try:  # a BackendError too: _check_args names a bad argument before the backend refuses
+    try:  # a BackendError too: _check_args names a bad argument before the backend refuses
+        spec = _ACTS.get(act)
+        if spec is not None and type(dim) is int and type(gain) is float:
+            a = spec[1] if alpha is None else alpha
+            if type(a) is float and math.isfinite(a) and math.isfinite(gain):
                 impl = _BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
                 if impl is not _reference:
                     return impl(x, bias, spec[0], a, gain, dim)
-            except (RuntimeError, TypeError, ValueError, IndexError):
-                pass
+    except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
+        pass  # e.g. an unhashable act, an x without a device: _check_args names it
     b, act_id, alpha, gain, dim = _check_args(x, bias, act, alpha, gain, dim)
     impl = _BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
     return impl(x, b, act_id, alpha, gain, dim)
