@@ -9,7 +9,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "bias_act_host.h"
 #include "cpu_multi_tensor.h"
@@ -28,8 +27,7 @@ enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2 };
 // over rows, each of which vectorises), b[0] for kSpanBias, 0 for kNoBias. Always
 // inlined: it is compiled as part of each kernel's ISA clones.
 template <int BIAS, typename T, typename scalar_t, typename Body>
-__attribute__((always_inline)) inline void for_each_element(int64_t n, int64_t row, const scalar_t* __restrict__ b,
-                                                            const Body& body) {
+FASTGAN_MATH_HD void for_each_element(int64_t n, int64_t row, const scalar_t* __restrict__ b, const Body& body) {
   if constexpr (BIAS == kElementBias) {
     for (int64_t r = 0; r < n; r += row) {
       const int64_t m = std::min(row, n - r);
