@@ -24,10 +24,9 @@ namespace {
 enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2 };
 
 // body(j, bias of element j) for j in [0, n): b[j % row] for kElementBias (a loop
-// over rows, each of which vectorises), b[0] for kSpanBias, 0 for kNoBias. Always
-// inlined: it is compiled as part of each kernel's ISA clones.
+// over rows, each of which vectorises), b[0] for kSpanBias, 0 for kNoBias.
 template <int BIAS, typename T, typename scalar_t, typename Body>
-FASTGAN_MATH_HD void for_each_element(int64_t n, int64_t row, const scalar_t* __restrict__ b, const Body& body) {
+FASTGAN_CPU_INLINE void for_each_element(int64_t n, int64_t row, const scalar_t* __restrict__ b, const Body& body) {
   if constexpr (BIAS == kElementBias) {
     for (int64_t r = 0; r < n; r += row) {
       const int64_t m = std::min(row, n - r);
@@ -163,11 +162,11 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
   Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim, need_db, /*read_broadcast_dy=*/true);
   const int64_t channels = l.layout.channels, block = grad_block(l.layout.n, channels, need_db);
   const int64_t blocks = (l.layout.n + block - 1) / block;
-  // Per block, per channel sums of dx: added up in block order, so db does not depend on the thread count.
   if (l.layout.n == 0) {
     if (need_db) l.out2.zero_();
     return {l.out, l.out2};
   }
+  // Per block, per channel sums of dx: added up in block order, so db does not depend on the thread count.
   c10::SmallVector<double, 512> block_sums(need_db ? blocks * channels : 0, 0.0);
   double* acc = need_db ? block_sums.data() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "bias_act_grad_cpu", [&] {

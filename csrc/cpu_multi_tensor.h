@@ -17,6 +17,14 @@
 #define FASTGAN_CPU_CLONES
 #endif
 
+// A helper of such loops, always inlined so that it is compiled into each ISA clone
+// (a separate function would run the baseline ISA).
+#if defined(__GNUC__)
+#define FASTGAN_CPU_INLINE inline __attribute__((always_inline))
+#else
+#define FASTGAN_CPU_INLINE inline
+#endif
+
 namespace fastgan {
 
 constexpr int64_t kCpuChunk = 1 << 15;

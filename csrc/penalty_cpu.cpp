@@ -47,7 +47,7 @@ int64_t row_tiles(int64_t row_len) { return std::max<int64_t>(1, (row_len + kCpu
 
 // The sum of x's n squares, in double.
 template <typename scalar_t>
-inline __attribute__((always_inline)) double sum_squares(const scalar_t* __restrict__ x, int64_t n) {
+FASTGAN_CPU_INLINE double sum_squares(const scalar_t* __restrict__ x, int64_t n) {
   using T = acc_t<scalar_t>;
   constexpr int kLanes = 16;  // independent partial sums: vectorised, and a fixed summation order
   double total = 0.0;
