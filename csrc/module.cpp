@@ -1,7 +1,7 @@
 // The fastgan._C extension module: operator schemas and build information.
 //
 // Importing fastgan._C runs the static registrars of every kernel file; the
-// Python module itself holds one function, backend_env (no pybind11).
+// Python module itself holds two functions, backend_env and op_caller.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -11,6 +11,7 @@
 // setup.py in build/generated/ and included here only, so that a changed source
 // recompiles itself and this file rather than every file.
 #include "fastgan_source_hash.h"
+#include "op_caller.h"
 
 #ifndef FASTGAN_TORCH_VERSION
 #define FASTGAN_TORCH_VERSION "unknown"
@@ -30,6 +31,8 @@ PyObject* backend_env(PyObject*, PyObject*) {
 
 PyMethodDef module_methods[] = {
     {"backend_env", backend_env, METH_NOARGS, "$FASTGAN_BACKEND, or None when unset or empty."},
+    {"op_caller", fastgan::make_op_caller, METH_VARARGS,
+     "op_caller(overload, name, overload_name, n_outputs): a registered op's call with less host time."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -29,8 +29,9 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .. import reference
-from .._backend import resolve_backend
+from .._backend import _is_compiling, resolve_backend
 from .._validate import check_floating, check_real
+from ._caller import op_caller
 from ._triton import require, triton_op
 
 # name -> (id, default alpha). Ids: csrc/bias_act_math.h (enum Act) and kernels/bias_act.py.
@@ -329,6 +330,9 @@ def _reference(x, b, act, alpha, gain, dim):
 
 
 _BIAS_ACT: Dict[str, Callable] = {"cpu": _native, "cuda": _native, "triton": _triton, "reference": _reference}
+#: The fast path's calls of the fused ops (the reference has none).
+_FAST_BIAS_ACT: Dict[str, Callable] = {"cpu": op_caller(_native), "cuda": op_caller(_native),
+                                       "triton": op_caller(_triton)}
 
 
 def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "lrelu", alpha: Optional[float] = None,
@@ -357,19 +361,19 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
     tanh/sigmoid/silu/elu one fused kernel. relu, lrelu, tanh and sigmoid save only
     ``y`` for the backward. No host synchronisation: usable in CUDA-graph capture.
     """
-    # The common call goes straight to the fused op (float alpha and gain, a known act,
-    # an int dim, negative too: fuse_bias_act's modules use -1). The ops check the
+    # The common eager call goes straight to the fused op (float alpha and gain, a known
+    # act, an int dim, negative too: fuse_bias_act's modules use -1). The ops check the
     # tensors and dim themselves (csrc/bias_act_host.h, the Triton op's checks), so
     # _check_args, whose errors name the user's argument, runs only when this path
-    # declines or the op refuses: off the hot path.
+    # declines or the op refuses: off the hot path. torch.compile traces the checked path.
     try:  # a BackendError too: _check_args names a bad argument before the backend refuses
         spec = _ACTS.get(act)
-        if spec is not None and type(dim) is int and type(gain) is float:
+        if spec is not None and type(dim) is int and type(gain) is float and not _is_compiling():
             a = spec[1] if alpha is None else alpha
             if type(a) is float and math.isfinite(a) and math.isfinite(gain):
-                impl = _BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
-                if impl is not _reference:
-                    return impl(x, bias, spec[0], a, gain, dim)
+                call = _FAST_BIAS_ACT.get(resolve_backend(backend, x.device, "bias_act"))
+                if call is not None:
+                    return call(x, bias, spec[0], a, gain, dim)
     except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
         pass  # e.g. an unhashable act, an x without a device: _check_args names it
     b, act_id, alpha, gain, dim = _check_args(x, bias, act, alpha, gain, dim)

@@ -45,7 +45,8 @@ from typing import Dict, NamedTuple, Optional, Tuple, Union
 import torch
 
 from .. import reference
-from .._backend import resolve_backend
+from .._backend import _is_compiling, resolve_backend
+from ._caller import op_caller
 from ._triton import require, triton_op
 
 # Term codes of csrc/gan_loss_math.h (GanTerm).
@@ -355,15 +356,17 @@ def _relativistic_hessian_product(pointwise, x: torch.Tensor, y: torch.Tensor, g
 _register_autograd("fastgan_triton")
 
 class _LossOps(NamedTuple):
-    """One backend's ops, as resolved overloads (a packet re-resolves on every call)."""
+    """One backend's ops, as resolved overloads (a packet re-resolves on every call),
+    and the fast path's caller of gan_loss, which returns the loss alone."""
     gan_loss: object
     gan_loss_pointwise: object
     relativistic_loss: object
+    reduced_loss: object
 
 
 def _loss_ops(namespace) -> _LossOps:
     return _LossOps(namespace.gan_loss.default, namespace.gan_loss_pointwise.default,
-                    namespace.relativistic_loss.default)
+                    namespace.relativistic_loss.default, op_caller(namespace.gan_loss.default))
 
 
 _NATIVE_OPS = _loss_ops(torch.ops.fastgan)
@@ -409,22 +412,38 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
     return resolve_backend(backend, logits.device, op)
 
 
-def _fused_loss(op: str, x, y, x_term: int, y_term: int, reduction, backend: Optional[str]) -> Optional[torch.Tensor]:
-    """The reduced loss straight from the fused op, or None when the call is not the
-    common one or the op refuses its arguments. The fused ops check their own arguments
+#: (kind, reduction) -> (real term, fake term, reduction code) of discriminator_loss's fast path.
+_DISCRIMINATOR_CODES: Dict[Tuple[str, str], Tuple[int, int, int]] = {
+    (kind, reduction): (*terms, code) for kind, terms in DISCRIMINATOR_TERMS.items()
+    for reduction, code in REDUCTIONS.items() if reduction != "none"}
+#: (kind, reduction) -> (term, term, reduction code) of generator_loss's fast path.
+_GENERATOR_CODES: Dict[Tuple[str, str], Tuple[int, int, int]] = {
+    (kind, reduction): (term, term, code) for kind, term in GENERATOR_TERMS.items()
+    for reduction, code in REDUCTIONS.items() if reduction != "none"}
+
+
+def _fused_loss(x, y, codes: Optional[Tuple[int, int, int]], backend: Optional[str]) -> Optional[torch.Tensor]:
+    """The reduced loss straight from the fused op (``codes``: its term and reduction
+    codes), or None when the call is not the common one (``codes`` None) or the op
+    refuses its arguments. The fused ops check their own arguments
     (csrc/gan_loss_host.h, _check_gan_loss), so the public functions' checks, which name
-    the user's bad argument, run only when this returns None: off the hot path."""
-    code = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
-    if code is None or reduction == "none" or not isinstance(x, torch.Tensor) or not x.numel():
+    the user's bad argument, run only when this returns None: off the hot path.
+    torch.compile traces those instead (it cannot trace the op caller), at no run-time cost."""
+    if codes is None or _is_compiling():
         return None
-    if y is not None and (not isinstance(y, torch.Tensor) or not y.numel()):
-        return None
-    ops = _OPS.get(_backend_for(op, x, backend))
-    if ops is None:
-        return None
+    try:  # AttributeError: logits that are not tensors; the checks name them
+        if x.numel() and (y is None or y.numel()):
+            call = _OPS[resolve_backend(backend, x.device, "gan_loss")].reduced_loss
+            return call(x, y, *codes)
+    except (RuntimeError, TypeError, AttributeError, KeyError):
+        pass
+    return None
+
+
+def _codes(table: Dict[Tuple[str, str], Tuple[int, int, int]], kind, reduction) -> Optional[Tuple[int, int, int]]:
     try:
-        return ops.gan_loss(x, y, x_term, y_term, code)[0]
-    except (RuntimeError, TypeError):
+        return table.get((kind, reduction))
+    except TypeError:  # an unhashable kind or reduction: the checks name it
         return None
 
 
@@ -482,12 +501,10 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     One CUDA launch forward and one backward for "mean" and "sum"; RaGAN's forward
     is three (its means first; see :mod:`fastgan.ops.losses`).
     """
+    loss = _fused_loss(real_logits, fake_logits, _codes(_DISCRIMINATOR_CODES, kind, reduction), backend)
+    if loss is not None:
+        return loss
     op = "discriminator_loss"
-    if isinstance(kind, str) and kind in DISCRIMINATOR_TERMS:
-        real_term, fake_term = DISCRIMINATOR_TERMS[kind]
-        loss = _fused_loss(op, real_logits, fake_logits, real_term, fake_term, reduction, backend)
-        if loss is not None:
-            return loss
     _check_choice(op, "kind", kind, DISCRIMINATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_logits(op, real_logits=real_logits, fake_logits=fake_logits)
@@ -523,12 +540,11 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
     ``(real_terms, fake_terms)``). Logits, dtypes, backends and gradients as
     :func:`discriminator_loss`.
     """
-    op = "generator_loss"
-    if real_logits is None and isinstance(kind, str) and kind in GENERATOR_TERMS:
-        term = GENERATOR_TERMS[kind]
-        loss = _fused_loss(op, fake_logits, None, term, term, reduction, backend)
+    if real_logits is None:
+        loss = _fused_loss(fake_logits, None, _codes(_GENERATOR_CODES, kind, reduction), backend)
         if loss is not None:
             return loss
+    op = "generator_loss"
     _check_choice(op, "kind", kind, GENERATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     relativistic = kind in RELATIVISTIC_KINDS

@@ -7,14 +7,16 @@ the critic stays in fused kernels too. The penalty's own backward is
 differentiable (``gradgradcheck`` passes), and the whole path works under
 autocast, with a GradScaler and inside CUDA-graph capture (no host sync).
 """
+import math
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from .. import reference
-from .._backend import resolve_backend
+from .._backend import _is_compiling, resolve_backend
 from .._layout import acc_dtype, batch_major, batch_major_pair
 from .._validate import check_batch, check_flag, check_real
+from ._caller import op_caller
 from ._triton import require, triton_op
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -142,13 +144,16 @@ for _ns in ("fastgan", "fastgan_triton"):
 
 
 class _Ops:
-    """One backend's four penalty ops (``torch.ops.fastgan`` or ``torch.ops.fastgan_triton``)."""
+    """One backend's four penalty ops (``torch.ops.fastgan`` or ``torch.ops.fastgan_triton``),
+    and the eager fast paths' callers of the forward ops (the penalty's returns the loss alone)."""
 
     def __init__(self, namespace):
         self.interpolate = namespace.interpolate.default
         self.interpolate_backward = namespace.interpolate_backward.default
         self.penalty = namespace.grad_norm_penalty.default
         self.penalty_backward = namespace.grad_norm_penalty_backward.default
+        self.fast_interpolate = op_caller(self.interpolate)
+        self.fast_penalty = op_caller(self.penalty)
 
 
 _NATIVE = _Ops(torch.ops.fastgan)
@@ -251,13 +256,15 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: Optional[torch.Tens
     Returns (B, ...) in the inputs' dtype and (batch-major) layout, differentiable
     w.r.t. real and fake; one kernel forward and one backward.
     """
-    if eps is not None and generator is None and isinstance(real, torch.Tensor) and isinstance(eps, torch.Tensor):
+    if (eps is not None and generator is None and isinstance(real, torch.Tensor) and isinstance(eps, torch.Tensor)
+            and not _is_compiling()):
         # The fused ops check their own arguments (csrc/penalty_host.h, _check_interpolate):
         # the checks below run only when one refuses, to name the user's bad argument.
+        # torch.compile traces the checked path.
         ops = _BACKEND_OPS.get(resolve_backend(backend, real.device, "interpolate"))
         if ops is not None and eps.dtype == acc_dtype(real.dtype):
             try:
-                return ops.interpolate(real, fake, eps)
+                return ops.fast_interpolate(real, fake, eps)
             except (RuntimeError, TypeError):
                 pass
     _check_pair(real, fake)
@@ -302,6 +309,17 @@ def grad_norm_penalty(grads: torch.Tensor, *, center: float = 1.0, weight: float
     gradient gives a finite result (its gradient is 0, or ``2w'·g`` when c = 0).
     Returns the inputs' dtype.
     """
+    code = REDUCTIONS.get(reduction) if type(reduction) is str else None
+    if (code is not None and type(center) is float and type(weight) is float and type(one_sided) is bool
+            and 0.0 <= center < math.inf and 0.0 <= weight < math.inf and not _is_compiling()):
+        # As interpolate's: the op checks grads and the reduction code, the line above the
+        # numbers; the checks below run only when this path declines or the op refuses.
+        try:  # a BackendError too: check_batch names a bad grads first
+            ops = _BACKEND_OPS.get(resolve_backend(backend, grads.device, "grad_norm_penalty"))
+            if ops is not None:
+                return ops.fast_penalty(grads, center, weight, one_sided, code)
+        except (RuntimeError, TypeError, AttributeError):
+            pass
     check_batch("grads", grads)
     center = check_real("center", center, minimum=0.0)
     weight = check_real("weight", weight, minimum=0.0)

@@ -1,0 +1,13 @@
+// fastgan._C.op_caller (csrc/op_caller.cpp).
+#pragma once
+
+#include <Python.h>
+
+namespace fastgan {
+
+// op_caller(overload, name, overload_name, n_outputs) -> OpCaller: calls the registered op
+// `name`.`overload_name` (torch.ops' `overload` for what it does not convert) and returns
+// its first n_outputs outputs (one: the tensor alone; none: None).
+PyObject* make_op_caller(PyObject* module, PyObject* args);
+
+}  // namespace fastgan

@@ -1,0 +1,140 @@
+"""fastgan._C.op_caller (csrc/op_caller.cpp): the eager fast paths' call of a registered
+op. It must behave as the op's torch.ops overload in every case: what it converts
+itself, and what it hands to the overload (subclasses, torch-function modes, keywords,
+values of another type)."""
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import fastgan.ops  # noqa: F401  (registers the ops)
+from fastgan.ops._caller import op_caller
+
+GAN_LOSS = torch.ops.fastgan.gan_loss.default
+CLIP = torch.ops.fastgan.clip_.default
+
+
+def _logits(seed, n=16):
+    return torch.randn(n, 1, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+
+
+def test_first_output_alone_or_a_tuple_of_the_first_n():
+    x, y = _logits(1), _logits(2)
+    want = GAN_LOSS(x, y, 0, 1, 1)
+    loss = op_caller(GAN_LOSS)(x, y, 0, 1, 1)
+    assert isinstance(loss, torch.Tensor)
+    torch.testing.assert_close(loss, want[0], rtol=0, atol=0)
+    both = op_caller(GAN_LOSS, 2)(x, y, 0, 1, 1)
+    assert isinstance(both, tuple) and len(both) == 2
+    for got, expected in zip(both, want):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_gradients_match_the_torch_ops_call():
+    x, y = _logits(3), _logits(4)
+    op_caller(GAN_LOSS)(x, y, 1, 0, 2).backward()
+    a, b = _logits(3), _logits(4)
+    GAN_LOSS(a, b, 1, 0, 2)[0].backward()
+    torch.testing.assert_close(x.grad, a.grad, rtol=0, atol=0)
+    torch.testing.assert_close(y.grad, b.grad, rtol=0, atol=0)
+
+
+def test_optional_tensor_none_and_float_from_an_int():
+    x = _logits(5)
+    torch.testing.assert_close(op_caller(GAN_LOSS)(x, None, 0, 0, 1), GAN_LOSS(x, None, 0, 0, 1)[0])
+    bias_act = torch.ops.fastgan.bias_act.default
+    v, b = torch.randn(4, 3), torch.randn(3)
+    torch.testing.assert_close(op_caller(bias_act)(v, b, 2, 0.2, 2, 1), bias_act(v, b, 2, 0.2, 2.0, 1),
+                               rtol=0, atol=0)
+
+
+def test_tensor_list_in_place_bumps_versions_and_returns_none():
+    ts = [torch.randn(5) * 3, torch.randn(2, 2) * 3]
+    versions = [t._version for t in ts]
+    assert op_caller(CLIP, 0)(ts, 1.0) is None
+    for t, v in zip(ts, versions):
+        assert t.abs().max() <= 1.0
+        assert t._version > v
+
+
+def test_the_ops_errors_come_through():
+    x = _logits(6)
+    with pytest.raises(RuntimeError, match="x_term must be a GAN loss term code"):
+        op_caller(GAN_LOSS)(x, None, 99, 0, 1)
+    with pytest.raises(RuntimeError, match="x must be a floating-point tensor"):
+        op_caller(GAN_LOSS)(torch.ones(4, dtype=torch.int64), None, 0, 0, 1)
+
+
+@pytest.mark.parametrize("args", [
+    lambda x: (x, None, "0", 0, 1),  # a str for an int: the overload's TypeError
+    lambda x: (x, None, 2 ** 70, 0, 1),  # an int out of range
+    lambda x: (x, 3, 0, 0, 1),  # not a tensor
+    lambda x: (x, None, 0, 0),  # too few
+])
+def test_arguments_it_does_not_convert_behave_as_with_torch_ops(args):
+    x = _logits(7)
+    with pytest.raises((TypeError, RuntimeError)) as expected:
+        GAN_LOSS(*args(x))
+    with pytest.raises(expected.type):
+        op_caller(GAN_LOSS)(*args(x))
+
+
+def test_keywords_go_to_the_overload():
+    x, y = _logits(8), _logits(9)
+    got = op_caller(GAN_LOSS)(x, y, x_term=0, y_term=1, reduction=1)
+    torch.testing.assert_close(got, GAN_LOSS(x, y, 0, 1, 1)[0], rtol=0, atol=0)
+
+
+class _Logged(torch.Tensor):
+    calls = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.calls.append(func)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_tensor_subclass_sees_its_torch_function():
+    _Logged.calls.clear()
+    x = _logits(10).detach().as_subclass(_Logged)
+    loss = op_caller(GAN_LOSS)(x, None, 0, 0, 1)
+    assert GAN_LOSS in _Logged.calls
+    assert isinstance(loss, _Logged)
+
+
+def test_a_torch_function_mode_sees_the_call():
+    seen = []
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    x = _logits(11)
+    with Mode():
+        op_caller(GAN_LOSS)(x, None, 0, 0, 1)
+    assert seen == [GAN_LOSS]
+
+
+def test_dispatch_modes_run_in_the_dispatcher():
+    """A fake-tensor mode (what torch.compile and export trace with) sees the call as the
+    registered op and answers with its fake kernel."""
+    with FakeTensorMode() as mode:
+        x = mode.from_tensor(torch.randn(8, 1))
+        loss = op_caller(GAN_LOSS)(x, None, 0, 0, 1)
+    assert type(loss).__name__ == "FakeTensor" and loss.shape == ()
+
+
+def test_no_grad_and_autograd_graph_as_with_torch_ops():
+    x = _logits(12)
+    with torch.no_grad():
+        assert not op_caller(GAN_LOSS)(x, None, 0, 0, 1).requires_grad
+    assert op_caller(GAN_LOSS)(x, None, 0, 0, 1).grad_fn.name().endswith("GanLossFunction")
+
+
+def test_refuses_a_schema_it_cannot_convert_and_too_many_outputs():
+    with pytest.raises(RuntimeError, match="does not convert"):
+        op_caller(torch.ops.aten.add.Tensor)  # Scalar alpha
+    with pytest.raises(RuntimeError, match="has 3 outputs"):
+        op_caller(GAN_LOSS, 4)
+    assert "gan_loss" in repr(op_caller(GAN_LOSS))
