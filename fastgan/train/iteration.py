@@ -99,9 +99,8 @@ class TrainIteration:
     def _accumulate(self, stats: Sequence[Dict[str, torch.Tensor]]) -> None:
         if not self._sums:  # the first (eager) iteration allocates the sums outside any graph's pool
             self._sums = {key: torch.zeros_like(value) for step in stats for key, value in step.items()}
-        for step in stats:
-            for key, value in step.items():
-                self._sums[key].add_(value)
+        for step in stats:  # one foreach add per step (one launch on CUDA), not one add_ per statistic
+            torch._foreach_add_([self._sums[key] for key in step], list(step.values()))
 
     def _before_record(self) -> None:
         self.opt_g.zero_grad(set_to_none=True)  # gradients are allocated in the graph's pool
