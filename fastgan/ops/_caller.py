@@ -1,4 +1,6 @@
-"""Eager fast paths' calls of registered ops (``fastgan._C.op_caller``, csrc/op_caller.cpp).
+"""Eager calls into C++ with less host time than torch's Python API: registered ops
+(``fastgan._C.op_caller``, csrc/op_caller.cpp) and autograd's entries (``backward``,
+``grad_with_graph``, csrc/backward_call.cpp).
 
 A ``torch.ops`` call converts its Python arguments against the op's schema on every
 call and wraps every output: about 2 us of host time, more than a fused kernel costs
@@ -9,11 +11,12 @@ Anything else (a Tensor subclass, a torch-function mode, keywords) goes to the
 ``torch.ops`` overload. ``torch.compile`` cannot trace into it, so the front ends take
 their fast path only when not compiling and let dynamo trace the ``torch.ops`` call.
 """
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from .. import _C
+from .._backend import _is_compiling
 
 
 def op_caller(overload: "torch._ops.OpOverload", n_outputs: int = 1) -> Callable:
@@ -21,3 +24,22 @@ def op_caller(overload: "torch._ops.OpOverload", n_outputs: int = 1) -> Callable
     tensor alone, more a tuple, none ``None``."""
     schema = overload._schema
     return _C.op_caller(overload, schema.name, schema.overload_name, n_outputs)
+
+
+def backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` for a scalar loss, through the engine's C++ API when eager:
+    ``Tensor.backward``'s Python wrapper costs about 21 us per call before the engine
+    starts. A Tensor subclass, a torch-function mode or torch.compile get ``loss.backward()``."""
+    if _is_compiling() or _C.backward(loss) is NotImplemented:
+        loss.backward()
+
+
+def grad_with_graph(total: torch.Tensor, inputs: torch.Tensor) -> Optional[torch.Tensor]:
+    """``torch.autograd.grad(total, inputs, create_graph=True, allow_unused=True)[0]``
+    (None where ``total`` does not depend on ``inputs``), through the engine's C++ API
+    when eager (the Python wrapper costs about 17 us per call); else the Python API."""
+    if not _is_compiling():
+        grad = _C.grad_with_graph(total, inputs)
+        if grad is not NotImplemented:
+            return grad
+    return torch.autograd.grad(total, inputs, create_graph=True, allow_unused=True)[0]

@@ -16,7 +16,7 @@ from .. import reference
 from .._backend import _is_compiling, resolve_backend
 from .._layout import acc_dtype, batch_major, batch_major_pair
 from .._validate import check_batch, check_flag, check_real
-from ._caller import op_caller
+from ._caller import grad_with_graph, op_caller
 from ._triton import require, triton_op
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -353,7 +353,7 @@ def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor, *, scaler=None)
     if scaler is not None:
         scale = scaler.scale(torch.ones((), device=total.device, dtype=torch.float32))
         total = total * scale
-    (grads,) = torch.autograd.grad(total, inputs, create_graph=True, allow_unused=True)
+    grads = grad_with_graph(total, inputs)
     if grads is None:
         raise ValueError("the critic's output does not depend on its input: the gradient of the "
                          "output with respect to the input is not defined (is the input used?)")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from ..ops._caller import backward
 from ..ops.losses import RELATIVISTIC_KINDS
 from ..optim import ClippedRMSprop
 from .graphs import GraphedCall, check_capturable
@@ -247,7 +248,7 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
                                   sigma=sigma, noise_real=None if noise is None else noise[0],
                                   noise_fake=None if noise is None else noise[1], backend=backend)
         total = total + r1_r2
-    total.backward()
+    backward(total)
     optimizer.step()
     if clip_value is not None:
         ops.clip_weights_(critic, clip_value, backend=backend)
@@ -287,7 +288,7 @@ def generator_step(generator: nn.Module, critic: nn.Module, optimizer: torch.opt
             g_loss = ops.generator_loss(fake_logits, loss, real_logits=real_logits, backend=backend)
         else:
             g_loss = ops.generator_loss(fake_logits, loss, backend=backend)
-        g_loss.backward()
+        backward(g_loss)
         optimizer.step()
     finally:
         for p in frozen:

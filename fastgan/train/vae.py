@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .. import models, ops
+from ..ops._caller import backward
 from . import checkpoint as ckpt
 from . import distributed
 from .data import DataSampler
@@ -146,7 +147,7 @@ def vae_step(vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, *, bet
     """One Adam step on the negative ELBO of batch x; returns detached ``loss``, ``recon``, ``kl``."""
     loss, recon, kl = vae.negative_elbo(x, beta=beta, backend=backend)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    backward(loss)
     optimizer.step()
     return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
 

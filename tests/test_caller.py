@@ -1,14 +1,17 @@
-"""fastgan._C.op_caller (csrc/op_caller.cpp): the eager fast paths' call of a registered
-op. It must behave as the op's torch.ops overload in every case: what it converts
-itself, and what it hands to the overload (subclasses, torch-function modes, keywords,
-values of another type)."""
+"""fastgan.ops._caller: the eager calls into C++ that skip torch's Python layer.
+
+op_caller (csrc/op_caller.cpp) must behave as the op's torch.ops overload in every case:
+what it converts itself, and what it hands to the overload (subclasses, torch-function
+modes, keywords, values of another type). backward and grad_with_graph
+(csrc/backward_call.cpp) must behave as loss.backward() and torch.autograd.grad: the same
+gradients, hooks, errors, and the Python API for what they do not handle."""
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import fastgan.ops  # noqa: F401  (registers the ops)
-from fastgan.ops._caller import op_caller
+from fastgan.ops._caller import backward, grad_with_graph, op_caller
 
 GAN_LOSS = torch.ops.fastgan.gan_loss.default
 CLIP = torch.ops.fastgan.clip_.default
@@ -138,3 +141,93 @@ def test_refuses_a_schema_it_cannot_convert_and_too_many_outputs():
     with pytest.raises(RuntimeError, match="has 3 outputs"):
         op_caller(GAN_LOSS, 4)
     assert "gan_loss" in repr(op_caller(GAN_LOSS))
+
+
+def _net(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 3, generator=g).requires_grad_(True)
+    w = torch.randn(3, 2, generator=g).requires_grad_(True)
+    return x, w
+
+
+def _loss(x, w):
+    return torch.tanh(x @ w).pow(2).sum()
+
+
+def test_backward_fills_the_same_gradients_as_tensor_backward():
+    x, w = _net()
+    backward(_loss(x, w))
+    a, b = _net()
+    _loss(a, b).backward()
+    torch.testing.assert_close(x.grad, a.grad, rtol=0, atol=0)
+    torch.testing.assert_close(w.grad, b.grad, rtol=0, atol=0)
+
+
+def test_backward_runs_python_hooks_and_passes_their_errors_on():
+    x, w = _net()
+    seen = []
+    w.register_hook(lambda g: seen.append(g.shape))
+    backward(_loss(x, w))
+    assert seen == [w.shape]
+
+    def refuse(g):
+        raise ValueError("hook refused")
+
+    x, w = _net()
+    w.register_hook(refuse)
+    with pytest.raises(ValueError, match="hook refused"):
+        backward(_loss(x, w))
+
+
+def test_backward_errors_are_the_engines():
+    x, w = _net()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        backward(_loss(x, w).detach())
+    with pytest.raises(RuntimeError, match="scalar outputs"):
+        backward(torch.tanh(x @ w))
+    loss = _loss(x, w)
+    backward(loss)
+    with pytest.raises(RuntimeError, match="a second time"):
+        backward(loss)
+
+
+def test_backward_of_a_subclass_and_under_a_mode_takes_the_python_api():
+    _Logged.calls.clear()
+    x, w = _net()
+    backward(_loss(x, w).as_subclass(_Logged))
+    assert torch.Tensor.backward in _Logged.calls
+    assert x.grad is not None
+    seen = []
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    loss = _loss(*_net())
+    with Mode():
+        backward(loss)
+    assert torch.Tensor.backward in seen
+
+
+def test_grad_with_graph_is_autograd_grad_with_create_graph():
+    x, w = _net()
+    g = grad_with_graph(_loss(x, w), x)
+    (want,) = torch.autograd.grad(_loss(x, w), x, create_graph=True)
+    torch.testing.assert_close(g, want, rtol=0, atol=0)
+    assert g.requires_grad  # a graph for the double backward
+    (gw,) = torch.autograd.grad(g.square().sum(), w)
+    (want_w,) = torch.autograd.grad(want.square().sum(), w)
+    torch.testing.assert_close(gw, want_w, rtol=0, atol=0)
+
+
+def test_grad_with_graph_of_an_unused_input_is_none():
+    x, w = _net()
+    assert grad_with_graph(_loss(x, w), torch.ones(2, requires_grad=True)) is None
+
+
+def test_grad_with_graph_of_a_subclass_takes_the_python_api():
+    _Logged.calls.clear()
+    x, w = _net()
+    g = grad_with_graph(_loss(x.as_subclass(_Logged), w), x)
+    assert g is not None and g.shape == x.shape
