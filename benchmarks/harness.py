@@ -2,7 +2,10 @@
 
 Timing: CUDA events around each repetition (a monotonic clock on CPU), after
 warm-up; we report the median and the 20th/80th percentiles over many
-repetitions. Caches (GPU L2, CPU L3) are flushed before each repetition,
+repetitions. A case's variants are timed in interleaved rounds (each round times a
+block of every variant's repetitions in turn), so that a burst of noise on a shared
+machine, or a slow drift, lands on all of them rather than on whichever ran then.
+Caches (GPU L2, CPU L3) are flushed before each repetition,
 outside the timed region, so that a critic that fits in cache is not timed from
 it: in training, the forward and backward passes between two optimizer steps
 evict it anyway.
@@ -87,12 +90,14 @@ class Timer:
                 return
 
     def time(self, fn: Callable[[], object], flush: bool = True) -> Timing:
-        self._warm_up(fn)
-        samples: List[float] = []
+        return self.time_interleaved([fn], flush)[0]
+
+    def _block(self, fn: Callable[[], object], reps: int, flush: bool) -> List[float]:
+        """`reps` timed calls of `fn` in a row, in ms."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(self.reps)]
+                      for _ in range(reps)]
             for start, end in events:
                 if flush:
                     self._flush.zero_()
@@ -100,16 +105,34 @@ class Timer:
                 fn()
                 end.record()
             torch.cuda.synchronize(self.device)
-            samples = [start.elapsed_time(end) for start, end in events]
-        else:
-            deadline = time.perf_counter() + self.min_seconds
-            while len(samples) < self.reps or time.perf_counter() < deadline:
-                if flush:
-                    self._flush.zero_()
-                begin = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - begin) * 1e3)
-        return Timing(statistics.median(samples), _quantile(samples, 0.2), _quantile(samples, 0.8), len(samples))
+            return [start.elapsed_time(end) for start, end in events]
+        samples = []
+        for _ in range(reps):
+            if flush:
+                self._flush.zero_()
+            begin = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - begin) * 1e3)
+        return samples
+
+    def time_interleaved(self, fns: List[Callable[[], object]], flush: bool = True, rounds: int = 5) -> List[Timing]:
+        """Each of `fns` warmed up, then timed in `rounds` rounds of a block of
+        ceil(reps / rounds) repetitions each, the functions in turn within a round (a
+        block keeps a function's loop warm, as a training loop does), and on the CPU
+        more rounds until `min_seconds` have passed."""
+        for fn in fns:
+            self._warm_up(fn)
+        rounds = max(1, min(rounds, self.reps))
+        block = -(-self.reps // rounds)
+        samples: List[List[float]] = [[] for _ in fns]
+        deadline = time.perf_counter() + self.min_seconds
+        done = 0
+        while done < rounds or (self.device.type != "cuda" and time.perf_counter() < deadline):
+            for fn, kept in zip(fns, samples):
+                kept.extend(self._block(fn, block, flush))
+            done += 1
+        return [Timing(statistics.median(kept), _quantile(kept, 0.2), _quantile(kept, 0.8), len(kept))
+                for kept in samples]
 
 
 def count_launches(fn: Callable[[], object], device: torch.device) -> Optional[int]:
@@ -189,7 +212,8 @@ def evaluate(case: Case, timer: Timer, machine: Dict[str, float]) -> List[Dict[s
     rows = []
     for variant in case.variants:
         variant.launches = count_launches(variant.fn, timer.device)
-        timing = timer.time(variant.fn, flush=case.flush)
+    timings = timer.time_interleaved([variant.fn for variant in case.variants], flush=case.flush)
+    for variant, timing in zip(case.variants, timings):
         rows.append({"suite": case.suite, "case": case.name, "variant": variant.name,
                      "median_ms": timing.median_ms, "p20_ms": timing.p20_ms, "p80_ms": timing.p80_ms,
                      "reps": timing.reps, "threads": torch.get_num_threads(), "launches": variant.launches,

@@ -123,7 +123,13 @@ bool push_arg(torch::jit::Stack& stack, PyObject* obj, ArgKind kind) {
   return false;
 }
 
+// torch.ops' result as a converted call returns it: None, the first output, or a tuple
+// of the first n_outputs.
 PyObject* first_outputs(PyObject* result, Py_ssize_t n_outputs) {
+  if (result != nullptr && n_outputs == 0) {
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+  }
   if (result == nullptr || !PyTuple_Check(result)) return result;
   PyObject* out = n_outputs == 1 ? PyTuple_GET_ITEM(result, 0) : PyTuple_GetSlice(result, 0, n_outputs);
   if (n_outputs == 1) Py_INCREF(out);

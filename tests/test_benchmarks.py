@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import cases_clip
-from benchmarks.harness import TABLE_HEADER
+from benchmarks.harness import TABLE_HEADER, Timer
 from benchmarks.run import LOCAL_RESULTS, main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,6 +23,17 @@ def test_runner_writes_json_and_markdown(tmp_path):
     assert all(r["median_ms"] > 0 and r["fraction_of_floor"] > 0 for r in payload["results"])  # bandwidth cases
     assert payload["machine"]["bandwidth_GBps"] > 0
     assert "| clip |" in (tmp_path / "clip-cpu.md").read_text()
+
+
+def test_variants_are_timed_in_interleaved_rounds():
+    """A block of each variant's repetitions in turn, round after round: noise on a shared
+    machine lands on every variant, not on whichever was running."""
+    calls = []
+    timer = Timer(torch.device("cpu"), warmup=1, reps=6, flush_mib=1)
+    timings = timer.time_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], rounds=3)
+    timed = [c for c in calls[2:]]  # after one warm-up call each
+    assert timed == ["a", "a", "b", "b"] * 3
+    assert [t.reps for t in timings] == [6, 6]
 
 
 def test_every_variant_runs_with_the_recorded_thread_count(tmp_path, monkeypatch):

@@ -86,6 +86,9 @@ def test_keywords_go_to_the_overload():
     x, y = _logits(8), _logits(9)
     got = op_caller(GAN_LOSS)(x, y, x_term=0, y_term=1, reduction=1)
     torch.testing.assert_close(got, GAN_LOSS(x, y, 0, 1, 1)[0], rtol=0, atol=0)
+    assert op_caller(GAN_LOSS, 0)(x, y, x_term=0, y_term=1, reduction=1) is None  # as when converted
+    pair = op_caller(GAN_LOSS, 2)(x, y, x_term=0, y_term=1, reduction=1)
+    assert isinstance(pair, tuple) and len(pair) == 2
 
 
 class _Logged(torch.Tensor):
