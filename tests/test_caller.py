@@ -7,10 +7,12 @@ modes, keywords, values of another type). backward and grad_with_graph
 gradients, hooks, errors, and the Python API for what they do not handle."""
 import pytest
 import torch
+from conftest import capture_cuda_graph, requires_cuda
 from torch.overrides import TorchFunctionMode
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-import fastgan.ops  # noqa: F401  (registers the ops)
+from fastgan.models import mlp_critic
+from fastgan.ops import discriminator_loss, gradient_penalty
 from fastgan.ops._caller import backward, grad_with_graph, op_caller
 
 GAN_LOSS = torch.ops.fastgan.gan_loss.default
@@ -234,3 +236,32 @@ def test_grad_with_graph_of_a_subclass_takes_the_python_api():
     x, w = _net()
     g = grad_with_graph(_loss(x.as_subclass(_Logged), w), x)
     assert g is not None and g.shape == x.shape
+
+
+@requires_cuda
+def test_cuda_op_caller_replays_in_a_cuda_graph():
+    x = torch.randn(64, 1, device="cuda")
+    graph, _, loss = capture_cuda_graph(lambda: op_caller(GAN_LOSS)(x, None, 0, 0, 1))
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.testing.assert_close(loss, GAN_LOSS(x, None, 0, 0, 1)[0])
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_cuda_backward_with_python_autograd_on_the_engines_device_thread(backend):
+    """On CUDA the engine runs a backward on its device thread while backward waits; the
+    Triton ops' autograd is Python, so backward must have released the GIL (a deadlock
+    otherwise), and grad_with_graph's double backward too."""
+    def run(step):
+        torch.manual_seed(0)
+        critic = mlp_critic(2, 32, 2).cuda()
+        real, fake = torch.randn(16, 2, device="cuda"), torch.randn(16, 2, device="cuda")
+        eps = torch.rand(16, device="cuda")
+        loss = discriminator_loss(critic(real), critic(fake), "wasserstein", backend=backend) + \
+            gradient_penalty(critic, real, fake, eps=eps, backend=backend)
+        step(loss)
+        return [p.grad for p in critic.parameters()]
+
+    for got, want in zip(run(backward), run(lambda loss: loss.backward()), strict=True):
+        torch.testing.assert_close(got, want)
