@@ -17,6 +17,7 @@ from .. import ops
 from ..ops._caller import backward
 from ..ops.losses import RELATIVISTIC_KINDS
 from ..optim import ClippedRMSprop
+from ..optim.steps import clear_grads, optimizer_step
 from .graphs import GraphedCall, check_capturable
 
 Batch = torch.Tensor
@@ -223,7 +224,7 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
     """
     with torch.no_grad():
         fake = generator(z)
-    optimizer.zero_grad(set_to_none=True)
+    clear_grads(optimizer)
     has_r1_r2 = r1_r2_gamma > 0
     gp_weight, r1_gamma, r1_r2_gamma = (gp_weight * reg_every, r1_gamma * reg_every, r1_r2_gamma * reg_every) \
         if regularize else (0.0, 0.0, 0.0)
@@ -249,7 +250,7 @@ def critic_step(critic: nn.Module, generator: nn.Module, optimizer: torch.optim.
                                   noise_fake=None if noise is None else noise[1], backend=backend)
         total = total + r1_r2
     backward(total)
-    optimizer.step()
+    optimizer_step(optimizer)
     if clip_value is not None:
         ops.clip_weights_(critic, clip_value, backend=backend)
     real_score, fake_score = real_logits.detach().mean(), fake_logits.detach().mean()
@@ -280,7 +281,7 @@ def generator_step(generator: nn.Module, critic: nn.Module, optimizer: torch.opt
     for p in frozen:
         p.requires_grad_(False)
     try:
-        optimizer.zero_grad(set_to_none=True)
+        clear_grads(optimizer)
         fake_logits = critic(generator(z))
         if relativistic:
             with torch.no_grad():
@@ -289,7 +290,7 @@ def generator_step(generator: nn.Module, critic: nn.Module, optimizer: torch.opt
         else:
             g_loss = ops.generator_loss(fake_logits, loss, backend=backend)
         backward(g_loss)
-        optimizer.step()
+        optimizer_step(optimizer)
     finally:
         for p in frozen:
             p.requires_grad_(True)

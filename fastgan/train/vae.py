@@ -34,6 +34,7 @@ from torch import nn
 
 from .. import models, ops
 from ..ops._caller import backward
+from ..optim.steps import clear_grads, optimizer_step
 from . import checkpoint as ckpt
 from . import distributed
 from .data import DataSampler
@@ -146,9 +147,9 @@ def vae_step(vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, *, bet
              backend: Optional[str] = None) -> Stats:
     """One Adam step on the negative ELBO of batch x; returns detached ``loss``, ``recon``, ``kl``."""
     loss, recon, kl = vae.negative_elbo(x, beta=beta, backend=backend)
-    optimizer.zero_grad(set_to_none=True)
+    clear_grads(optimizer)
     backward(loss)
-    optimizer.step()
+    optimizer_step(optimizer)
     return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
 
 
