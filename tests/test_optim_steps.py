@@ -30,6 +30,19 @@ def _grads(nets, seed, skip=None):
             p.grad = None if grad is None else grad.clone()
 
 
+def _step_both(pair, steps, skip_at=None):
+    """`steps` steps of both optimizers on the same gradients (parameter 3 left out at step
+    `skip_at`), ours through optimizer_step; the parameters must agree bit for bit."""
+    (net, ours), (twin, theirs) = pair
+    for seed in range(steps):
+        _grads([net, twin], seed, skip=3 if seed == skip_at else None)
+        optimizer_step(ours)
+        theirs.step()
+    for a, b in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
+    return ours, theirs
+
+
 @pytest.fixture
 def torch_steps(monkeypatch):
     """Counts the calls of torch.optim.Adam.step (its Python step, not the kernels)."""
@@ -46,29 +59,18 @@ def torch_steps(monkeypatch):
 
 @pytest.mark.parametrize("options", [dict(betas=(0.5, 0.9)), dict(weight_decay=0.1), dict(maximize=True, eps=1e-6)])
 def test_fused_adam_steps_are_torchs_bit_for_bit(options, torch_steps):
-    (net, ours), (twin, theirs) = _pair(fused=True, **options)
-    for seed in range(4):
-        _grads([net, twin], seed, skip=3 if seed == 2 else None)  # a step with a parameter left out
-        optimizer_step(ours)
-        theirs.step()
+    ours, theirs = _step_both(_pair(fused=True, **options), 4, skip_at=2)
     assert torch_steps.count(ours) == 1  # the first step, which initialises the state
-    for a, b in zip(net.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
+    for a, b in zip(ours.state.values(), theirs.state.values(), strict=True):
         for key in ("exp_avg", "exp_avg_sq", "step"):
-            assert torch.equal(ours.state[a][key], theirs.state[b][key])
+            assert torch.equal(a[key], b[key])
 
 
 @pytest.mark.parametrize("options", [dict(fused=False), dict(fused=True, amsgrad=True),
                                      dict(fused=True, decoupled_weight_decay=True, weight_decay=0.1)])
 def test_what_the_lean_path_does_not_cover_is_torchs_step(options, torch_steps):
-    (net, ours), (twin, theirs) = _pair(**options)
-    for seed in range(3):
-        _grads([net, twin], seed)
-        optimizer_step(ours)
-        theirs.step()
+    ours, _ = _step_both(_pair(**options), 3)
     assert torch_steps.count(ours) == 3
-    for a, b in zip(net.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
 
 
 def test_hooks_and_schedulers_get_torchs_step(torch_steps):
@@ -129,11 +131,5 @@ def test_cuda_fused_adam_steps_are_torchs_bit_for_bit(capturable, torch_steps):
     """On CUDA, with a float lr or, capturable, a tensor lr on the device (as make_optimizers
     builds for a captured iteration)."""
     lr = (lambda value: torch.tensor(value, device="cuda")) if capturable else None
-    (net, ours), (twin, theirs) = _pair("cuda", lr, fused=True, capturable=capturable)
-    for seed in range(4):
-        _grads([net, twin], seed)
-        optimizer_step(ours)
-        theirs.step()
+    ours, _ = _step_both(_pair("cuda", lr, fused=True, capturable=capturable), 4)
     assert torch_steps.count(ours) == 1
-    for a, b in zip(net.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
