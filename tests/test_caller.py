@@ -13,7 +13,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fastgan.models import mlp_critic
 from fastgan.ops import discriminator_loss, gradient_penalty
-from fastgan.ops._caller import backward, grad_with_graph, op_caller
+from fastgan.ops._caller import backward, grad_with_graph, op_caller, op_callers
 
 GAN_LOSS = torch.ops.fastgan.gan_loss.default
 CLIP = torch.ops.fastgan.clip_.default
@@ -138,6 +138,17 @@ def test_no_grad_and_autograd_graph_as_with_torch_ops():
     with torch.no_grad():
         assert not op_caller(GAN_LOSS)(x, None, 0, 0, 1).requires_grad
     assert op_caller(GAN_LOSS)(x, None, 0, 0, 1).grad_fn.name().endswith("GanLossFunction")
+
+
+def test_op_callers_of_a_dispatch_table_keep_the_reference_and_share_one_caller_per_op():
+    def reference(*args):
+        return args
+
+    table = op_callers({"cpu": GAN_LOSS, "cuda": GAN_LOSS, "reference": reference})
+    assert table["reference"] is reference
+    assert table["cpu"] is table["cuda"] and "gan_loss" in repr(table["cpu"])
+    x = _logits(13)
+    torch.testing.assert_close(table["cpu"](x, None, 0, 0, 1), GAN_LOSS(x, None, 0, 0, 1)[0], rtol=0, atol=0)
 
 
 def test_refuses_a_schema_it_cannot_convert_and_too_many_outputs():

@@ -11,7 +11,7 @@ Anything else (a Tensor subclass, a torch-function mode, keywords) goes to the
 ``torch.ops`` overload. ``torch.compile`` cannot trace into it, so the front ends take
 their fast path only when not compiling and let dynamo trace the ``torch.ops`` call.
 """
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -24,6 +24,17 @@ def op_caller(overload: "torch._ops.OpOverload", n_outputs: int = 1) -> Callable
     tensor alone, more a tuple, none ``None``."""
     schema = overload._schema
     return _C.op_caller(overload, schema.name, schema.overload_name, n_outputs)
+
+
+def op_callers(table: Dict[str, Callable], n_outputs: int = 1) -> Dict[str, Callable]:
+    """A dispatch table (backend -> implementation) with each ``torch.ops`` overload
+    replaced by its op caller (one per overload); other entries, the reference's
+    functions, are kept."""
+    callers: Dict[int, Callable] = {}
+    for impl in table.values():
+        if isinstance(impl, torch._ops.OpOverload) and id(impl) not in callers:
+            callers[id(impl)] = op_caller(impl, n_outputs)
+    return {name: callers.get(id(impl), impl) for name, impl in table.items()}
 
 
 def backward(loss: torch.Tensor) -> None:

@@ -31,7 +31,7 @@ import torch
 from .. import reference
 from .._backend import _is_compiling, resolve_backend
 from .._validate import check_floating, check_real
-from ._caller import op_caller
+from ._caller import op_callers
 from ._triton import require, triton_op
 
 # name -> (id, default alpha). Ids: csrc/bias_act_math.h (enum Act) and kernels/bias_act.py.
@@ -330,9 +330,8 @@ def _reference(x, b, act, alpha, gain, dim):
 
 
 _BIAS_ACT: Dict[str, Callable] = {"cpu": _native, "cuda": _native, "triton": _triton, "reference": _reference}
-#: The fast path's calls of the fused ops (the reference has none).
-_FAST_BIAS_ACT: Dict[str, Callable] = {"cpu": op_caller(_native), "cuda": op_caller(_native),
-                                       "triton": op_caller(_triton)}
+#: The fast path's calls of the fused ops.
+_FAST_BIAS_ACT: Dict[str, Callable] = op_callers(_BIAS_ACT)
 
 
 def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "lrelu", alpha: Optional[float] = None,
@@ -371,8 +370,8 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
         if spec is not None and type(dim) is int and type(gain) is float and not _is_compiling():
             a = spec[1] if alpha is None else alpha
             if type(a) is float and math.isfinite(a) and math.isfinite(gain):
-                call = _FAST_BIAS_ACT.get(resolve_backend(backend, x.device, "bias_act"))
-                if call is not None:
+                call = _FAST_BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
+                if call is not _reference:
                     return call(x, bias, spec[0], a, gain, dim)
     except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
         pass  # e.g. an unhashable act, an x without a device: _check_args names it
