@@ -6,9 +6,12 @@
 // much per call as a dozen eager kernels, so these kernels are C++ like eager
 // PyTorch's own. fastgan/ops/losses.py holds the same formulas for the Triton ops.
 //
-//   gan_loss:           d/dx = grad_loss * x_grad            (gan_loss_backward: one launch)
-//                       + s_x t_x''(x) * grad_x_grad          (double backward only: a gradient
-//                                                              that reached the saved x_grad)
+//   gan_loss:           d/dx = grad_loss * x_grad            (gan_loss_backward: one launch);
+//                       x_grad, y_grad are saved, not differentiable outputs (an output's
+//                       autograd bookkeeping costs host time on every call). With
+//                       create_graph the backward is grad_loss * s_x t_x'(x) from
+//                       gan_loss_pointwise, differentiable in both: its own backward
+//                       gives the double backward, s_x t_x''(x) (0 for a linear term)
 //   gan_loss_backward:  (g * a, g * b) -> d/dg = sum(ga * a) + sum(gb * b), d/da = g * ga, d/db = g * gb
 //                       where a linear side has a = s t' (a constant, not saved) and no d/da;
 //                       its t'' is 0, so gan_loss's double backward adds nothing for it
@@ -83,7 +86,8 @@ struct GanLossFunction : public FusedFunction<GanLossFunction> {
       at::AutoDispatchBelowADInplaceOrView guard;
       std::tie(loss, x_grad, y_grad) = loss_op().call(x, y, x_term, y_term, reduction);
     }
-    ctx->set_materialize_grads(false);  // first-order backward gets no gradient for x_grad, y_grad
+    ctx->mark_non_differentiable({x_grad, y_grad});
+    ctx->set_materialize_grads(false);
     ctx->saved_data["x_term"] = x_term;
     ctx->saved_data["y_term"] = y_term;
     ctx->saved_data["reduction"] = reduction;
@@ -93,24 +97,26 @@ struct GanLossFunction : public FusedFunction<GanLossFunction> {
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
-    const int64_t x_term = ctx->saved_data["x_term"].toInt(), y_term = ctx->saved_data["y_term"].toInt();
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
-    const bool mean = reduction == kReductionMean, has_y = ctx->saved_data["has_y"].toBool();
+    const bool has_y = ctx->saved_data["has_y"].toBool();
     at::Tensor dx, dy;
-    if (grads[0].defined())
-      std::tie(dx, dy) = call_in_backward(
-          [&] { return backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction); });
-    // Double backward: d(x_grad)/dx = s_x t_x''(x), elementwise (0 for a linear term).
-    auto add_second = [&](at::Tensor& d, const at::Tensor& logits, const at::Tensor& g, int64_t term) {
-      if (gan_term_is_linear(static_cast<int>(term))) return;
-      at::Tensor second = pointwise_op().call(logits, g, term, 2);
-      if (mean) second = second.div(c10::Scalar(logits.sym_numel()));  // symbolic under tracing
-      d = d.defined() ? d.add(second) : second;
-    };
-    if (grads[1].defined()) add_second(dx, x, grads[1], x_term);
-    if (has_y && grads[2].defined()) add_second(dy, y, grads[2], y_term);
+    if (grads[0].defined()) {
+      const variable_list saved = ctx->get_saved_variables();
+      const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
+      const int64_t x_term = ctx->saved_data["x_term"].toInt(), y_term = ctx->saved_data["y_term"].toInt();
+      const int64_t reduction = ctx->saved_data["reduction"].toInt();
+      if (!at::GradMode::is_enabled()) {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction);
+      } else {
+        // create_graph: grad_loss * s t'(l), differentiable w.r.t. the logits and grad_loss.
+        auto side = [&](const at::Tensor& logits, int64_t term) {
+          at::Tensor d = pointwise_op().call(logits, grads[0].expand_symint(logits.sym_sizes()), term, 1);
+          return reduction == kReductionMean ? d.div(c10::Scalar(logits.sym_numel())) : d;  // symbolic under tracing
+        };
+        dx = side(x, x_term);
+        if (has_y) dy = side(y, y_term);
+      }
+    }
     return {dx, has_y ? dy : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

@@ -330,8 +330,9 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
   // except that a linear term (+-l: t' = +-1) saves nothing: its x_grad (y_grad) has
   // shape (0,). Terms are the GanTerm codes of csrc/gan_loss_math.h. Autograd
   // (csrc/gan_loss_autograd.cpp): d loss / dx = grad * x_grad, via gan_loss_backward;
-  // gradients reaching x_grad or y_grad (double backward) go through
-  // gan_loss_pointwise with order 2.
+  // x_grad and y_grad are not differentiable outputs. With create_graph the backward
+  // is grad * s_x * t_x'(x) from gan_loss_pointwise, whose own autograd gives the
+  // double backward.
   m.def(
       "gan_loss(Tensor x, Tensor? y, int x_term, int y_term, int reduction) -> "
       "(Tensor loss, Tensor x_grad, Tensor y_grad)");

@@ -82,14 +82,21 @@ def test_modifying_a_saved_tensor_in_place_is_detected():
 
 
 def test_a_gradient_reaching_only_a_saved_output_flows_back():
-    """gan_loss's x_grad is a differentiable output: a gradient into it alone (what a
-    double backward sends) reaches the logits, where the first-order path gets none."""
-    real = _leaf(8, 1)
-    _, x_grad, _ = torch.ops.fastgan.gan_loss.default(real, _leaf(8, 1, seed=9), 0, 1, 1)
+    """relativistic_loss's x_grad is a differentiable output: a gradient into it alone
+    (what a double backward sends) reaches the logits, where the first-order path gets none."""
+    real, fake = _leaf(8, 1), _leaf(8, 1, seed=9)
+    _, x_grad, _ = torch.ops.fastgan.relativistic_loss.default(real, fake, 0, 1)
     (g,) = torch.autograd.grad(x_grad.sum(), real)
-    # x_grad = -sigmoid(-l) / n, so d/dl sum(x_grad) = sigmoid'(l) / n
-    s = torch.sigmoid(real.detach())
+    # x_grad = -sigmoid(fake - real) / n, so d/dreal sum(x_grad) = sigmoid'(fake - real) / n
+    s = torch.sigmoid(fake.detach() - real.detach())
     torch.testing.assert_close(g, s * (1 - s) / real.numel())
+
+
+def test_a_non_differentiable_output_gets_no_history():
+    """gan_loss marks its saved gradients non-differentiable: only the loss has a grad_fn."""
+    loss, x_grad, y_grad = torch.ops.fastgan.gan_loss.default(_leaf(8, 1), _leaf(8, 1, seed=9), 0, 1, 1)
+    assert loss.grad_fn is not None
+    assert not x_grad.requires_grad and not y_grad.requires_grad
 
 
 def test_forward_mode_ad_is_refused():

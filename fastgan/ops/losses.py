@@ -31,11 +31,11 @@ Every loss is ``s_r * sum t_r(real) + s_f * sum t_f(fake)`` with per-element ter
   ``softplus'' = sigmoid'`` at the differences (``gan_loss_pointwise`` order 2) and a
   few eager sums (formulas in csrc/gan_loss_autograd.cpp).
 
-Double backward: the saved gradients are differentiable outputs of ``gan_loss``,
-so a gradient reaching them (through ``gan_loss_backward``'s own autograd) comes
-back to ``gan_loss``'s backward, which adds ``s * t''(x) * g`` with the order-2
-pointwise kernel. First-order backward never sees those gradients
-(``set_materialize_grads(False)``) and stays a single scaling. The C++ ops'
+Double backward: ``gan_loss``'s saved gradients are not differentiable outputs
+(an output's autograd bookkeeping would cost host time on every call). A first-order
+backward is the single scaling above; with ``create_graph`` the backward is instead
+``grad * s * t'(x)`` from the order-1 pointwise kernel, whose own autograd gives the
+double backward, ``s * t''(x)`` (order 2). The C++ ops'
 autograd is in C++ (``csrc/gan_loss_autograd.cpp``): at small batch sizes a step
 is bound by host overhead, and a Python ``autograd.Function`` costs as much as the
 eager kernels it replaces. The Triton ops' is registered here, same formulas.
@@ -236,26 +236,26 @@ def _register_autograd(ns: str) -> None:
     def loss_setup(ctx, inputs, output):
         x, y, x_term, y_term, reduction = inputs
         _, x_grad, y_grad = output
-        ctx.set_materialize_grads(False)  # first-order backward: no gradient for x_grad, y_grad
+        ctx.mark_non_differentiable(x_grad, y_grad)
+        ctx.set_materialize_grads(False)
         ctx.x_term, ctx.y_term, ctx.reduction = x_term, y_term, reduction
         ctx.save_for_backward(x, y, x_grad, y_grad)
 
     def loss_backward(ctx, grad_loss, grad_x_grad, grad_y_grad):
+        if grad_loss is None:
+            return None, None, None, None, None
         x, y, x_grad, y_grad = ctx.saved_tensors
-        dx = dy = None
-        if grad_loss is not None:
+        if not torch.is_grad_enabled():
             dx, dy = ops.gan_loss_backward(grad_loss, x_grad, y_grad, x, y, ctx.x_term, ctx.y_term, ctx.reduction)
-        # Double backward: d(x_grad)/dx = s_x * t_x''(x), diagonal (0 for a linear term).
+            return dx, (dy if y is not None else None), None, None, None
+        # create_graph: grad_loss * s * t'(l), differentiable w.r.t. the logits and grad_loss.
         mean = ctx.reduction == REDUCTIONS["mean"]
-        if grad_x_grad is not None and ctx.x_term not in LINEAR_TERMS:
-            second = ops.gan_loss_pointwise(x, grad_x_grad, ctx.x_term, 2)
-            second = second / x.numel() if mean else second
-            dx = second if dx is None else dx + second
-        if grad_y_grad is not None and y is not None and ctx.y_term not in LINEAR_TERMS:
-            second = ops.gan_loss_pointwise(y, grad_y_grad, ctx.y_term, 2)
-            second = second / y.numel() if mean else second
-            dy = second if dy is None else dy + second
-        return dx, (dy if y is not None else None), None, None, None
+
+        def side(logits, term):
+            d = ops.gan_loss_pointwise(logits, grad_loss.expand(logits.shape), term, 1)
+            return d / logits.numel() if mean else d
+
+        return side(x, ctx.x_term), (side(y, ctx.y_term) if y is not None else None), None, None, None
 
     def backward_setup(ctx, inputs, output):
         grad, x_grad, y_grad, x, y, x_term, y_term, reduction = inputs
