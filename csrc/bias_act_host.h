@@ -12,7 +12,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
@@ -21,6 +20,7 @@
 #include <initializer_list>
 
 #include "bias_act_math.h"
+#include "empty.h"
 
 namespace fastgan {
 namespace bias_act {
@@ -161,7 +161,7 @@ inline Launch prepare_grad(const at::Tensor& dy, const c10::optional<at::Tensor>
   prepare_ref(op, l, dy, l.out, x, b, y, act, alpha, gain, dim, l.in1, need_db);
   l.in0_broadcast = read_broadcast_dy && is_broadcast_value(dy);
   l.in0 = l.in0_broadcast ? dy : in_layout_of(dy, l.out);
-  l.out2 = at::empty({need_db ? l.layout.channels : 0}, dy.options());
+  l.out2 = new_empty({need_db ? l.layout.channels : 0}, dy.options());
   return l;
 }
 
@@ -176,7 +176,7 @@ inline Launch prepare_grad2(const at::Tensor& ddx, const at::Tensor& dy, const c
   l.out2 = at::empty_like(ddx);
   prepare_ref(op, l, ddx, l.out2, x, b, y, act, alpha, gain, dim, l.in2);
   check_like(op, "dy", dy, ddx);
-  l.out = need_ddy ? at::empty_like(l.out2) : at::empty({0}, ddx.options());
+  l.out = need_ddy ? at::empty_like(l.out2) : new_empty({0}, ddx.options());
   l.in0 = in_layout_of(ddx, l.out2);
   l.in1 = in_layout_of(dy, l.out2);
   return l;

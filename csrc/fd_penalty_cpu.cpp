@@ -4,11 +4,11 @@
 //   finite_difference_penalty_backward: (c q, -c q), both in one pass
 // Math in fd_penalty_math.h; autograd in fd_penalty_autograd.cpp.
 #include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include "cpu_multi_tensor.h"
+#include "empty.h"
 #include "fd_penalty_host.h"
 #include "fd_penalty_math.h"
 #include "rows.h"
@@ -77,7 +77,7 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& noise, double sigm
 at::Tensor fd_penalty_cpu(const at::Tensor& perturbed, const at::Tensor& outputs, double sigma, double weight) {
   check_fd_penalty_args(perturbed, outputs, sigma, weight, "finite_difference_penalty");
   auto [p, o] = batch_major_pair(perturbed, outputs);
-  at::Tensor loss = at::empty({}, p.options());
+  at::Tensor loss = new_empty({}, p.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "finite_difference_penalty_cpu", [&] {
     const double total = sum_squared_quotients(p.data_ptr<scalar_t>(), o.data_ptr<scalar_t>(), p.numel(),
                                                static_cast<acc_t<scalar_t>>(sigma));
@@ -92,8 +92,8 @@ std::tuple<at::Tensor, at::Tensor> fd_penalty_backward_cpu(const at::Tensor& gra
                                                            bool need_perturbed, bool need_outputs) {
   check_fd_penalty_backward_args(grad_loss, perturbed, outputs, sigma, weight);
   auto [p, o] = batch_major_pair(perturbed, outputs);
-  at::Tensor grad_p = need_perturbed ? at::empty_like(p) : at::empty({0}, p.options());
-  at::Tensor grad_o = need_outputs ? at::empty_like(p) : at::empty({0}, p.options());
+  at::Tensor grad_p = need_perturbed ? at::empty_like(p) : new_empty({0}, p.options());
+  at::Tensor grad_o = need_outputs ? at::empty_like(p) : new_empty({0}, p.options());
   if (!(need_perturbed || need_outputs)) return {grad_p, grad_o};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "finite_difference_penalty_backward_cpu",
                                   [&] {

@@ -22,11 +22,11 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <array>
-#include <vector>
 
 #include "cpu_multi_tensor.h"
 #include "gan_loss_host.h"
@@ -83,7 +83,7 @@ int64_t chunks_of(int64_t n) { return (n + kLossChunk - 1) / kLossChunk; }
 template <int K, typename T, typename Span>
 std::array<T, 2 * K> chunked_side_sums(int64_t nx, int64_t ny, const Span& span) {
   const int64_t cx = chunks_of(nx), cy = chunks_of(ny), chunks = cx + cy;
-  std::vector<T> partial(K * chunks);  // partial[k * chunks + c]
+  c10::SmallVector<T, 16> partial(K * chunks);  // partial[k * chunks + c]
   auto run_chunks = [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       const bool is_x = c < cx;

@@ -4,11 +4,11 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include <optional>
 
+#include "empty.h"
 #include "gan_loss_math.h"
 
 namespace fastgan {
@@ -57,17 +57,17 @@ inline GanLossProblem prepare_gan_loss(const at::Tensor& x, const std::optional<
   check_gan_loss_args(x_term, y_term, reduction, op);
   GanLossProblem p;
   p.x = gan_loss_input(x, x, op, "x");
-  p.y = y.has_value() ? gan_loss_input(*y, x, op, "y") : at::empty({0}, x.options());
+  p.y = y.has_value() ? gan_loss_input(*y, x, op, "y") : new_empty({0}, x.options());
   p.x_term = static_cast<int>(x_term);
   p.y_term = static_cast<int>(y_term);
   // The mean of an empty side is 0 * inf = NaN, as torch's mean of an empty tensor;
   // an absent side has scale 0 and adds nothing.
   p.x_scale = gan_side_scale(p.x.numel(), reduction);
   p.y_scale = y.has_value() ? gan_side_scale(p.y.numel(), reduction) : 0.0;
-  p.loss = at::empty({}, x.options());
+  p.loss = new_empty({}, x.options());
   // A linear side saves no gradient (its t' is constant): a 0-element tensor.
   auto saved = [&](const at::Tensor& t, int term) {
-    return gan_term_is_linear(term) ? at::empty({0}, x.options()) : at::empty(t.sizes(), x.options());
+    return gan_term_is_linear(term) ? new_empty({0}, x.options()) : new_empty(t.sizes(), x.options());
   };
   p.x_grad = saved(x, p.x_term);
   p.y_grad = saved(p.y, p.y_term);
@@ -98,9 +98,9 @@ inline RelativisticLossProblem prepare_relativistic_loss(const at::Tensor& x, co
               " but x has shape ", x.sizes(), "; kind 0 (pair) needs one shape");
   p.x_scale = gan_side_scale(p.x.numel(), reduction);
   p.y_scale = gan_side_scale(p.y.numel(), reduction);
-  p.loss = at::empty({}, x.options());
-  p.x_grad = at::empty(x.sizes(), x.options());
-  p.y_grad = at::empty(y.sizes(), x.options());
+  p.loss = new_empty({}, x.options());
+  p.x_grad = new_empty(x.sizes(), x.options());
+  p.y_grad = new_empty(y.sizes(), x.options());
   return p;
 }
 
@@ -142,8 +142,8 @@ inline GanLossBackwardProblem prepare_gan_loss_backward(const at::Tensor& grad, 
     p.y_linear = false;
     p.y_const = 0.0;
   }
-  p.x_out = at::empty(x.sizes(), x.options());
-  p.y_out = at::empty(y.has_value() ? y->sizes() : p.y_grad.sizes(), x.options());
+  p.x_out = new_empty(x.sizes(), x.options());
+  p.y_out = new_empty(y.has_value() ? y->sizes() : p.y_grad.sizes(), x.options());
   return p;
 }
 
@@ -167,7 +167,7 @@ inline GanPointwiseProblem prepare_gan_pointwise(const at::Tensor& logits, const
   }
   p.term = static_cast<int>(term);
   p.order = static_cast<int>(order);
-  p.out = at::empty(logits.sizes(), logits.options());
+  p.out = new_empty(logits.sizes(), logits.options());
   return p;
 }
 

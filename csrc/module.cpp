@@ -1,12 +1,14 @@
 // The fastgan._C extension module: operator schemas and build information.
 //
 // Importing fastgan._C runs the static registrars of every kernel file; the
-// Python module itself holds backend_env, op_caller, backward and grad_with_graph.
+// Python module itself holds backend_env, backend_table, op_caller, backward and
+// grad_with_graph.
 #include <Python.h>
 #include <torch/library.h>
 
 #include <string>
 
+#include "backend_table.h"
 #include "backward_call.h"
 #include "op_caller.h"
 
@@ -33,6 +35,8 @@ PyObject* backend_env(PyObject*, PyObject*) {
 
 PyMethodDef module_methods[] = {
     {"backend_env", backend_env, METH_NOARGS, "$FASTGAN_BACKEND, or None when unset or empty."},
+    {"backend_table", fastgan::make_backend_table, METH_VARARGS,
+     "backend_table(impls, resolve_backend, op, backend_globals): a family's implementation per backend."},
     {"op_caller", fastgan::make_op_caller, METH_VARARGS,
      "op_caller(overload, name, overload_name, n_outputs): a registered op's call with less host time."},
     {"backward", fastgan::backward_call, METH_O, "backward(loss): loss.backward() without its Python wrapper."},

@@ -8,8 +8,9 @@
 // converts plain tensors, ints, floats and bools by their fixed kinds, calls the
 // dispatcher (autograd, autocast, CUDA graphs and Python dispatch modes all
 // happen there, as for torch.ops), and wraps only the outputs the front end
-// uses. Arguments it does not convert (a Tensor subclass, a torch-function mode,
-// keywords) go to the op's torch.ops overload, which handles them.
+// uses. Its last arguments may be bound when it is made (a family's codes), so a
+// call passes only the tensors. Arguments it does not convert (a Tensor subclass, a
+// torch-function mode, keywords) go to the op's torch.ops overload, which handles them.
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/Exceptions.h>
@@ -59,6 +60,8 @@ struct OpCaller {
   PyObject* overload;  // torch.ops' OpOverload: the call for arguments not converted here
   c10::OperatorHandle* op;
   std::vector<ArgKind>* kinds;
+  PyObject* bound;  // a tuple of the last arguments, fixed when the caller was made (codes)
+  torch::jit::Stack* bound_values;  // the same, converted
   Py_ssize_t n_outputs;  // outputs returned: 1 -> the first, alone; n -> a tuple of the first n
 };
 
@@ -142,15 +145,26 @@ PyObject* call_op(PyObject* self_obj, PyObject* const* args, size_t nargsf, PyOb
   auto* self = reinterpret_cast<OpCaller*>(self_obj);
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   const auto& kinds = *self->kinds;
+  const auto& bound = *self->bound_values;
   torch::jit::Stack stack;
-  bool converted = kwnames == nullptr && nargs == static_cast<Py_ssize_t>(kinds.size()) &&
+  bool converted = kwnames == nullptr && nargs + bound.size() == kinds.size() &&
                    !at::impl::torch_function_mode_enabled();
   if (converted) {
     stack.reserve(std::max<size_t>(kinds.size(), self->op->schema().returns().size()));
     for (Py_ssize_t i = 0; i < nargs && converted; ++i) converted = push_arg(stack, args[i], kinds[i]);
+    stack.insert(stack.end(), bound.begin(), bound.end());
   }
   if (!converted) {
-    return first_outputs(PyObject_Vectorcall(self->overload, args, nargsf, kwnames), self->n_outputs);
+    if (bound.empty())
+      return first_outputs(PyObject_Vectorcall(self->overload, args, nargsf, kwnames), self->n_outputs);
+    // torch.ops' call with the bound arguments after the positional ones, keywords last
+    const Py_ssize_t n_bound = PyTuple_GET_SIZE(self->bound);
+    const Py_ssize_t n_kw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+    std::vector<PyObject*> all(args, args + nargs);
+    for (Py_ssize_t i = 0; i < n_bound; ++i) all.push_back(PyTuple_GET_ITEM(self->bound, i));
+    all.insert(all.end(), args + nargs, args + nargs + n_kw);
+    return first_outputs(PyObject_Vectorcall(self->overload, all.data(), nargs + n_bound, kwnames),
+                         self->n_outputs);
   }
   {
     pybind11::gil_scoped_release no_gil;
@@ -175,8 +189,10 @@ PyObject* call_op(PyObject* self_obj, PyObject* const* args, size_t nargsf, PyOb
 void dealloc(PyObject* self_obj) {
   auto* self = reinterpret_cast<OpCaller*>(self_obj);
   Py_XDECREF(self->overload);
+  Py_XDECREF(self->bound);
   delete self->op;
   delete self->kinds;
+  delete self->bound_values;
   Py_TYPE(self_obj)->tp_free(self_obj);
 }
 
@@ -206,7 +222,9 @@ PyObject* make_op_caller(PyObject*, PyObject* args) {
   const char* name = nullptr;
   const char* overload_name = nullptr;
   Py_ssize_t n_outputs = 0;
-  if (!PyArg_ParseTuple(args, "Ossn", &overload, &name, &overload_name, &n_outputs)) return nullptr;
+  PyObject* bound = nullptr;
+  if (!PyArg_ParseTuple(args, "OssnO!", &overload, &name, &overload_name, &n_outputs, &PyTuple_Type, &bound))
+    return nullptr;
   if (PyType_Ready(&op_caller_type) < 0) return nullptr;
   const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow(name, overload_name);
   const auto& schema = op.schema();
@@ -219,6 +237,17 @@ PyObject* make_op_caller(PyObject*, PyObject* args) {
   }
   auto kinds = std::make_unique<std::vector<ArgKind>>();
   for (const auto& arg : schema.arguments()) kinds->push_back(kind_of(arg, name));
+  const Py_ssize_t n_bound = PyTuple_GET_SIZE(bound), first_bound = kinds->size() - n_bound;
+  TORCH_CHECK(n_bound <= static_cast<Py_ssize_t>(kinds->size()), "op_caller: ", name, " has ", kinds->size(),
+              " arguments; cannot bind ", n_bound);
+  auto bound_values = std::make_unique<torch::jit::Stack>();
+  for (Py_ssize_t i = 0; i < n_bound; ++i) {
+    const auto kind = (*kinds)[first_bound + i];
+    TORCH_CHECK(kind == ArgKind::kInt || kind == ArgKind::kFloat || kind == ArgKind::kBool, "op_caller: ", name,
+                "'s argument ", first_bound + i, " cannot be bound (only numbers and bools can)");
+    TORCH_CHECK(push_arg(*bound_values, PyTuple_GET_ITEM(bound, i), kind), "op_caller: bound argument ", i,
+                " of ", name, " does not convert to its kind");
+  }
   auto* self = PyObject_New(OpCaller, &op_caller_type);
   if (self == nullptr) return nullptr;
   self->vectorcall = call_op;
@@ -226,6 +255,9 @@ PyObject* make_op_caller(PyObject*, PyObject* args) {
   self->overload = overload;
   self->op = new c10::OperatorHandle(op);
   self->kinds = kinds.release();
+  Py_INCREF(bound);
+  self->bound = bound;
+  self->bound_values = bound_values.release();
   self->n_outputs = n_outputs;
   return reinterpret_cast<PyObject*>(self);
   END_HANDLE_TH_ERRORS

@@ -4,7 +4,6 @@
 //   grad_norm_penalty_backward: dP/dg = scale_b * coef(n_b) * g_b, one pass
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "cpu_multi_tensor.h"
+#include "empty.h"
 #include "penalty_host.h"
 #include "penalty_math.h"
 #include "rows.h"
@@ -130,8 +130,8 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
   check_interpolate_backward_args(grad, eps);
   at::Tensor g = batch_major(grad);
   at::Tensor e = eps.contiguous();
-  at::Tensor grad_real = need_real ? at::empty_like(g) : at::empty({0}, g.options());
-  at::Tensor grad_fake = need_fake ? at::empty_like(g) : at::empty({0}, g.options());
+  at::Tensor grad_real = need_real ? at::empty_like(g) : new_empty({0}, g.options());
+  at::Tensor grad_fake = need_fake ? at::empty_like(g) : new_empty({0}, g.options());
   const int64_t rows = g.size(0), n = row_length(g);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "interpolate_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
@@ -156,8 +156,8 @@ std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cpu(const at::Tensor& grads
   at::Tensor g = batch_major(grads);
   const int64_t rows = g.size(0), n = row_length(g), tiles = row_tiles(n);
   const auto acc_type = g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor norms = at::empty({rows}, g.options().dtype(acc_type));
-  at::Tensor loss = reduction == kPenaltyNone ? at::empty({rows}, g.options()) : at::empty({}, g.options());
+  at::Tensor norms = new_empty({rows}, g.options().dtype(acc_type));
+  at::Tensor loss = reduction == kPenaltyNone ? new_empty({rows}, g.options()) : new_empty({}, g.options());
   std::vector<double> partial(rows * tiles, 0.0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_cpu", [&] {
     using T = acc_t<scalar_t>;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu_multi_tensor.h"
+#include "empty.h"
 #include "vae_host.h"
 #include "vae_math.h"
 
@@ -192,7 +193,7 @@ FASTGAN_CPU_CLONES void reparameterize_backward_span(const scalar_t* __restrict_
 at::Tensor vae_reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
   check_vae_reparameterize(mu, logvar, eps, "vae_reparameterize", "mu", "logvar", "eps");
   const at::Tensor m = mu.contiguous(), v = logvar.contiguous(), e = eps.contiguous();
-  at::Tensor z = at::empty(m.sizes(), m.options());
+  at::Tensor z = new_empty(m.sizes(), m.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "vae_reparameterize_cpu", [&] {
     const scalar_t *mp = m.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>();
     scalar_t* zp = z.data_ptr<scalar_t>();
@@ -206,7 +207,7 @@ at::Tensor vae_reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar
 at::Tensor vae_reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& mu) {
   check_vae_reparameterize(grad, z, mu, "vae_reparameterize_backward", "grad", "z", "mu");
   const at::Tensor g = grad.contiguous(), zc = z.contiguous(), m = mu.contiguous();
-  at::Tensor out = at::empty(g.sizes(), g.options());
+  at::Tensor out = new_empty(g.sizes(), g.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "vae_reparameterize_backward_cpu", [&] {
     const scalar_t *gp = g.data_ptr<scalar_t>(), *zp = zc.data_ptr<scalar_t>(), *mp = m.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();

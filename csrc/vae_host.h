@@ -5,12 +5,12 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
 #include <optional>
 
+#include "empty.h"
 #include "vae_math.h"
 
 namespace fastgan {
@@ -103,9 +103,9 @@ inline VaeLossProblem prepare_vae_loss(const std::optional<at::Tensor>& recon,
   }
   p.scale = vae_batch_scale(p.rows, reduction);
   const auto options = first.options();
-  p.loss = reduction == kVaeNone ? at::empty({p.rows}, options) : at::empty({}, options);
+  p.loss = reduction == kVaeNone ? new_empty({p.rows}, options) : new_empty({}, options);
   auto saved = [&](bool present, const at::Tensor& like) {
-    return present ? at::empty(like.sizes(), options) : at::empty({0}, options);
+    return present ? new_empty(like.sizes(), options) : new_empty({0}, options);
   };
   p.recon_grad = saved(p.has_recon, p.recon);
   p.recon_logvar_grad = saved(p.has_recon_logvar, p.recon_logvar);
@@ -156,7 +156,7 @@ inline VaeLossBackwardProblem prepare_vae_loss_backward(const at::Tensor& grad_l
               "fastgan::", op, ": grad_loss must have the loss's shape (", p.per_row ? "(B,)" : "()", " with B = ",
               p.rows, "), got ", grad_loss.sizes());
   p.grad = grad_loss.contiguous();
-  for (int i = 0; i < 4; ++i) p.out[i] = at::empty(p.saved[i].sizes(), p.saved[i].options());
+  for (int i = 0; i < 4; ++i) p.out[i] = new_empty(p.saved[i].sizes(), p.saved[i].options());
   return p;
 }
 

@@ -8,6 +8,7 @@ import torch
 from conftest import HAS_CUDA
 
 import fastgan
+from fastgan import _C, _backend
 from fastgan._backend import resolve_backend
 from fastgan.ops import clip_weights_
 
@@ -141,3 +142,67 @@ def test_cpu_and_cuda_kernels_share_their_element_math():
         with open(path) as f:
             text = f.read()
         assert not device_only.search(text), (path, device_only.search(text).group(0))
+
+
+# ---- backend_table: the fast paths' choice, made in C ----
+
+
+def _table(calls):
+    """A table of tagged implementations whose resolve_backend answers are counted."""
+    def resolve(backend, device, op):
+        calls.append((backend, device.type))
+        return resolve_backend(backend, device, op)
+    return _C.backend_table({"cpu": "cpu impl", "triton": "triton impl"}, resolve, "op", vars(_backend))
+
+
+def test_backend_table_follows_the_argument_the_default_and_the_environment(monkeypatch):
+    calls = []
+    table, x = _table(calls), torch.randn(3)
+    monkeypatch.delenv("FASTGAN_BACKEND", raising=False)
+    assert table(None, x) == "cpu impl"  # auto
+    assert table("cpu", x) == "cpu impl"
+    assert table("reference", x) is None  # no entry: the checked path runs it
+    fastgan.set_backend("reference")
+    assert table(None, x) is None
+    assert table("cpu", x) == "cpu impl"  # the argument wins over the default
+    with fastgan.use_backend("cpu"):
+        assert table(None, x) == "cpu impl"
+    assert table(None, x) is None
+    fastgan.set_backend(None)
+    monkeypatch.setenv("FASTGAN_BACKEND", "reference")
+    assert table(None, x) is None
+    monkeypatch.setenv("FASTGAN_BACKEND", "cpu")
+    assert table(None, x) == "cpu impl"
+    # resolve_backend answered each (name, device type) once
+    assert sorted(set(calls)) == sorted(calls) == sorted([("auto", "cpu"), ("cpu", "cpu"), ("reference", "cpu")])
+
+
+def test_backend_table_declines_what_resolve_backend_refuses_and_non_tensors(monkeypatch):
+    calls = []
+    table, x = _table(calls), torch.randn(3)
+    assert table("cuda", x) is None  # BackendError: the checked path raises it
+    assert table("gpu", x) is None  # ValueError, likewise
+    assert table(3, x) is None and table(None, [x]) is None and table(None, x.numpy()) is None
+    assert table(None, torch.nn.Parameter(x)) == "cpu impl"  # a parameter is a plain tensor
+
+    class Subclass(torch.Tensor):
+        pass
+
+    assert table(None, x.as_subclass(Subclass)) is None  # the checked path runs it
+    assert table(None, x, x) is None and table(None) is None
+    # refusals are asked again, not cached; the parameter's ("auto", cpu) was resolved once
+    assert calls == [("cuda", "cpu"), ("gpu", "cpu"), ("auto", "cpu")]
+    table("cuda", x)
+    assert len(calls) == 4
+
+
+def test_backend_table_keys_triton_by_the_interpreter(monkeypatch):
+    calls = []
+    table, x = _table(calls), torch.randn(3)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert table("triton", x) is None  # Triton cannot run CPU tensors without it
+    if "triton" in fastgan.available_backends(CPU) or fastgan._backend._triton_installed():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert table("triton", x) == "triton impl"
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        assert table("triton", x) is None

@@ -159,6 +159,40 @@ def test_refuses_a_schema_it_cannot_convert_and_too_many_outputs():
     assert "gan_loss" in repr(op_caller(GAN_LOSS))
 
 
+def test_bound_arguments_follow_the_call_ones():
+    x, y = _logits(14), _logits(15)
+    bound = op_caller(GAN_LOSS, 1, (0, 1, 1))
+    loss = bound(x, y)
+    torch.testing.assert_close(loss, GAN_LOSS(x, y, 0, 1, 1)[0], rtol=0, atol=0)
+    loss.backward()
+    a, b = _logits(14), _logits(15)
+    GAN_LOSS(a, b, 0, 1, 1)[0].backward()
+    torch.testing.assert_close(x.grad, a.grad, rtol=0, atol=0)
+    # what it does not convert goes to torch.ops with the bound arguments after the call's
+    calls = []
+
+    class Logged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(args[2:])
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    got = bound(x.detach().as_subclass(Logged), y.detach())
+    torch.testing.assert_close(got.as_subclass(torch.Tensor), GAN_LOSS(x, y, 0, 1, 1)[0].detach())
+    assert (0, 1, 1) in calls
+    with pytest.raises(RuntimeError, match="for argument 'y'"):
+        bound(x)  # too few: torch.ops gets (x, 0, 1, 1) and names the argument
+
+
+def test_refuses_to_bind_a_tensor_or_too_many():
+    with pytest.raises(RuntimeError, match="cannot be bound"):
+        op_caller(GAN_LOSS, 1, (None, 0, 1, 1))
+    with pytest.raises(RuntimeError, match="cannot bind 6"):
+        op_caller(GAN_LOSS, 1, (0,) * 6)
+    with pytest.raises(RuntimeError, match="does not convert"):
+        op_caller(GAN_LOSS, 1, (0, 1, 0.5))
+
+
 def _net(seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(8, 3, generator=g).requires_grad_(True)

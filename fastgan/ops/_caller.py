@@ -11,7 +11,7 @@ Anything else (a Tensor subclass, a torch-function mode, keywords) goes to the
 ``torch.ops`` overload. ``torch.compile`` cannot trace into it, so the front ends take
 their fast path only when not compiling and let dynamo trace the ``torch.ops`` call.
 """
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -19,11 +19,13 @@ from .. import _C
 from .._backend import _is_compiling
 
 
-def op_caller(overload: "torch._ops.OpOverload", n_outputs: int = 1) -> Callable:
+def op_caller(overload: "torch._ops.OpOverload", n_outputs: int = 1, bound: Tuple = ()) -> Callable:
     """``overload``'s call returning its first ``n_outputs`` outputs: one returns the
-    tensor alone, more a tuple, none ``None``."""
+    tensor alone, more a tuple, none ``None``. ``bound``: its last arguments (numbers or
+    bools, e.g. a family's codes), fixed here: ``op_caller(op, 1, (a, b))(x)`` is
+    ``op(x, a, b)``'s first output, without converting a and b on every call."""
     schema = overload._schema
-    return _C.op_caller(overload, schema.name, schema.overload_name, n_outputs)
+    return _C.op_caller(overload, schema.name, schema.overload_name, n_outputs, tuple(bound))
 
 
 def op_callers(table: Dict[str, Callable], n_outputs: int = 1) -> Dict[str, Callable]:

@@ -29,7 +29,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .. import reference
-from .._backend import _is_compiling, resolve_backend
+from .._backend import _is_compiling, backend_table, resolve_backend
 from .._validate import check_floating, check_real
 from ._caller import op_callers
 from ._triton import require, triton_op
@@ -331,7 +331,8 @@ def _reference(x, b, act, alpha, gain, dim):
 
 _BIAS_ACT: Dict[str, Callable] = {"cpu": _native, "cuda": _native, "triton": _triton, "reference": _reference}
 #: The fast path's calls of the fused ops.
-_FAST_BIAS_ACT: Dict[str, Callable] = op_callers(_BIAS_ACT)
+_FAST_BIAS_ACT = backend_table({name: call for name, call in op_callers(_BIAS_ACT).items() if name != "reference"},
+                               "bias_act")
 
 
 def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "lrelu", alpha: Optional[float] = None,
@@ -370,8 +371,8 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
         if spec is not None and type(dim) is int and type(gain) is float and not _is_compiling():
             a = spec[1] if alpha is None else alpha
             if type(a) is float and math.isfinite(a) and math.isfinite(gain):
-                call = _FAST_BIAS_ACT[resolve_backend(backend, x.device, "bias_act")]
-                if call is not _reference:
+                call = _FAST_BIAS_ACT(backend, x)
+                if call is not None:
                     return call(x, bias, spec[0], a, gain, dim)
     except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
         pass  # e.g. an unhashable act, an x without a device: _check_args names it

@@ -40,12 +40,12 @@ autograd is in C++ (``csrc/gan_loss_autograd.cpp``): at small batch sizes a step
 is bound by host overhead, and a Python ``autograd.Function`` costs as much as the
 eager kernels it replaces. The Triton ops' is registered here, same formulas.
 """
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
 from .. import reference
-from .._backend import _is_compiling, resolve_backend
+from .._backend import _is_compiling, backend_table, resolve_backend
 from ._caller import op_caller
 from ._triton import require, triton_op
 
@@ -356,17 +356,15 @@ def _relativistic_hessian_product(pointwise, x: torch.Tensor, y: torch.Tensor, g
 _register_autograd("fastgan_triton")
 
 class _LossOps(NamedTuple):
-    """One backend's ops, as resolved overloads (a packet re-resolves on every call),
-    and the fast path's caller of gan_loss, which returns the loss alone."""
+    """One backend's ops, as resolved overloads (a packet re-resolves on every call)."""
     gan_loss: object
     gan_loss_pointwise: object
     relativistic_loss: object
-    reduced_loss: object
 
 
 def _loss_ops(namespace) -> _LossOps:
     return _LossOps(namespace.gan_loss.default, namespace.gan_loss_pointwise.default,
-                    namespace.relativistic_loss.default, op_caller(namespace.gan_loss.default))
+                    namespace.relativistic_loss.default)
 
 
 _NATIVE_OPS = _loss_ops(torch.ops.fastgan)
@@ -412,39 +410,21 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
     return resolve_backend(backend, logits.device, op)
 
 
-#: (kind, reduction) -> (real term, fake term, reduction code) of discriminator_loss's fast path.
-_DISCRIMINATOR_CODES: Dict[Tuple[str, str], Tuple[int, int, int]] = {
-    (kind, reduction): (*terms, code) for kind, terms in DISCRIMINATOR_TERMS.items()
-    for reduction, code in REDUCTIONS.items() if reduction != "none"}
-#: (kind, reduction) -> (term, term, reduction code) of generator_loss's fast path.
-_GENERATOR_CODES: Dict[Tuple[str, str], Tuple[int, int, int]] = {
-    (kind, reduction): (term, term, code) for kind, term in GENERATOR_TERMS.items()
-    for reduction, code in REDUCTIONS.items() if reduction != "none"}
+def _fast_calls(codes: Dict[str, Tuple[int, int]]) -> Dict[Tuple[str, str], Callable]:
+    """(kind, reduction) -> a backend table of gan_loss's callers with those term and
+    reduction codes bound, each returning the loss alone: the fast path's whole call.
+    The fused ops check their own arguments (csrc/gan_loss_host.h, _check_gan_loss), so
+    the public functions' checks, which name the user's bad argument, run only when the
+    fast path declines or the op refuses: off the hot path. torch.compile traces those
+    instead (it cannot trace the op caller), at no run-time cost."""
+    return {(kind, reduction): backend_table({name: op_caller(ops.gan_loss, 1, (*terms, code))
+                                              for name, ops in _OPS.items()}, "gan_loss")
+            for kind, terms in codes.items() for reduction, code in REDUCTIONS.items() if reduction != "none"}
 
 
-def _fused_loss(x, y, codes: Optional[Tuple[int, int, int]], backend: Optional[str]) -> Optional[torch.Tensor]:
-    """The reduced loss straight from the fused op (``codes``: its term and reduction
-    codes), or None when the call is not the common one (``codes`` None) or the op
-    refuses its arguments. The fused ops check their own arguments
-    (csrc/gan_loss_host.h, _check_gan_loss), so the public functions' checks, which name
-    the user's bad argument, run only when this returns None: off the hot path.
-    torch.compile traces those instead (it cannot trace the op caller), at no run-time cost."""
-    if codes is None or _is_compiling():
-        return None
-    try:  # AttributeError: logits that are not tensors; the checks name them
-        if x.numel() and (y is None or y.numel()):
-            call = _OPS[resolve_backend(backend, x.device, "gan_loss")].reduced_loss
-            return call(x, y, *codes)
-    except (RuntimeError, TypeError, AttributeError, KeyError):
-        pass
-    return None
-
-
-def _codes(table: Dict[Tuple[str, str], Tuple[int, int, int]], kind, reduction) -> Optional[Tuple[int, int, int]]:
-    try:
-        return table.get((kind, reduction))
-    except TypeError:  # an unhashable kind or reduction: the checks name it
-        return None
+#: discriminator_loss's and generator_loss's fast paths.
+_DISCRIMINATOR_CALLS = _fast_calls(DISCRIMINATOR_TERMS)
+_GENERATOR_CALLS = _fast_calls({kind: (term, term) for kind, term in GENERATOR_TERMS.items()})
 
 
 # ---- public API ----
@@ -501,9 +481,13 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     One CUDA launch forward and one backward for "mean" and "sum"; RaGAN's forward
     is three (its means first; see :mod:`fastgan.ops.losses`).
     """
-    loss = _fused_loss(real_logits, fake_logits, _codes(_DISCRIMINATOR_CODES, kind, reduction), backend)
-    if loss is not None:
-        return loss
+    if not _is_compiling():
+        try:  # TypeError: an unhashable kind; AttributeError: logits that are not tensors
+            call = _DISCRIMINATOR_CALLS[kind, reduction](backend, real_logits)
+            if call is not None and real_logits.numel() and fake_logits.numel():
+                return call(real_logits, fake_logits)
+        except (RuntimeError, TypeError, AttributeError, KeyError):
+            pass
     op = "discriminator_loss"
     _check_choice(op, "kind", kind, DISCRIMINATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
@@ -540,10 +524,13 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
     ``(real_terms, fake_terms)``). Logits, dtypes, backends and gradients as
     :func:`discriminator_loss`.
     """
-    if real_logits is None:
-        loss = _fused_loss(fake_logits, None, _codes(_GENERATOR_CODES, kind, reduction), backend)
-        if loss is not None:
-            return loss
+    if real_logits is None and not _is_compiling():
+        try:  # as discriminator_loss's
+            call = _GENERATOR_CALLS[kind, reduction](backend, fake_logits)
+            if call is not None and fake_logits.numel():
+                return call(fake_logits, None)
+        except (RuntimeError, TypeError, AttributeError, KeyError):
+            pass
     op = "generator_loss"
     _check_choice(op, "kind", kind, GENERATOR_LOSS_KINDS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)

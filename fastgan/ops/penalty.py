@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .. import reference
-from .._backend import _is_compiling, resolve_backend
+from .._backend import _is_compiling, backend_table, resolve_backend
 from .._layout import acc_dtype, batch_major, batch_major_pair
 from .._validate import check_batch, check_flag, check_real
 from ._caller import grad_with_graph, op_caller
@@ -224,6 +224,9 @@ def _register_autograd(ops: _Ops) -> None:
 _register_autograd(_TRITON)
 
 _BACKEND_OPS: Dict[str, _Ops] = {"cpu": _NATIVE, "cuda": _NATIVE, "triton": _TRITON}
+#: The fast paths' op callers per backend.
+_FAST_INTERPOLATE = backend_table({name: ops.fast_interpolate for name, ops in _BACKEND_OPS.items()}, "interpolate")
+_FAST_PENALTY = backend_table({name: ops.fast_penalty for name, ops in _BACKEND_OPS.items()}, "grad_norm_penalty")
 
 # ---------------------------------------------------------------- validation
 
@@ -261,10 +264,10 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: Optional[torch.Tens
         # The fused ops check their own arguments (csrc/penalty_host.h, _check_interpolate):
         # the checks below run only when one refuses, to name the user's bad argument.
         # torch.compile traces the checked path.
-        ops = _BACKEND_OPS.get(resolve_backend(backend, real.device, "interpolate"))
-        if ops is not None and eps.dtype == acc_dtype(real.dtype):
+        call = _FAST_INTERPOLATE(backend, real)
+        if call is not None and eps.dtype == acc_dtype(real.dtype):
             try:
-                return ops.fast_interpolate(real, fake, eps)
+                return call(real, fake, eps)
             except (RuntimeError, TypeError):
                 pass
     _check_pair(real, fake)
@@ -315,9 +318,9 @@ def grad_norm_penalty(grads: torch.Tensor, *, center: float = 1.0, weight: float
         # As interpolate's: the op checks grads and the reduction code, the line above the
         # numbers; the checks below run only when this path declines or the op refuses.
         try:  # a BackendError too: check_batch names a bad grads first
-            ops = _BACKEND_OPS.get(resolve_backend(backend, grads.device, "grad_norm_penalty"))
-            if ops is not None:
-                return ops.fast_penalty(grads, center, weight, one_sided, code)
+            call = _FAST_PENALTY(backend, grads)
+            if call is not None:
+                return call(grads, center, weight, one_sided, code)
         except (RuntimeError, TypeError, AttributeError):
             pass
     check_batch("grads", grads)
