@@ -410,16 +410,27 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
     return resolve_backend(backend, logits.device, op)
 
 
-def _fast_calls(codes: Dict[str, Tuple[int, int]]) -> Dict[Tuple[str, str], Callable]:
-    """(kind, reduction) -> a backend table of gan_loss's callers with those term and
-    reduction codes bound, each returning the loss alone: the fast path's whole call.
-    The fused ops check their own arguments (csrc/gan_loss_host.h, _check_gan_loss), so
-    the public functions' checks, which name the user's bad argument, run only when the
-    fast path declines or the op refuses: off the hot path. torch.compile traces those
-    instead (it cannot trace the op caller), at no run-time cost."""
-    return {(kind, reduction): backend_table({name: op_caller(ops.gan_loss, 1, (*terms, code))
-                                              for name, ops in _OPS.items()}, "gan_loss")
-            for kind, terms in codes.items() for reduction, code in REDUCTIONS.items() if reduction != "none"}
+def _fast_calls(terms: Dict[str, Tuple[int, int]]) -> Dict[Tuple[str, str], Callable]:
+    """(kind, reduction) -> a backend table of op callers with that loss's codes bound,
+    each returning the loss alone: the fast path's whole call, ``call(x, y)``. A kind of
+    ``terms`` calls gan_loss with its (x, y) term codes; a relativistic kind calls
+    relativistic_loss. The fused ops check their own arguments (csrc/gan_loss_host.h,
+    _check_gan_loss, _check_relativistic_loss), so the public functions' checks, which
+    name the user's bad argument, run only when the fast path declines or the op
+    refuses: off the hot path. torch.compile traces those instead (it cannot trace the op
+    caller), at no run-time cost."""
+    calls = {}
+    for reduction, code in REDUCTIONS.items():
+        if reduction == "none":
+            continue
+        for kind, pair in terms.items():
+            calls[kind, reduction] = backend_table(
+                {name: op_caller(ops.gan_loss, 1, (*pair, code)) for name, ops in _OPS.items()}, "gan_loss")
+        for kind, kind_code in RELATIVISTIC_KINDS.items():
+            calls[kind, reduction] = backend_table(
+                {name: op_caller(ops.relativistic_loss, 1, (kind_code, code)) for name, ops in _OPS.items()},
+                "relativistic_loss")
+    return calls
 
 
 #: discriminator_loss's and generator_loss's fast paths.
@@ -524,11 +535,14 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
     ``(real_terms, fake_terms)``). Logits, dtypes, backends and gradients as
     :func:`discriminator_loss`.
     """
-    if real_logits is None and not _is_compiling():
-        try:  # as discriminator_loss's
+    if not _is_compiling():
+        try:  # as discriminator_loss's; only the relativistic kinds read real_logits
             call = _GENERATOR_CALLS[kind, reduction](backend, fake_logits)
-            if call is not None and fake_logits.numel():
-                return call(fake_logits, None)
+            if call is not None and fake_logits.numel() and (kind in RELATIVISTIC_KINDS) == (real_logits is not None):
+                if real_logits is None:
+                    return call(fake_logits, None)
+                if real_logits.numel():
+                    return call(fake_logits, real_logits)
         except (RuntimeError, TypeError, AttributeError, KeyError):
             pass
     op = "generator_loss"
