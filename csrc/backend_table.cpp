@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend_table.h"
+#include "vectorcall_type.h"
 
 namespace fastgan {
 namespace {
@@ -111,17 +112,9 @@ void dealloc(PyObject* self_obj) {
   Py_TYPE(self_obj)->tp_free(self_obj);
 }
 
-PyTypeObject backend_table_type = [] {
-  PyTypeObject type{PyVarObject_HEAD_INIT(nullptr, 0)};
-  type.tp_name = "fastgan._C.BackendTable";
-  type.tp_basicsize = sizeof(BackendTable);
-  type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL;
-  type.tp_vectorcall_offset = offsetof(BackendTable, vectorcall);
-  type.tp_call = PyVectorcall_Call;
-  type.tp_dealloc = dealloc;
-  type.tp_doc = "table(backend, tensor): a family's implementation for the resolved backend, or None.";
-  return type;
-}();
+PyTypeObject backend_table_type = vectorcall_type<BackendTable>(
+    "fastgan._C.BackendTable", dealloc,
+    "table(backend, tensor): a family's implementation for the resolved backend, or None.");
 
 }  // namespace
 

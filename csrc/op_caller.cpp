@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "op_caller.h"
+#include "vectorcall_type.h"
 
 namespace fastgan {
 namespace {
@@ -202,15 +203,10 @@ PyObject* repr(PyObject* self_obj) {
 }
 
 PyTypeObject op_caller_type = [] {
-  PyTypeObject type{PyVarObject_HEAD_INIT(nullptr, 0)};
-  type.tp_name = "fastgan._C.OpCaller";
-  type.tp_basicsize = sizeof(OpCaller);
-  type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL;
-  type.tp_vectorcall_offset = offsetof(OpCaller, vectorcall);
-  type.tp_call = PyVectorcall_Call;
-  type.tp_dealloc = dealloc;
+  PyTypeObject type = vectorcall_type<OpCaller>(
+      "fastgan._C.OpCaller", dealloc,
+      "A registered op's call with torch.ops' semantics and less host time (fastgan._C.op_caller).");
   type.tp_repr = repr;
-  type.tp_doc = "A registered op's call with torch.ops' semantics and less host time (fastgan._C.op_caller).";
   return type;
 }();
 
