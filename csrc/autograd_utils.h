@@ -26,6 +26,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -193,15 +194,18 @@ struct FusedFunction {
       return T::forward(ctx, std::forward<Args>(args)...);
     }();
     if (node) {
+      Attached attached;  // the outputs given this node as their grad_fn
       if constexpr (std::is_same_v<std::decay_t<decltype(outputs)>, at::Tensor>) {
-        attach(*node, inputs, outputs);
+        attach(*node, inputs, outputs, attached);
       } else {
-        for (auto& out : outputs) attach(*node, inputs, out);
+        for (auto& out : outputs) attach(*node, inputs, out, attached);
       }
       auto& saved = node->ctx.saved_;
       saved.reserve(node->ctx.to_save_.size());
       for (const auto& t : node->ctx.to_save_) {
-        saved.emplace_back(t, /*is_output=*/t.defined() && t.grad_fn().get() == node.get());
+        const bool is_output = t.defined() && std::find(attached.begin(), attached.end(),
+                                                        t.unsafeGetTensorImpl()) != attached.end();
+        saved.emplace_back(t, is_output);
         node->ctx.saved_versions_.push_back(t.defined() ? t._version() : 0);
       }
       node->ctx.to_save_.clear();
@@ -220,6 +224,7 @@ struct FusedFunction {
   }
 
   using Inputs = c10::SmallVector<const at::Tensor*, 8>;
+  using Attached = c10::SmallVector<const at::TensorImpl*, 4>;
 
   static void collect(Inputs& inputs, uint64_t& mask, size_t index, const at::Tensor& t) {
     mask |= uint64_t{1} << index;
@@ -233,7 +238,7 @@ struct FusedFunction {
   template <class Other>
   static void collect(Inputs&, uint64_t&, size_t, const Other&) {}
 
-  static void attach(FusedNode<T>& node, const Inputs& inputs, at::Tensor& out) {
+  static void attach(FusedNode<T>& node, const Inputs& inputs, at::Tensor& out, Attached& attached) {
     if (!out.defined() || node.ctx.is_non_differentiable(out) ||
         !torch::autograd::isDifferentiableType(out.scalar_type())) {
       node.add_input_metadata(torch::autograd::Node::undefined_input());
@@ -243,6 +248,7 @@ struct FusedFunction {
       TORCH_INTERNAL_ASSERT(!t->is_same(out), c10::demangle_type<T>(),
                             ": an output aliases an input");
     torch::autograd::set_history(out, node.getptr());
+    attached.push_back(out.unsafeGetTensorImpl());
   }
 };
 

@@ -42,6 +42,9 @@ struct BackendTable {
   std::vector<Resolved>* cache;
 };
 
+// A plain tensor (no subclass) with elements: what a fast path takes.
+bool nonempty_tensor(PyObject* obj) { return THPVariable_CheckExact(obj) && THPVariable_Unpack(obj).numel() > 0; }
+
 bool env_is(const char* name, const char* value) {
   const char* set = std::getenv(name);
   return set != nullptr && std::strcmp(set, value) == 0;
@@ -74,7 +77,10 @@ PyObject* lookup(BackendTable* self, const char* requested_name, c10::DeviceType
 PyObject* call_table(PyObject* self_obj, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   HANDLE_TH_ERRORS
   auto* self = reinterpret_cast<BackendTable*>(self_obj);
-  if (kwnames != nullptr || PyVectorcall_NARGS(nargsf) != 2 || !THPVariable_CheckExact(args[1])) Py_RETURN_NONE;
+  const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  if (kwnames != nullptr || nargs < 2 || !nonempty_tensor(args[1])) Py_RETURN_NONE;
+  for (Py_ssize_t i = 2; i < nargs; ++i)
+    if (args[i] != Py_None && !nonempty_tensor(args[i])) Py_RETURN_NONE;
   PyObject* backend = args[0];
   if (backend == Py_None) {
     backend = PyDict_GetItemWithError(self->globals, self->default_key);
@@ -114,7 +120,7 @@ void dealloc(PyObject* self_obj) {
 
 PyTypeObject backend_table_type = vectorcall_type<BackendTable>(
     "fastgan._C.BackendTable", dealloc,
-    "table(backend, tensor): a family's implementation for the resolved backend, or None.");
+    "table(backend, tensor, *others): a family's implementation for the resolved backend, or None.");
 
 }  // namespace
 

@@ -235,7 +235,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_autograd(const at::Tensor& dy, 
                                                           const OptTensor& b, const OptTensor& y, int64_t act,
                                                           double alpha, double gain, int64_t dim, bool need_db) {
   auto out = BiasActGradFunction::apply(dy, x, b, y, act, alpha, gain, dim, need_db);
-  return {out[0], out[1]};
+  return {std::move(out[0]), std::move(out[1])};
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_act_grad2_autograd(const at::Tensor& ddx, const at::Tensor& dy,
@@ -243,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_autograd(const at::Tensor& ddx
                                                            const OptTensor& y, int64_t act, double alpha,
                                                            double gain, int64_t dim, bool need_ddy) {
   auto out = BiasActGrad2Function::apply(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy);
-  return {out[0], out[1]};
+  return {std::move(out[0]), std::move(out[1])};
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "autograd_utils.h"
 
 #include <tuple>
+#include <utility>
 
 namespace fastgan {
 namespace {
@@ -126,7 +127,7 @@ Pair fd_penalty_backward_autograd(const at::Tensor& grad_loss, const at::Tensor&
                                   double sigma, double weight, bool need_perturbed, bool need_outputs) {
   variable_list out =
       FdPenaltyBackwardFunction::apply(grad_loss, perturbed, outputs, sigma, weight, need_perturbed, need_outputs);
-  return {out[0], out[1]};
+  return {std::move(out[0]), std::move(out[1])};
 }
 
 }  // namespace

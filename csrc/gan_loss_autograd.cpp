@@ -32,6 +32,7 @@
 
 #include <optional>
 #include <tuple>
+#include <utility>
 
 #include "autograd_utils.h"
 #include "gan_loss_math.h"
@@ -245,19 +246,19 @@ struct RelativisticLossFunction : public FusedFunction<RelativisticLossFunction>
 LossResult gan_loss_autograd(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
                              int64_t y_term, int64_t reduction) {
   variable_list out = GanLossFunction::apply(x, y, x_term, y_term, reduction);
-  return {out[0], out[1], out[2]};
+  return {std::move(out[0]), std::move(out[1]), std::move(out[2])};
 }
 
 PairResult gan_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& x_grad, const at::Tensor& y_grad,
                                       const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
                                       int64_t y_term, int64_t reduction) {
   variable_list out = GanLossBackwardFunction::apply(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
-  return {out[0], out[1]};
+  return {std::move(out[0]), std::move(out[1])};
 }
 
 LossResult relativistic_loss_autograd(const at::Tensor& x, const at::Tensor& y, int64_t kind, int64_t reduction) {
   variable_list out = RelativisticLossFunction::apply(x, y, kind, reduction);
-  return {out[0], out[1], out[2]};
+  return {std::move(out[0]), std::move(out[1]), std::move(out[2])};
 }
 
 at::Tensor gan_loss_pointwise_autograd(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,

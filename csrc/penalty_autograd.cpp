@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "autograd_utils.h"
@@ -202,12 +203,12 @@ at::Tensor interpolate_autograd(const at::Tensor& real, const at::Tensor& fake, 
 
 Pair interpolate_backward_autograd(const at::Tensor& grad, const at::Tensor& eps, bool need_real, bool need_fake) {
   variable_list out = InterpolateBackwardFunction::apply(grad, eps, need_real, need_fake);
-  return {out[0], out[1]};
+  return {std::move(out[0]), std::move(out[1])};
 }
 
 Pair penalty_autograd(const at::Tensor& grads, double center, double weight, bool one_sided, int64_t reduction) {
   variable_list out = PenaltyFunction::apply(grads, center, weight, one_sided, reduction);
-  return {out[0], out[1]};
+  return {std::move(out[0]), std::move(out[1])};
 }
 
 at::Tensor penalty_backward_autograd(const at::Tensor& grad_loss, const at::Tensor& grads, const at::Tensor& norms,

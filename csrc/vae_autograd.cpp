@@ -26,6 +26,7 @@
 
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "vae_math.h"
@@ -239,13 +240,13 @@ LossResult vae_loss_autograd(const OptTensor& recon, const OptTensor& target, co
                              const OptTensor& mu, const OptTensor& logvar, int64_t likelihood, double beta,
                              int64_t reduction) {
   variable_list out = VaeLossFunction::apply(recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction);
-  return {out[0], out[1], out[2], out[3], out[4]};
+  return {std::move(out[0]), std::move(out[1]), std::move(out[2]), std::move(out[3]), std::move(out[4])};
 }
 
 BackwardResult vae_loss_backward_autograd(const at::Tensor& grad_loss, const at::Tensor& rg, const at::Tensor& vg,
                                           const at::Tensor& mg, const at::Tensor& lg, int64_t reduction) {
   variable_list out = VaeLossBackwardFunction::apply(grad_loss, rg, vg, mg, lg, reduction);
-  return {out[0], out[1], out[2], out[3]};
+  return {std::move(out[0]), std::move(out[1]), std::move(out[2]), std::move(out[3])};
 }
 
 at::Tensor vae_reparameterize_autograd(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {

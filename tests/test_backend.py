@@ -189,7 +189,11 @@ def test_backend_table_declines_what_resolve_backend_refuses_and_non_tensors(mon
         pass
 
     assert table(None, x.as_subclass(Subclass)) is None  # the checked path runs it
-    assert table(None, x, x) is None and table(None) is None
+    assert table(None) is None
+    # the other tensors of the call: plain tensors with elements, or None
+    assert table(None, x, x) == table(None, x, None) == "cpu impl"
+    assert table(None, x, x.as_subclass(Subclass)) is None and table(None, x, 3) is None
+    assert table(None, torch.empty(0)) is None and table(None, x, torch.empty(2, 0)) is None
     # refusals are asked again, not cached; the parameter's ("auto", cpu) was resolved once
     assert calls == [("cuda", "cpu"), ("gpu", "cpu"), ("auto", "cpu")]
     table("cuda", x)

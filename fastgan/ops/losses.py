@@ -410,8 +410,8 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
     return resolve_backend(backend, logits.device, op)
 
 
-def _fast_calls(terms: Dict[str, Tuple[int, int]]) -> Dict[Tuple[str, str], Callable]:
-    """(kind, reduction) -> a backend table of op callers with that loss's codes bound,
+def _fast_calls(terms: Dict[str, Tuple[int, int]]) -> Dict[str, Dict[str, Callable]]:
+    """kind -> reduction -> a backend table of op callers with that loss's codes bound,
     each returning the loss alone: the fast path's whole call, ``call(x, y)``. A kind of
     ``terms`` calls gan_loss with its (x, y) term codes; a relativistic kind calls
     relativistic_loss. The fused ops check their own arguments (csrc/gan_loss_host.h,
@@ -419,15 +419,15 @@ def _fast_calls(terms: Dict[str, Tuple[int, int]]) -> Dict[Tuple[str, str], Call
     name the user's bad argument, run only when the fast path declines or the op
     refuses: off the hot path. torch.compile traces those instead (it cannot trace the op
     caller), at no run-time cost."""
-    calls = {}
+    calls: Dict[str, Dict[str, Callable]] = {kind: {} for kind in (*terms, *RELATIVISTIC_KINDS)}
     for reduction, code in REDUCTIONS.items():
         if reduction == "none":
             continue
         for kind, pair in terms.items():
-            calls[kind, reduction] = backend_table(
+            calls[kind][reduction] = backend_table(
                 {name: op_caller(ops.gan_loss, 1, (*pair, code)) for name, ops in _OPS.items()}, "gan_loss")
         for kind, kind_code in RELATIVISTIC_KINDS.items():
-            calls[kind, reduction] = backend_table(
+            calls[kind][reduction] = backend_table(
                 {name: op_caller(ops.relativistic_loss, 1, (kind_code, code)) for name, ops in _OPS.items()},
                 "relativistic_loss")
     return calls
@@ -493,11 +493,11 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     is three (its means first; see :mod:`fastgan.ops.losses`).
     """
     if not _is_compiling():
-        try:  # TypeError: an unhashable kind; AttributeError: logits that are not tensors
-            call = _DISCRIMINATOR_CALLS[kind, reduction](backend, real_logits)
-            if call is not None and real_logits.numel() and fake_logits.numel():
+        try:  # TypeError: an unhashable kind
+            call = _DISCRIMINATOR_CALLS[kind][reduction](backend, real_logits, fake_logits)
+            if call is not None:
                 return call(real_logits, fake_logits)
-        except (RuntimeError, TypeError, AttributeError, KeyError):
+        except (RuntimeError, TypeError, KeyError):
             pass
     op = "discriminator_loss"
     _check_choice(op, "kind", kind, DISCRIMINATOR_LOSS_KINDS)
@@ -537,13 +537,10 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
     """
     if not _is_compiling():
         try:  # as discriminator_loss's; only the relativistic kinds read real_logits
-            call = _GENERATOR_CALLS[kind, reduction](backend, fake_logits)
-            if call is not None and fake_logits.numel() and (kind in RELATIVISTIC_KINDS) == (real_logits is not None):
-                if real_logits is None:
-                    return call(fake_logits, None)
-                if real_logits.numel():
-                    return call(fake_logits, real_logits)
-        except (RuntimeError, TypeError, AttributeError, KeyError):
+            call = _GENERATOR_CALLS[kind][reduction](backend, fake_logits, real_logits)
+            if call is not None and (kind in RELATIVISTIC_KINDS) == (real_logits is not None):
+                return call(fake_logits, real_logits)
+        except (RuntimeError, TypeError, KeyError):
             pass
     op = "generator_loss"
     _check_choice(op, "kind", kind, GENERATOR_LOSS_KINDS)
