@@ -8,7 +8,9 @@
 // fused op's own dispatch. A BackendTable makes the same choice from the tensor's
 // device type, and asks resolve_backend only the first time it meets a
 // (requested name, device type, TRITON_INTERPRET) triple: resolve_backend stays
-// the one place that decides, and its answers depend on nothing else.
+// the one place that decides, and its answers depend on nothing else. It then
+// calls the implementation (an op caller) with the call's arguments, so a fast
+// path is one call from Python.
 #include <torch/csrc/Device.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -74,13 +76,22 @@ PyObject* lookup(BackendTable* self, const char* requested_name, c10::DeviceType
   return impl;
 }
 
+// The tensor whose device picks the implementation: the call's first argument, or the
+// first element of a list or tuple of tensors (clip_'s parameters); nullptr if none.
+PyObject* leading_tensor(PyObject* first) {
+  if ((PyList_CheckExact(first) || PyTuple_CheckExact(first)) && PySequence_Fast_GET_SIZE(first) > 0)
+    first = PySequence_Fast_ITEMS(first)[0];
+  return nonempty_tensor(first) ? first : nullptr;
+}
+
 PyObject* call_table(PyObject* self_obj, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   HANDLE_TH_ERRORS
   auto* self = reinterpret_cast<BackendTable*>(self_obj);
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  if (kwnames != nullptr || nargs < 2 || !nonempty_tensor(args[1])) Py_RETURN_NONE;
-  for (Py_ssize_t i = 2; i < nargs; ++i)
-    if (args[i] != Py_None && !nonempty_tensor(args[i])) Py_RETURN_NONE;
+  PyObject* lead = kwnames == nullptr && nargs >= 2 ? leading_tensor(args[1]) : nullptr;
+  if (lead == nullptr) Py_RETURN_NOTIMPLEMENTED;
+  for (Py_ssize_t i = 2; i < nargs; ++i)  // the call's other tensors: plain, with elements
+    if (THPVariable_Check(args[i]) && !nonempty_tensor(args[i])) Py_RETURN_NOTIMPLEMENTED;
   PyObject* backend = args[0];
   if (backend == Py_None) {
     backend = PyDict_GetItemWithError(self->globals, self->default_key);
@@ -88,20 +99,20 @@ PyObject* call_table(PyObject* self_obj, PyObject* const* args, size_t nargsf, P
   }
   const char* requested = nullptr;
   if (backend != nullptr && backend != Py_None) {
-    if (!PyUnicode_CheckExact(backend)) Py_RETURN_NONE;
+    if (!PyUnicode_CheckExact(backend)) Py_RETURN_NOTIMPLEMENTED;
     requested = PyUnicode_AsUTF8(backend);
     if (requested == nullptr) return nullptr;
   } else {
     const char* env = std::getenv("FASTGAN_BACKEND");
     requested = env != nullptr && *env != '\0' ? env : "auto";
   }
-  PyObject* impl = lookup(self, requested, THPVariable_Unpack(args[1]).device().type());
+  PyObject* impl = lookup(self, requested, THPVariable_Unpack(lead).device().type());
   if (impl == nullptr) {
     if (PyErr_Occurred()) return nullptr;
-    Py_RETURN_NONE;
+    Py_RETURN_NOTIMPLEMENTED;
   }
-  Py_INCREF(impl);
-  return impl;
+  if (impl == Py_None) Py_RETURN_NOTIMPLEMENTED;
+  return PyObject_Vectorcall(impl, args + 1, nargs - 1, nullptr);
   END_HANDLE_TH_ERRORS
 }
 
@@ -120,7 +131,8 @@ void dealloc(PyObject* self_obj) {
 
 PyTypeObject backend_table_type = vectorcall_type<BackendTable>(
     "fastgan._C.BackendTable", dealloc,
-    "table(backend, tensor, *others): a family's implementation for the resolved backend, or None.");
+    "table(backend, *args): the family's implementation for the resolved backend called with args, or "
+    "NotImplemented.");
 
 }  // namespace
 

@@ -153,12 +153,14 @@ def resolve_backend(backend: Optional[str], device: torch.device, op: str) -> st
     return name
 
 
-def backend_table(impls: Dict[str, object], op: str) -> Callable:
-    """An eager fast path's ``impls[resolve_backend(backend, tensor.device, op)]`` as one
-    C call, ``table(backend, tensor, *others)`` (csrc/backend_table.cpp): None where
+def backend_table(impls: Dict[str, Callable], op: str) -> Callable:
+    """An eager fast path's ``impls[resolve_backend(backend, device, op)](*args)`` as one
+    C call, ``table(backend, *args)`` (csrc/backend_table.cpp), the device that of
+    ``args[0]`` (a tensor, or a list's first tensor). NotImplemented when it declines:
     ``impls`` has no entry for the backend, resolve_backend refuses (the checked path then
-    raises its error), or ``tensor`` or one of ``others`` (None allowed) is not a plain
-    tensor with elements: fast paths take the common call, the checked paths the rest. resolve_backend decides, once per
-    (requested name, device type, TRITON_INTERPRET); the lookup costs about 0.1 us where
-    resolve_backend's costs 0.4. Not for torch.compile, which cannot trace it."""
+    raises its error), or a tensor of ``args`` is not a plain tensor with elements (fast
+    paths take the common call, the checked paths the rest). resolve_backend decides,
+    once per (requested name, device type, TRITON_INTERPRET); the choice costs about
+    0.1 us where resolve_backend's costs 0.4. Not for torch.compile, which cannot trace
+    it."""
     return _C.backend_table(dict(impls), resolve_backend, op, globals())

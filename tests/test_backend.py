@@ -144,7 +144,11 @@ def test_cpu_and_cuda_kernels_share_their_element_math():
         assert not device_only.search(text), (path, device_only.search(text).group(0))
 
 
-# ---- backend_table: the fast paths' choice, made in C ----
+# ---- backend_table: the fast paths' choice and call, made in C ----
+
+
+def _impl(name):
+    return lambda *args: (name, len(args))
 
 
 def _table(calls):
@@ -152,48 +156,50 @@ def _table(calls):
     def resolve(backend, device, op):
         calls.append((backend, device.type))
         return resolve_backend(backend, device, op)
-    return _C.backend_table({"cpu": "cpu impl", "triton": "triton impl"}, resolve, "op", vars(_backend))
+    return _C.backend_table({"cpu": _impl("cpu"), "triton": _impl("triton")}, resolve, "op", vars(_backend))
 
 
 def test_backend_table_follows_the_argument_the_default_and_the_environment(monkeypatch):
     calls = []
     table, x = _table(calls), torch.randn(3)
     monkeypatch.delenv("FASTGAN_BACKEND", raising=False)
-    assert table(None, x) == "cpu impl"  # auto
-    assert table("cpu", x) == "cpu impl"
-    assert table("reference", x) is None  # no entry: the checked path runs it
+    assert table(None, x) == ("cpu", 1)  # auto
+    assert table("cpu", x, 0.5, x) == ("cpu", 3)  # the implementation gets the call's arguments
+    assert table("reference", x) is NotImplemented  # no entry: the checked path runs it
     fastgan.set_backend("reference")
-    assert table(None, x) is None
-    assert table("cpu", x) == "cpu impl"  # the argument wins over the default
+    assert table(None, x) is NotImplemented
+    assert table("cpu", x) == ("cpu", 1)  # the argument wins over the default
     with fastgan.use_backend("cpu"):
-        assert table(None, x) == "cpu impl"
-    assert table(None, x) is None
+        assert table(None, x) == ("cpu", 1)
+    assert table(None, x) is NotImplemented
     fastgan.set_backend(None)
     monkeypatch.setenv("FASTGAN_BACKEND", "reference")
-    assert table(None, x) is None
+    assert table(None, x) is NotImplemented
     monkeypatch.setenv("FASTGAN_BACKEND", "cpu")
-    assert table(None, x) == "cpu impl"
+    assert table(None, x) == ("cpu", 1)
     # resolve_backend answered each (name, device type) once
     assert sorted(set(calls)) == sorted(calls) == sorted([("auto", "cpu"), ("cpu", "cpu"), ("reference", "cpu")])
 
 
-def test_backend_table_declines_what_resolve_backend_refuses_and_non_tensors(monkeypatch):
+def test_backend_table_declines_what_resolve_backend_refuses_and_odd_calls(monkeypatch):
     calls = []
     table, x = _table(calls), torch.randn(3)
-    assert table("cuda", x) is None  # BackendError: the checked path raises it
-    assert table("gpu", x) is None  # ValueError, likewise
-    assert table(3, x) is None and table(None, [x]) is None and table(None, x.numpy()) is None
-    assert table(None, torch.nn.Parameter(x)) == "cpu impl"  # a parameter is a plain tensor
+    assert table("cuda", x) is NotImplemented  # BackendError: the checked path raises it
+    assert table("gpu", x) is NotImplemented  # ValueError, likewise
+    assert table(3, x) is NotImplemented and table(None, x.numpy()) is NotImplemented
+    assert table(None, torch.nn.Parameter(x)) == ("cpu", 1)  # a parameter is a plain tensor
 
     class Subclass(torch.Tensor):
         pass
 
-    assert table(None, x.as_subclass(Subclass)) is None  # the checked path runs it
-    assert table(None) is None
-    # the other tensors of the call: plain tensors with elements, or None
-    assert table(None, x, x) == table(None, x, None) == "cpu impl"
-    assert table(None, x, x.as_subclass(Subclass)) is None and table(None, x, 3) is None
-    assert table(None, torch.empty(0)) is None and table(None, x, torch.empty(2, 0)) is None
+    assert table(None, x.as_subclass(Subclass)) is NotImplemented  # the checked path runs it
+    assert table(None) is NotImplemented and table(None, x, backend=None) is NotImplemented
+    # the call's other tensors: plain, with elements; anything else passes through
+    assert table(None, x, None, [x], 2.0) == ("cpu", 4)
+    assert table(None, x, x.as_subclass(Subclass)) is NotImplemented
+    assert table(None, torch.empty(0)) is NotImplemented and table(None, x, torch.empty(2, 0)) is NotImplemented
+    # a list's first tensor picks the device (clip_'s parameters)
+    assert table(None, [x, x], 0.1) == ("cpu", 2) and table(None, [], 0.1) is NotImplemented
     # refusals are asked again, not cached; the parameter's ("auto", cpu) was resolved once
     assert calls == [("cuda", "cpu"), ("gpu", "cpu"), ("auto", "cpu")]
     table("cuda", x)
@@ -204,9 +210,9 @@ def test_backend_table_keys_triton_by_the_interpreter(monkeypatch):
     calls = []
     table, x = _table(calls), torch.randn(3)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert table("triton", x) is None  # Triton cannot run CPU tensors without it
-    if "triton" in fastgan.available_backends(CPU) or fastgan._backend._triton_installed():
+    assert table("triton", x) is NotImplemented  # Triton cannot run CPU tensors without it
+    if fastgan._backend._triton_installed():
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert table("triton", x) == "triton impl"
+        assert table("triton", x) == ("triton", 1)
         monkeypatch.setenv("TRITON_INTERPRET", "0")
-        assert table("triton", x) is None
+        assert table("triton", x) is NotImplemented

@@ -371,9 +371,9 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
         if spec is not None and type(dim) is int and type(gain) is float and not _is_compiling():
             a = spec[1] if alpha is None else alpha
             if type(a) is float and math.isfinite(a) and math.isfinite(gain):
-                call = _FAST_BIAS_ACT(backend, x)
-                if call is not None:
-                    return call(x, bias, spec[0], a, gain, dim)
+                y = _FAST_BIAS_ACT(backend, x, bias, spec[0], a, gain, dim)
+                if y is not NotImplemented:
+                    return y
     except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
         pass  # e.g. an unhashable act, an x without a device: _check_args names it
     b, act_id, alpha, gain, dim = _check_args(x, bias, act, alpha, gain, dim)

@@ -114,13 +114,13 @@ def _table(eager: Dict[str, Callable], traced: Dict[str, Callable]) -> Dict[str,
     return traced if _is_compiling() else eager
 
 
-def _without_grad(impl: Callable, *args) -> None:
+def _without_grad(impl: Callable, *args):
     """``impl(*args)`` with gradient recording off: ``torch.no_grad()``'s effect for a
     fraction of its host cost (this runs on every optimizer step)."""
     enabled = torch.is_grad_enabled()
     torch._C._set_grad_enabled(False)
     try:
-        impl(*args)
+        return impl(*args)
     finally:
         torch._C._set_grad_enabled(enabled)
 
@@ -152,12 +152,11 @@ def clip_weights_(params: TensorsLike, clip_value: float, *, backend: Optional[s
         # The common call, one list of one device and dtype, in one call of the fused op,
         # which checks every tensor before it writes any: the grouping and the checks that
         # name a bad parameter below run only when it refuses.
-        impl = _FAST_CLIP(backend, params[0])
-        if impl is not None:
-            try:
-                return _without_grad(impl, params, c)
-            except (RuntimeError, TypeError):
-                pass
+        try:
+            if _without_grad(_FAST_CLIP, backend, params, c) is not NotImplemented:
+                return
+        except (RuntimeError, TypeError):
+            pass
     tensors, name = flatten_tensors(params, "params")
     groups = floating_groups(tensors, name)
     # Resolve every group's backend before touching any tensor: errors leave all untouched.

@@ -412,7 +412,7 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
 
 def _fast_calls(terms: Dict[str, Tuple[int, int]]) -> Dict[str, Dict[str, Callable]]:
     """kind -> reduction -> a backend table of op callers with that loss's codes bound,
-    each returning the loss alone: the fast path's whole call, ``call(x, y)``. A kind of
+    each returning the loss alone: the fast path's whole call, ``table(backend, x, y)``. A kind of
     ``terms`` calls gan_loss with its (x, y) term codes; a relativistic kind calls
     relativistic_loss. The fused ops check their own arguments (csrc/gan_loss_host.h,
     _check_gan_loss, _check_relativistic_loss), so the public functions' checks, which
@@ -494,9 +494,9 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
     """
     if not _is_compiling():
         try:  # TypeError: an unhashable kind
-            call = _DISCRIMINATOR_CALLS[kind][reduction](backend, real_logits, fake_logits)
-            if call is not None:
-                return call(real_logits, fake_logits)
+            loss = _DISCRIMINATOR_CALLS[kind][reduction](backend, real_logits, fake_logits)
+            if loss is not NotImplemented:
+                return loss
         except (RuntimeError, TypeError, KeyError):
             pass
     op = "discriminator_loss"
@@ -537,9 +537,10 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating", *,
     """
     if not _is_compiling():
         try:  # as discriminator_loss's; only the relativistic kinds read real_logits
-            call = _GENERATOR_CALLS[kind][reduction](backend, fake_logits, real_logits)
-            if call is not None and (kind in RELATIVISTIC_KINDS) == (real_logits is not None):
-                return call(fake_logits, real_logits)
+            if (kind in RELATIVISTIC_KINDS) == (real_logits is not None):
+                loss = _GENERATOR_CALLS[kind][reduction](backend, fake_logits, real_logits)
+                if loss is not NotImplemented:
+                    return loss
         except (RuntimeError, TypeError, KeyError):
             pass
     op = "generator_loss"

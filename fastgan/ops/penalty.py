@@ -264,10 +264,11 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: Optional[torch.Tens
         # The fused ops check their own arguments (csrc/penalty_host.h, _check_interpolate):
         # the checks below run only when one refuses, to name the user's bad argument.
         # torch.compile traces the checked path.
-        call = _FAST_INTERPOLATE(backend, real)
-        if call is not None and eps.dtype == acc_dtype(real.dtype):
+        if eps.dtype == acc_dtype(real.dtype):
             try:
-                return call(real, fake, eps)
+                out = _FAST_INTERPOLATE(backend, real, fake, eps)
+                if out is not NotImplemented:
+                    return out
             except (RuntimeError, TypeError):
                 pass
     _check_pair(real, fake)
@@ -318,9 +319,9 @@ def grad_norm_penalty(grads: torch.Tensor, *, center: float = 1.0, weight: float
         # As interpolate's: the op checks grads and the reduction code, the line above the
         # numbers; the checks below run only when this path declines or the op refuses.
         try:  # a BackendError too: check_batch names a bad grads first
-            call = _FAST_PENALTY(backend, grads)
-            if call is not None:
-                return call(grads, center, weight, one_sided, code)
+            loss = _FAST_PENALTY(backend, grads, center, weight, one_sided, code)
+            if loss is not NotImplemented:
+                return loss
         except (RuntimeError, TypeError, AttributeError):
             pass
     check_batch("grads", grads)
