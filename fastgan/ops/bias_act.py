@@ -366,7 +366,7 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, act: str = "l
     # tensors and dim themselves (csrc/bias_act_host.h, the Triton op's checks), so
     # _check_args, whose errors name the user's argument, runs only when this path
     # declines or the op refuses: off the hot path. torch.compile traces the checked path.
-    try:  # a BackendError too: _check_args names a bad argument before the backend refuses
+    try:  # an unhashable act, or the op refusing: _check_args names the bad argument
         spec = _ACTS.get(act)
         if spec is not None and type(dim) is int and type(gain) is float and not _is_compiling():
             a = spec[1] if alpha is None else alpha

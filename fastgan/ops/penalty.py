@@ -318,7 +318,7 @@ def grad_norm_penalty(grads: torch.Tensor, *, center: float = 1.0, weight: float
             and 0.0 <= center < math.inf and 0.0 <= weight < math.inf and not _is_compiling()):
         # As interpolate's: the op checks grads and the reduction code, the line above the
         # numbers; the checks below run only when this path declines or the op refuses.
-        try:  # a BackendError too: check_batch names a bad grads first
+        try:  # the op refusing: check_batch names a bad grads
             loss = _FAST_PENALTY(backend, grads, center, weight, one_sided, code)
             if loss is not NotImplemented:
                 return loss
