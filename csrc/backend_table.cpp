@@ -103,8 +103,8 @@ PyObject* call_table(PyObject* self_obj, PyObject* const* args, size_t nargsf, P
     requested = PyUnicode_AsUTF8(backend);
     if (requested == nullptr) return nullptr;
   } else {
-    const char* env = std::getenv("FASTGAN_BACKEND");
-    requested = env != nullptr && *env != '\0' ? env : "auto";
+    const char* env = backend_env_value();
+    requested = env != nullptr ? env : "auto";
   }
   PyObject* impl = lookup(self, requested, THPVariable_Unpack(lead).device().type());
   if (impl == nullptr) {
@@ -135,6 +135,11 @@ PyTypeObject backend_table_type = vectorcall_type<BackendTable>(
     "NotImplemented.");
 
 }  // namespace
+
+const char* backend_env_value() {
+  const char* value = std::getenv("FASTGAN_BACKEND");
+  return value != nullptr && *value != '\0' ? value : nullptr;
+}
 
 PyObject* make_backend_table(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS

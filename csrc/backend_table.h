@@ -13,4 +13,8 @@ namespace fastgan {
 // a plain tensor with elements (a fast path's call; the checked path takes the rest).
 PyObject* make_backend_table(PyObject* module, PyObject* args);
 
+// $FASTGAN_BACKEND through getenv(3), which sees os.environ's changes; nullptr when
+// unset or empty.
+const char* backend_env_value();
+
 }  // namespace fastgan

@@ -105,10 +105,7 @@ struct GanLossFunction : public FusedFunction<GanLossFunction> {
       const at::Tensor &x = saved[0], &y = saved[1], &x_grad = saved[2], &y_grad = saved[3];
       const int64_t x_term = ctx->saved_data["x_term"].toInt(), y_term = ctx->saved_data["y_term"].toInt();
       const int64_t reduction = ctx->saved_data["reduction"].toInt();
-      if (!at::GradMode::is_enabled()) {
-        at::AutoDispatchBelowADInplaceOrView guard;
-        std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction);
-      } else {
+      if (at::GradMode::is_enabled()) {
         // create_graph: grad_loss * s t'(l), differentiable w.r.t. the logits and grad_loss.
         auto side = [&](const at::Tensor& logits, int64_t term) {
           at::Tensor d = pointwise_op().call(logits, grads[0].expand_symint(logits.sym_sizes()), term, 1);
@@ -116,6 +113,9 @@ struct GanLossFunction : public FusedFunction<GanLossFunction> {
         };
         dx = side(x, x_term);
         if (has_y) dy = side(y, y_term);
+      } else {
+        std::tie(dx, dy) = call_in_backward(
+            [&] { return backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction); });
       }
     }
     return {dx, has_y ? dy : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -21,15 +21,13 @@
 #define FASTGAN_TORCH_VERSION "unknown"
 #endif
 
-#include <cstdlib>
-
 namespace {
 
 // backend_env() -> str | None: $FASTGAN_BACKEND through getenv(3), which sees
 // os.environ's changes (putenv, unsetenv); fastgan/_backend.py reads it per op call.
 PyObject* backend_env(PyObject*, PyObject*) {
-  const char* value = std::getenv("FASTGAN_BACKEND");
-  if (value == nullptr || *value == '\0') Py_RETURN_NONE;
+  const char* value = fastgan::backend_env_value();
+  if (value == nullptr) Py_RETURN_NONE;
   return PyUnicode_DecodeFSDefault(value);
 }
 

@@ -8,7 +8,7 @@ from .. import reference
 from .._backend import _is_compiling, backend_table, resolve_backend
 from .._validate import (TensorsLike, check_flag, check_floating, check_lr_tensor, check_positive_finite, check_real,
                          flatten_tensors, floating_groups)
-from ._caller import op_callers
+from ._caller import op_callers, without_grad
 from ._triton import require, triton_op
 
 # ---- checks of a direct torch.ops call (the fake kernels and the Triton ops' bodies; the
@@ -114,16 +114,6 @@ def _table(eager: Dict[str, Callable], traced: Dict[str, Callable]) -> Dict[str,
     return traced if _is_compiling() else eager
 
 
-def _without_grad(impl: Callable, *args):
-    """``impl(*args)`` with gradient recording off: ``torch.no_grad()``'s effect for a
-    fraction of its host cost (this runs on every optimizer step)."""
-    enabled = torch.is_grad_enabled()
-    torch._C._set_grad_enabled(False)
-    try:
-        return impl(*args)
-    finally:
-        torch._C._set_grad_enabled(enabled)
-
 # ---- public API ----
 
 
@@ -153,7 +143,7 @@ def clip_weights_(params: TensorsLike, clip_value: float, *, backend: Optional[s
         # which checks every tensor before it writes any: the grouping and the checks that
         # name a bad parameter below run only when it refuses.
         try:
-            if _without_grad(_FAST_CLIP, backend, params, c) is not NotImplemented:
+            if without_grad(_FAST_CLIP, backend, params, c) is not NotImplemented:
                 return
         except (RuntimeError, TypeError):
             pass
@@ -163,7 +153,7 @@ def clip_weights_(params: TensorsLike, clip_value: float, *, backend: Optional[s
     ops = _table(_CLIP_CALLS, _CLIP)
     plan = [(ops[resolve_backend(backend, device, "clip_weights_")], group) for (device, _), group in groups.items()]
     for impl, group in plan:
-        _without_grad(impl, group, c)
+        without_grad(impl, group, c)
 
 
 def _check_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers, centered: bool,
@@ -235,5 +225,5 @@ def _rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, a
         return
     impl = _table(_RMSPROP_CLIP_CALLS, _RMSPROP_CLIP)[resolve_backend(backend, params[0].device, "rmsprop_clip_")]
     lr, lr_tensor = (0.0, lr) if isinstance(lr, torch.Tensor) else (lr, None)
-    _without_grad(impl, params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
+    without_grad(impl, params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay,
                   momentum, centered, maximize, clip_value, lr_tensor)

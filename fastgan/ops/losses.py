@@ -411,10 +411,10 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
 
 
 def _fast_calls(terms: Dict[str, Tuple[int, int]]) -> Dict[str, Dict[str, Callable]]:
-    """kind -> reduction -> a backend table of op callers with that loss's codes bound,
-    each returning the loss alone: the fast path's whole call, ``table(backend, x, y)``. A kind of
-    ``terms`` calls gan_loss with its (x, y) term codes; a relativistic kind calls
-    relativistic_loss. The fused ops check their own arguments (csrc/gan_loss_host.h,
+    """kind -> reduction -> a backend table of op callers with that loss's codes bound:
+    ``table(backend, x, y)`` is the fast path's whole call and returns the loss alone (or
+    NotImplemented). A kind of ``terms`` calls gan_loss with its (x, y) term codes; a
+    relativistic kind calls relativistic_loss. The fused ops check their own arguments (csrc/gan_loss_host.h,
     _check_gan_loss, _check_relativistic_loss), so the public functions' checks, which
     name the user's bad argument, run only when the fast path declines or the op
     refuses: off the hot path. torch.compile traces those instead (it cannot trace the op

@@ -15,6 +15,7 @@ import torch
 from torch.optim import optimizer as _optimizer_module
 
 from .._backend import _is_compiling
+from ..ops._caller import without_grad
 
 _GroupLists = Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor], List[torch.Tensor],
                     List[torch.Tensor]]
@@ -82,17 +83,16 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     if any(lists[0][0].is_cuda for _, lists in plan) and torch.cuda.is_current_stream_capturing():
         optimizer.step()  # with its check that every group is capturable
         return
-    enabled = torch.is_grad_enabled()
-    torch._C._set_grad_enabled(False)
-    try:
-        for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in plan:
-            beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
-            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
-                               beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                               maximize=group["maximize"], grad_scale=None, found_inf=None)
-    finally:
-        torch._C._set_grad_enabled(enabled)
+    without_grad(_fused_adam_steps, plan)
+
+
+def _fused_adam_steps(plan: List[Tuple[dict, _GroupLists]]) -> None:
+    for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in plan:
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
+                           beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                           maximize=group["maximize"], grad_scale=None, found_inf=None)
 
 
 def clear_grads(optimizer: torch.optim.Optimizer) -> None:
