@@ -92,6 +92,22 @@ def test_existing_read_only_folder_is_refused_at_start(capsys, tmp_path):
     assert code == 2 and "cannot create or write files there" in err, err
 
 
+def test_training_without_pot_uses_scipy_and_without_either_exits_2(capsys, tmp_path, monkeypatch):
+    """pot is optional where scipy is present (the GPU machines lack pot): W1 comes from
+    scipy's exact assignment. Without either, the job refuses at start, naming pot."""
+    import importlib.util
+
+    find_spec, hidden = importlib.util.find_spec, {"ot"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, "ot", None)  # import ot raises ImportError
+    cli.main(["train", "--out", str(tmp_path / "run"), *TINY])
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    assert 0 < final["w1"] < float("inf"), final
+    hidden.add("scipy")
+    code, err = _exit(["train", "--out", str(tmp_path / "other"), *TINY], capsys)
+    assert code == 2 and "the training job needs pot" in err, err
+
+
 def test_backend_that_cannot_run_exits_2(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # triton without its interpreter: CUDA tensors only
     code, err = _exit(["train", "--out", str(tmp_path), "--device", "cpu", "--backend", "triton"], capsys)

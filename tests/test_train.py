@@ -130,6 +130,26 @@ def test_w1_2d_against_brute_force_assignment(seed, n, m):
     assert metrics.wasserstein1(x, y) == pytest.approx(_brute_force_w1(x, y), rel=1e-9)
 
 
+def test_w1_without_pot_is_the_optimal_assignment(monkeypatch):
+    """Where pot is missing (the GPU machines), equal sizes are solved by scipy's exact
+    assignment, which agrees with pot's network simplex; unequal sizes say what to install."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(300, 2)), rng.normal(0.5, 1.5, size=(300, 2))
+    with_pot = metrics.wasserstein1(x, y) if _has_pot() else _brute_force_w1(x, y)
+    monkeypatch.setitem(sys.modules, "ot", None)  # import ot raises ImportError
+    assert metrics.wasserstein1(x, y) == pytest.approx(with_pot, rel=1e-12)
+    small_x, small_y = rng.normal(size=(12, 2)), rng.normal(size=(12, 2))
+    assert metrics.wasserstein1(small_x, small_y) == pytest.approx(_brute_force_w1(small_x, small_y), rel=1e-12)
+    with pytest.raises(ImportError, match="different sizes .*pip install pot"):
+        metrics.wasserstein1(x, y[:200])
+
+
+def _has_pot() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ot") is not None
+
+
 def test_w1_rejects_bad_input():
     with pytest.raises(ValueError, match="same d|one d"):
         metrics.wasserstein1(np.zeros((3, 2)), np.zeros((3, 3)))
@@ -479,6 +499,24 @@ def test_stop_after_then_resume_from_the_command_line(tmp_path):
     assert cli.main(["train", "--out", out, "--resume", *flags]) == 0
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
     assert summary["steps"] == 4 and summary["final"]["step"] == 4
+
+
+@requires_cuda
+def test_command_line_captures_on_cuda_with_lr_decay(tmp_path):
+    """The README's main job on CUDA: one CUDA graph per iteration by default, linear lr
+    decay under capture; its losses follow the uncaptured run's."""
+    flags = ["train", "--recipe", "wgan-gp", "--steps", "6", "--interval", "2", "--hidden", "32", "--eval-samples",
+             "200", "--lr-decay", "linear", "--device", "cuda", "--no-progress", "--no-plots"]
+    finals = {}
+    for name, extra in (("captured", []), ("eager", ["--no-capture"])):
+        out = str(tmp_path / name)
+        assert cli.main([*flags, "--out", out, *extra]) == 0
+        log = json.loads(open(os.path.join(out, "log.json")).read())
+        assert log["config"]["capture"] == (name == "captured")
+        finals[name] = json.loads(open(os.path.join(out, "summary.json")).read())["final"]
+    for key in ("d_loss", "g_loss", "gp"):
+        assert math.isfinite(finals["captured"][key])
+        assert finals["captured"][key] == pytest.approx(finals["eager"][key], rel=1e-3, abs=1e-4), key
 
 
 def test_quality_script_target_and_table():

@@ -68,18 +68,43 @@ def wasserstein1(x, y) -> float:
     distributions of samples x (n, d) and y (m, d): 1-D through
     :func:`wasserstein1_1d`, otherwise an exact network-simplex transport plan
     (``ot.emd2`` from the Python Optimal Transport package). O(n·m) memory: meant for a
-    few thousand points."""
+    few thousand points.
+
+    Without that package, equal sizes (n = m, as in training's evaluation) are solved
+    exactly by an optimal assignment (``scipy.optimize.linear_sum_assignment``): between
+    two uniform distributions of n points some optimal plan is a permutation (Birkhoff),
+    so ``W1 = min over permutations σ of (1/n) Σ |x_i − y_σ(i)|``. It is slower (about 4 s
+    at n = 2,000 against 0.6 s); unequal sizes then raise ImportError."""
     x, y = _as_numpy(x, "x"), _as_numpy(y, "y")
     if x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1 and y.ndim == 2 and y.shape[1] == 1):
         return wasserstein1_1d(x, y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be (n, d) and (m, d) with one d; got {x.shape} and {y.shape}")
-    import ot
+    try:
+        import ot
+    except ImportError:
+        return _wasserstein1_by_assignment(x, y)
 
     cost = ot.dist(x, y, metric="euclidean")
     a = np.full(len(x), 1.0 / len(x))
     b = np.full(len(y), 1.0 / len(y))
     return float(ot.emd2(a, b, cost, numItermax=10_000_000))
+
+
+def _wasserstein1_by_assignment(x: np.ndarray, y: np.ndarray) -> float:
+    """Exact W1 of two equal-size samples (n, d) by an optimal assignment."""
+    if len(x) != len(y):
+        raise ImportError(f"wasserstein1 of samples of different sizes ({len(x)} and {len(y)}) needs the Python "
+                          f"Optimal Transport package: pip install pot")
+    try:
+        from scipy.optimize import linear_sum_assignment
+        from scipy.spatial.distance import cdist
+    except ImportError as exc:
+        raise ImportError("wasserstein1 needs the Python Optimal Transport package (pip install pot) or, for "
+                          "equal sample sizes, scipy") from exc
+    cost = cdist(x, y)
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
 
 
 @torch.no_grad()
