@@ -36,6 +36,8 @@
 #include <utility>
 #include <vector>
 
+#include "namespaces.h"
+
 namespace fastgan {
 
 using torch::autograd::variable_list;
@@ -153,7 +155,11 @@ struct FusedNode final : torch::autograd::Node {
     for (auto& s : ctx.saved_) s.reset_data();
   }
 
-  std::string name() const override { return c10::demangle_type<T>(); }
+  // The Function's name without its namespace argument (the same node for both namespaces).
+  std::string name() const override {
+    std::string type = c10::demangle_type<T>();
+    return type.substr(0, type.find('<'));
+  }
 };
 
 template <class T>

@@ -1,4 +1,4 @@
-// Autograd of the fastgan::bias_act ops, in C++ (one kernel for CPU and CUDA):
+// Autograd of the bias_act ops, in C++ (one kernel for CPU, CUDA and Triton):
 // a Python autograd function costs tens of microseconds per call, which a small
 // critic on a GPU would spend on the host instead of its kernels.
 //
@@ -11,8 +11,8 @@
 //
 // ref (bias_act_math.h): y for relu/lrelu/tanh/sigmoid, z = x + b otherwise, none for
 // linear. With ref = y, d_ref is the gradient with respect to y, which autograd
-// carries to x and b through the forward op's own backward. The Triton ops get the
-// same autograd in Python (fastgan/ops/bias_act.py).
+// carries to x and b through the forward op's own backward. The fastgan_triton ops
+// get the same kernels (csrc/namespaces.h).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -27,30 +27,30 @@ namespace {
 
 using OptTensor = c10::optional<at::Tensor>;
 
+template <OpNamespace NS>
 at::Tensor call_bias_act(const at::Tensor& x, const OptTensor& b, int64_t act, double alpha, double gain,
                          int64_t dim) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastgan::bias_act", "")
+  static auto op = family_op(NS, "bias_act")
                        .typed<at::Tensor(const at::Tensor&, const OptTensor&, int64_t, double, double, int64_t)>();
   return op.call(x, b, act, alpha, gain, dim);
 }
 
+template <OpNamespace NS>
 std::tuple<at::Tensor, at::Tensor> call_grad(const at::Tensor& dy, const OptTensor& x, const OptTensor& b,
                                              const OptTensor& y, int64_t act, double alpha, double gain, int64_t dim,
                                              bool need_db) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastgan::bias_act_grad", "")
+  static auto op = family_op(NS, "bias_act_grad")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const OptTensor&,
                                                                  const OptTensor&, const OptTensor&, int64_t, double,
                                                                  double, int64_t, bool)>();
   return op.call(dy, x, b, y, act, alpha, gain, dim, need_db);
 }
 
+template <OpNamespace NS>
 std::tuple<at::Tensor, at::Tensor> call_grad2(const at::Tensor& ddx, const at::Tensor& dy, const OptTensor& x,
                                               const OptTensor& b, const OptTensor& y, int64_t act, double alpha,
                                               double gain, int64_t dim, bool need_ddy) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastgan::bias_act_grad2", "")
+  static auto op = family_op(NS, "bias_act_grad2")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                                  const OptTensor&, const OptTensor&, const OptTensor&,
                                                                  int64_t, double, double, int64_t, bool)>();
@@ -102,13 +102,14 @@ Constants load_constants(FusedContext* ctx) {
           ctx->saved_data["dim"].toInt()};
 }
 
-struct BiasActFunction : public FusedFunction<BiasActFunction> {
+template <OpNamespace NS>
+struct BiasActFunction : public FusedFunction<BiasActFunction<NS>> {
   static at::Tensor forward(FusedContext* ctx, const at::Tensor& x, const OptTensor& b, int64_t act, double alpha,
                             double gain, int64_t dim) {
     at::Tensor y;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      y = call_bias_act(x, b, act, alpha, gain, dim);
+      y = call_bias_act<NS>(x, b, act, alpha, gain, dim);
     }
     save_constants(ctx, act, alpha, gain, dim);
     // An undefined incoming gradient stays undefined: in a penalty's double backward
@@ -141,19 +142,20 @@ struct BiasActFunction : public FusedFunction<BiasActFunction> {
     const bool need_b = has_bias && ctx->needs_input_grad(1);
     if (!need_x && !need_b) return variable_list(6);
     auto [dx, db] =
-        call_in_backward([&] { return call_grad(grads[0], x, b, y, k.act, k.alpha, k.gain, k.dim, need_b); });
+        call_in_backward([&] { return call_grad<NS>(grads[0], x, b, y, k.act, k.alpha, k.gain, k.dim, need_b); });
     return {need_x ? dx : at::Tensor(), need_b ? db : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
   }
 };
 
-struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
+template <OpNamespace NS>
+struct BiasActGradFunction : public FusedFunction<BiasActGradFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& dy, const OptTensor& x, const OptTensor& b,
                                const OptTensor& y, int64_t act, double alpha, double gain, int64_t dim, bool need_db) {
     at::Tensor dx, db;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(dx, db) = call_grad(dy, x, b, y, act, alpha, gain, dim, need_db);
+      std::tie(dx, db) = call_grad<NS>(dy, x, b, y, act, alpha, gain, dim, need_db);
     }
     save_constants(ctx, act, alpha, gain, dim);
     ctx->set_materialize_grads(false);
@@ -194,7 +196,7 @@ struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
     const bool need_ref =
         has_second_order(static_cast<int>(k.act)) && (defined(y) ? need_y : (need_x || need_b));
     if (need_ref) {
-      auto [a, r] = call_grad2(ddx, dy, x, b, y, k.act, k.alpha, k.gain, k.dim, need_dy);
+      auto [a, r] = call_grad2<NS>(ddx, dy, x, b, y, k.act, k.alpha, k.gain, k.dim, need_dy);
       if (need_dy) d_dy = a;
       if (defined(y)) {
         d_y = r;
@@ -203,18 +205,19 @@ struct BiasActGradFunction : public FusedFunction<BiasActGradFunction> {
         if (need_b) d_b = sum_to_bias(r, k.dim);
       }
     } else if (need_dy) {
-      d_dy = std::get<0>(call_grad(ddx, x, b, y, k.act, k.alpha, k.gain, k.dim, false));
+      d_dy = std::get<0>(call_grad<NS>(ddx, x, b, y, k.act, k.alpha, k.gain, k.dim, false));
     }
     return {d_dy, d_x, d_b, d_y, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-struct BiasActGrad2Function : public FusedFunction<BiasActGrad2Function> {
+template <OpNamespace NS>
+struct BiasActGrad2Function : public FusedFunction<BiasActGrad2Function<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& ddx, const at::Tensor& dy, const OptTensor& x,
                                const OptTensor& b, const OptTensor& y, int64_t act, double alpha, double gain,
                                int64_t dim, bool need_ddy) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [a, r] = call_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy);
+    auto [a, r] = call_grad2<NS>(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy);
     return {a, r};
   }
 
@@ -226,33 +229,39 @@ struct BiasActGrad2Function : public FusedFunction<BiasActGrad2Function> {
   }
 };
 
+template <OpNamespace NS>
 at::Tensor bias_act_autograd(const at::Tensor& x, const OptTensor& b, int64_t act, double alpha, double gain,
                              int64_t dim) {
-  return BiasActFunction::apply(x, b, act, alpha, gain, dim);
+  return BiasActFunction<NS>::apply(x, b, act, alpha, gain, dim);
 }
 
+template <OpNamespace NS>
 std::tuple<at::Tensor, at::Tensor> bias_act_grad_autograd(const at::Tensor& dy, const OptTensor& x,
                                                           const OptTensor& b, const OptTensor& y, int64_t act,
                                                           double alpha, double gain, int64_t dim, bool need_db) {
-  auto out = BiasActGradFunction::apply(dy, x, b, y, act, alpha, gain, dim, need_db);
+  auto out = BiasActGradFunction<NS>::apply(dy, x, b, y, act, alpha, gain, dim, need_db);
   return {std::move(out[0]), std::move(out[1])};
 }
 
+template <OpNamespace NS>
 std::tuple<at::Tensor, at::Tensor> bias_act_grad2_autograd(const at::Tensor& ddx, const at::Tensor& dy,
                                                            const OptTensor& x, const OptTensor& b,
                                                            const OptTensor& y, int64_t act, double alpha,
                                                            double gain, int64_t dim, bool need_ddy) {
-  auto out = BiasActGrad2Function::apply(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy);
+  auto out = BiasActGrad2Function<NS>::apply(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy);
   return {std::move(out[0]), std::move(out[1])};
+}
+
+template <OpNamespace NS>
+void register_kernels(torch::Library& m) {
+  m.impl("bias_act", &bias_act_autograd<NS>);
+  m.impl("bias_act_grad", &bias_act_grad_autograd<NS>);
+  m.impl("bias_act_grad2", &bias_act_grad2_autograd<NS>);
 }
 
 }  // namespace
 }  // namespace bias_act
 
-TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
-  m.impl("bias_act", &bias_act::bias_act_autograd);
-  m.impl("bias_act_grad", &bias_act::bias_act_grad_autograd);
-  m.impl("bias_act_grad2", &bias_act::bias_act_grad2_autograd);
-}
+FASTGAN_AUTOGRAD_KERNELS(bias_act::register_kernels)
 
 }  // namespace fastgan

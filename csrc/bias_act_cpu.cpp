@@ -12,6 +12,7 @@
 
 #include "bias_act_host.h"
 #include "cpu_multi_tensor.h"
+#include "namespaces.h"
 
 namespace fastgan {
 namespace bias_act {
@@ -256,10 +257,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, con
   return {l.out, l.out2};
 }
 
-}  // namespace
-}  // namespace bias_act
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+void define_ops(torch::Library& m) {
   // act ids: 0 linear, 1 relu, 2 lrelu, 3 tanh, 4 sigmoid, 5 silu, 6 elu (bias_act_math.h).
   // y = gain * act(x + b), b (optional) indexed along `dim`.
   m.def("bias_act(Tensor x, Tensor? b, int act, float alpha, float gain, int dim) -> Tensor");
@@ -274,6 +272,11 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
       "bias_act_grad2(Tensor ddx, Tensor dy, Tensor? x, Tensor? b, Tensor? y, int act, float alpha, float gain, "
       "int dim, bool need_ddy) -> (Tensor, Tensor)");
 }
+
+}  // namespace
+}  // namespace bias_act
+
+FASTGAN_DEFINE_OPS(bias_act::define_ops)
 
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
   m.impl("bias_act", &bias_act::bias_act_cpu);

@@ -20,32 +20,32 @@ namespace {
 
 using Pair = std::tuple<at::Tensor, at::Tensor>;
 
+template <OpNamespace NS>
 const auto& perturb_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::perturb", "")
+  static const auto op = family_op(NS, "perturb")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& fd_penalty_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::finite_difference_penalty", "")
+  static const auto op = family_op(NS, "finite_difference_penalty")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, double)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& fd_penalty_backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fastgan::finite_difference_penalty_backward", "")
+  static const auto op = family_op(NS, "finite_difference_penalty_backward")
           .typed<Pair(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double, bool, bool)>();
   return op;
 }
 
-struct PerturbFunction : public FusedFunction<PerturbFunction> {
+template <OpNamespace NS>
+struct PerturbFunction : public FusedFunction<PerturbFunction<NS>> {
   static at::Tensor forward(FusedContext* ctx, const at::Tensor& x, const at::Tensor& noise, double sigma) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return perturb_op().call(x, noise, sigma);
+    return perturb_op<NS>().call(x, noise, sigma);
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
@@ -53,14 +53,15 @@ struct PerturbFunction : public FusedFunction<PerturbFunction> {
   }
 };
 
-struct FdPenaltyFunction : public FusedFunction<FdPenaltyFunction> {
+template <OpNamespace NS>
+struct FdPenaltyFunction : public FusedFunction<FdPenaltyFunction<NS>> {
   static at::Tensor forward(FusedContext* ctx, const at::Tensor& perturbed, const at::Tensor& outputs, double sigma,
                             double weight) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({perturbed, outputs});
     ctx->saved_data["sigma"] = sigma;
     ctx->saved_data["weight"] = weight;
-    return fd_penalty_op().call(perturbed, outputs, sigma, weight);
+    return fd_penalty_op<NS>().call(perturbed, outputs, sigma, weight);
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
@@ -68,13 +69,14 @@ struct FdPenaltyFunction : public FusedFunction<FdPenaltyFunction> {
     if (!(need_p || need_o)) return variable_list(4);
     const variable_list saved = ctx->get_saved_variables();
     auto [grad_p, grad_o] =
-        fd_penalty_backward_op().call(grads[0], saved[0], saved[1], ctx->saved_data["sigma"].toDouble(),
+        fd_penalty_backward_op<NS>().call(grads[0], saved[0], saved[1], ctx->saved_data["sigma"].toDouble(),
                                       ctx->saved_data["weight"].toDouble(), need_p, need_o);
     return {need_p ? grad_p : at::Tensor(), need_o ? grad_o : at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-struct FdPenaltyBackwardFunction : public FusedFunction<FdPenaltyBackwardFunction> {
+template <OpNamespace NS>
+struct FdPenaltyBackwardFunction : public FusedFunction<FdPenaltyBackwardFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& grad_loss, const at::Tensor& perturbed,
                                const at::Tensor& outputs, double sigma, double weight, bool need_perturbed,
                                bool need_outputs) {
@@ -85,7 +87,7 @@ struct FdPenaltyBackwardFunction : public FusedFunction<FdPenaltyBackwardFunctio
     ctx->saved_data["need_perturbed"] = need_perturbed;
     ctx->saved_data["need_outputs"] = need_outputs;
     auto [grad_p, grad_o] =
-        fd_penalty_backward_op().call(grad_loss, perturbed, outputs, sigma, weight, need_perturbed, need_outputs);
+        fd_penalty_backward_op<NS>().call(grad_loss, perturbed, outputs, sigma, weight, need_perturbed, need_outputs);
     return {grad_p, grad_o};
   }
 
@@ -107,7 +109,7 @@ struct FdPenaltyBackwardFunction : public FusedFunction<FdPenaltyBackwardFunctio
     }
     const bool need_p = ctx->needs_input_grad(1), need_o = ctx->needs_input_grad(2);
     if (need_p || need_o) {
-      auto [d_p, d_o] = fd_penalty_backward_op().call(grad_loss, vp, vo, sigma, weight, need_p, need_o);
+      auto [d_p, d_o] = fd_penalty_backward_op<NS>().call(grad_loss, vp, vo, sigma, weight, need_p, need_o);
       if (need_p) out[1] = d_p;
       if (need_o) out[2] = d_o;
     }
@@ -115,27 +117,33 @@ struct FdPenaltyBackwardFunction : public FusedFunction<FdPenaltyBackwardFunctio
   }
 };
 
+template <OpNamespace NS>
 at::Tensor perturb_autograd(const at::Tensor& x, const at::Tensor& noise, double sigma) {
-  return PerturbFunction::apply(x, noise, sigma);
+  return PerturbFunction<NS>::apply(x, noise, sigma);
 }
 
+template <OpNamespace NS>
 at::Tensor fd_penalty_autograd(const at::Tensor& perturbed, const at::Tensor& outputs, double sigma, double weight) {
-  return FdPenaltyFunction::apply(perturbed, outputs, sigma, weight);
+  return FdPenaltyFunction<NS>::apply(perturbed, outputs, sigma, weight);
 }
 
+template <OpNamespace NS>
 Pair fd_penalty_backward_autograd(const at::Tensor& grad_loss, const at::Tensor& perturbed, const at::Tensor& outputs,
                                   double sigma, double weight, bool need_perturbed, bool need_outputs) {
   variable_list out =
-      FdPenaltyBackwardFunction::apply(grad_loss, perturbed, outputs, sigma, weight, need_perturbed, need_outputs);
+      FdPenaltyBackwardFunction<NS>::apply(grad_loss, perturbed, outputs, sigma, weight, need_perturbed, need_outputs);
   return {std::move(out[0]), std::move(out[1])};
+}
+
+template <OpNamespace NS>
+void register_kernels(torch::Library& m) {
+  m.impl("perturb", &perturb_autograd<NS>);
+  m.impl("finite_difference_penalty", &fd_penalty_autograd<NS>);
+  m.impl("finite_difference_penalty_backward", &fd_penalty_backward_autograd<NS>);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
-  m.impl("perturb", &perturb_autograd);
-  m.impl("finite_difference_penalty", &fd_penalty_autograd);
-  m.impl("finite_difference_penalty_backward", &fd_penalty_backward_autograd);
-}
+FASTGAN_AUTOGRAD_KERNELS(register_kernels)
 
 }  // namespace fastgan

@@ -11,6 +11,7 @@
 #include "empty.h"
 #include "fd_penalty_host.h"
 #include "fd_penalty_math.h"
+#include "namespaces.h"
 #include "rows.h"
 
 namespace fastgan {
@@ -112,15 +113,17 @@ std::tuple<at::Tensor, at::Tensor> fd_penalty_backward_cpu(const at::Tensor& gra
   return {grad_p, grad_o};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+void define_ops(torch::Library& m) {
   m.def("perturb(Tensor x, Tensor noise, float sigma) -> Tensor");
   m.def("finite_difference_penalty(Tensor perturbed, Tensor outputs, float sigma, float weight) -> Tensor");
   m.def(
       "finite_difference_penalty_backward(Tensor grad_loss, Tensor perturbed, Tensor outputs, float sigma, "
       "float weight, bool need_perturbed, bool need_outputs) -> (Tensor, Tensor)");
 }
+
+}  // namespace
+
+FASTGAN_DEFINE_OPS(define_ops)
 
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
   m.impl("perturb", &perturb_cpu);

@@ -4,7 +4,7 @@
 // At small batch sizes a training step is bound by host-side overhead, not by the
 // GPU: torch.library.register_autograd's Python autograd.Function costs about as
 // much per call as a dozen eager kernels, so these kernels are C++ like eager
-// PyTorch's own. fastgan/ops/losses.py holds the same formulas for the Triton ops.
+// PyTorch's own, and serve the fastgan_triton ops too (csrc/namespaces.h).
 //
 //   gan_loss:           d/dx = grad_loss * x_grad            (gan_loss_backward: one launch);
 //                       x_grad, y_grad are saved, not differentiable outputs (an output's
@@ -43,17 +43,17 @@ namespace {
 using LossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using PairResult = std::tuple<at::Tensor, at::Tensor>;
 
+template <OpNamespace NS>
 const auto& loss_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::gan_loss", "")
+  static const auto op = family_op(NS, "gan_loss")
                              .typed<LossResult(const at::Tensor&, const std::optional<at::Tensor>&, int64_t,
                                                int64_t, int64_t)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::gan_loss_backward", "")
+  static const auto op = family_op(NS, "gan_loss_backward")
                              .typed<PairResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                const at::Tensor&, const std::optional<at::Tensor>&, int64_t,
                                                int64_t, int64_t)>();
@@ -64,28 +64,29 @@ std::optional<at::Tensor> optional_of(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
+template <OpNamespace NS>
 const auto& pointwise_op() {
   static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fastgan::gan_loss_pointwise", "")
+      family_op(NS, "gan_loss_pointwise")
           .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, int64_t, int64_t)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& relativistic_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::relativistic_loss", "")
+  static const auto op = family_op(NS, "relativistic_loss")
                              .typed<LossResult(const at::Tensor&, const at::Tensor&, int64_t, int64_t)>();
   return op;
 }
 
-struct GanLossFunction : public FusedFunction<GanLossFunction> {
+template <OpNamespace NS>
+struct GanLossFunction : public FusedFunction<GanLossFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& y,
                                int64_t x_term, int64_t y_term, int64_t reduction) {
     at::Tensor loss, x_grad, y_grad;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(loss, x_grad, y_grad) = loss_op().call(x, y, x_term, y_term, reduction);
+      std::tie(loss, x_grad, y_grad) = loss_op<NS>().call(x, y, x_term, y_term, reduction);
     }
     ctx->mark_non_differentiable({x_grad, y_grad});
     ctx->set_materialize_grads(false);
@@ -108,28 +109,29 @@ struct GanLossFunction : public FusedFunction<GanLossFunction> {
       if (at::GradMode::is_enabled()) {
         // create_graph: grad_loss * s t'(l), differentiable w.r.t. the logits and grad_loss.
         auto side = [&](const at::Tensor& logits, int64_t term) {
-          at::Tensor d = pointwise_op().call(logits, grads[0].expand_symint(logits.sym_sizes()), term, 1);
+          at::Tensor d = pointwise_op<NS>().call(logits, grads[0].expand_symint(logits.sym_sizes()), term, 1);
           return reduction == kReductionMean ? d.div(c10::Scalar(logits.sym_numel())) : d;  // symbolic under tracing
         };
         dx = side(x, x_term);
         if (has_y) dy = side(y, y_term);
       } else {
         std::tie(dx, dy) = call_in_backward(
-            [&] { return backward_op().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction); });
+            [&] { return backward_op<NS>().call(grads[0], x_grad, y_grad, x, optional_of(y), x_term, y_term, reduction); });
       }
     }
     return {dx, has_y ? dy : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-struct GanLossBackwardFunction : public FusedFunction<GanLossBackwardFunction> {
+template <OpNamespace NS>
+struct GanLossBackwardFunction : public FusedFunction<GanLossBackwardFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& x_grad,
                                const at::Tensor& y_grad, const at::Tensor& x, const std::optional<at::Tensor>& y,
                                int64_t x_term, int64_t y_term, int64_t reduction) {
     at::Tensor x_out, y_out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(x_out, y_out) = backward_op().call(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
+      std::tie(x_out, y_out) = backward_op<NS>().call(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
     }
     ctx->set_materialize_grads(false);
     ctx->saved_data["x_term"] = x_term;
@@ -166,13 +168,14 @@ struct GanLossBackwardFunction : public FusedFunction<GanLossBackwardFunction> {
   }
 };
 
-struct GanPointwiseFunction : public FusedFunction<GanPointwiseFunction> {
+template <OpNamespace NS>
+struct GanPointwiseFunction : public FusedFunction<GanPointwiseFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& logits, const std::optional<at::Tensor>& grad,
                                int64_t term, int64_t order) {
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      out = pointwise_op().call(logits, grad, term, order);
+      out = pointwise_op<NS>().call(logits, grad, term, order);
     }
     ctx->saved_data["term"] = term;
     ctx->saved_data["order"] = order;
@@ -188,20 +191,21 @@ struct GanPointwiseFunction : public FusedFunction<GanPointwiseFunction> {
     at::Tensor d_logits, d_grad;
     if (ctx->needs_input_grad(0)) {
       TORCH_CHECK(order < 2, "fastgan GAN losses: third derivatives are not implemented");
-      d_logits = pointwise_op().call(logits, grad.defined() ? g.mul(grad) : g, term, order + 1);
+      d_logits = pointwise_op<NS>().call(logits, grad.defined() ? g.mul(grad) : g, term, order + 1);
     }
-    if (grad.defined() && ctx->needs_input_grad(1)) d_grad = pointwise_op().call(logits, g, term, order);
+    if (grad.defined() && ctx->needs_input_grad(1)) d_grad = pointwise_op<NS>().call(logits, g, term, order);
     return {d_logits, d_grad, at::Tensor(), at::Tensor()};
   }
 };
 
-struct RelativisticLossFunction : public FusedFunction<RelativisticLossFunction> {
+template <OpNamespace NS>
+struct RelativisticLossFunction : public FusedFunction<RelativisticLossFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& x, const at::Tensor& y, int64_t kind,
                                int64_t reduction) {
     at::Tensor loss, x_grad, y_grad;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(loss, x_grad, y_grad) = relativistic_op().call(x, y, kind, reduction);
+      std::tie(loss, x_grad, y_grad) = relativistic_op<NS>().call(x, y, kind, reduction);
     }
     ctx->set_materialize_grads(false);  // first-order backward gets no gradient for x_grad, y_grad
     ctx->saved_data["kind"] = kind;
@@ -217,14 +221,14 @@ struct RelativisticLossFunction : public FusedFunction<RelativisticLossFunction>
     const bool mean = reduction == kReductionMean;
     at::Tensor dx, dy;
     if (grads[0].defined())
-      std::tie(dx, dy) = backward_op().call(grads[0], x_grad, y_grad, x, y, kSoftplusNeg, kSoftplusNeg, reduction);
+      std::tie(dx, dy) = backward_op<NS>().call(grads[0], x_grad, y_grad, x, y, kSoftplusNeg, kSoftplusNeg, reduction);
     if (grads[1].defined() || grads[2].defined()) {
       auto add = [](at::Tensor& d, const at::Tensor& v) { d = d.defined() ? d.add(v) : v; };
       const at::Tensor gx = grads[1].defined() ? grads[1] : at::zeros_like(x);
       const at::Tensor gy = grads[2].defined() ? grads[2] : at::zeros_like(y);
       // s * softplus''(z) * g; the divisions are symbolic under tracing
       auto curvature = [&](const at::Tensor& z, const at::Tensor& g, const at::Tensor& side) {
-        at::Tensor v = pointwise_op().call(z, g, kSoftplus, 2);
+        at::Tensor v = pointwise_op<NS>().call(z, g, kSoftplus, 2);
         return mean ? v.div(c10::Scalar(side.sym_numel())) : v;
       };
       if (kind == kRelativisticPair) {
@@ -243,36 +247,43 @@ struct RelativisticLossFunction : public FusedFunction<RelativisticLossFunction>
   }
 };
 
+template <OpNamespace NS>
 LossResult gan_loss_autograd(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
                              int64_t y_term, int64_t reduction) {
-  variable_list out = GanLossFunction::apply(x, y, x_term, y_term, reduction);
+  variable_list out = GanLossFunction<NS>::apply(x, y, x_term, y_term, reduction);
   return {std::move(out[0]), std::move(out[1]), std::move(out[2])};
 }
 
+template <OpNamespace NS>
 PairResult gan_loss_backward_autograd(const at::Tensor& grad, const at::Tensor& x_grad, const at::Tensor& y_grad,
                                       const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term,
                                       int64_t y_term, int64_t reduction) {
-  variable_list out = GanLossBackwardFunction::apply(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
+  variable_list out = GanLossBackwardFunction<NS>::apply(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
   return {std::move(out[0]), std::move(out[1])};
 }
 
+template <OpNamespace NS>
 LossResult relativistic_loss_autograd(const at::Tensor& x, const at::Tensor& y, int64_t kind, int64_t reduction) {
-  variable_list out = RelativisticLossFunction::apply(x, y, kind, reduction);
+  variable_list out = RelativisticLossFunction<NS>::apply(x, y, kind, reduction);
   return {std::move(out[0]), std::move(out[1]), std::move(out[2])};
 }
 
+template <OpNamespace NS>
 at::Tensor gan_loss_pointwise_autograd(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,
                                        int64_t order) {
-  return GanPointwiseFunction::apply(logits, grad, term, order)[0];
+  return GanPointwiseFunction<NS>::apply(logits, grad, term, order)[0];
+}
+
+template <OpNamespace NS>
+void register_kernels(torch::Library& m) {
+  m.impl("gan_loss", &gan_loss_autograd<NS>);
+  m.impl("gan_loss_backward", &gan_loss_backward_autograd<NS>);
+  m.impl("gan_loss_pointwise", &gan_loss_pointwise_autograd<NS>);
+  m.impl("relativistic_loss", &relativistic_loss_autograd<NS>);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
-  m.impl("gan_loss", &gan_loss_autograd);
-  m.impl("gan_loss_backward", &gan_loss_backward_autograd);
-  m.impl("gan_loss_pointwise", &gan_loss_pointwise_autograd);
-  m.impl("relativistic_loss", &relativistic_loss_autograd);
-}
+FASTGAN_AUTOGRAD_KERNELS(register_kernels)
 
 }  // namespace fastgan

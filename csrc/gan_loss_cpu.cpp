@@ -31,6 +31,7 @@
 #include "cpu_multi_tensor.h"
 #include "gan_loss_host.h"
 #include "gan_loss_math.h"
+#include "namespaces.h"
 
 namespace fastgan {
 namespace {
@@ -321,9 +322,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> relativistic_loss_cpu(const at::T
   return {p.loss, p.x_grad, p.y_grad};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+void define_ops(torch::Library& m) {
   // The fused loss of THEORY.md sections 2-3 over one or two sides of logits:
   //   loss   = s_x * sum_i t_x(x_i) + s_y * sum_j t_y(y_j),  s = 1/numel (reduction 1, mean) or 1 (2, sum)
   //   x_grad = s_x * t_x'(x),  y_grad = s_y * t_y'(y)      (empty when y is absent)
@@ -356,6 +355,10 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
       "relativistic_loss(Tensor x, Tensor y, int kind, int reduction) -> "
       "(Tensor loss, Tensor x_grad, Tensor y_grad)");
 }
+
+}  // namespace
+
+FASTGAN_DEFINE_OPS(define_ops)
 
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
   m.impl("gan_loss", &gan_loss_cpu);

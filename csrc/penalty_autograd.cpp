@@ -29,31 +29,30 @@ namespace {
 
 using Pair = std::tuple<at::Tensor, at::Tensor>;
 
+template <OpNamespace NS>
 const auto& interpolate_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::interpolate", "")
+  static const auto op = family_op(NS, "interpolate")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& interpolate_backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::interpolate_backward", "")
+  static const auto op = family_op(NS, "interpolate_backward")
                              .typed<Pair(const at::Tensor&, const at::Tensor&, bool, bool)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& penalty_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::grad_norm_penalty", "")
+  static const auto op = family_op(NS, "grad_norm_penalty")
                              .typed<Pair(const at::Tensor&, double, double, bool, int64_t)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& penalty_backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fastgan::grad_norm_penalty_backward", "")
+  static const auto op = family_op(NS, "grad_norm_penalty_backward")
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double, bool, int64_t)>();
   return op;
 }
@@ -84,31 +83,33 @@ Hyper load_hyper(FusedContext* ctx) {
           ctx->saved_data["one_sided"].toBool(), ctx->saved_data["reduction"].toInt()};
 }
 
-struct InterpolateFunction : public FusedFunction<InterpolateFunction> {
+template <OpNamespace NS>
+struct InterpolateFunction : public FusedFunction<InterpolateFunction<NS>> {
   static at::Tensor forward(FusedContext* ctx, const at::Tensor& real, const at::Tensor& fake,
                             const at::Tensor& eps) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({eps});
-    return interpolate_op().call(real, fake, eps);
+    return interpolate_op<NS>().call(real, fake, eps);
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
     const bool need_real = ctx->needs_input_grad(0), need_fake = ctx->needs_input_grad(1);
     if (!(need_real || need_fake)) return {at::Tensor(), at::Tensor(), at::Tensor()};
     auto [grad_real, grad_fake] = call_in_backward(
-        [&] { return interpolate_backward_op().call(grads[0], ctx->get_saved_variables()[0], need_real, need_fake); });
+        [&] { return interpolate_backward_op<NS>().call(grads[0], ctx->get_saved_variables()[0], need_real, need_fake); });
     return {need_real ? grad_real : at::Tensor(), need_fake ? grad_fake : at::Tensor(), at::Tensor()};
   }
 };
 
-struct InterpolateBackwardFunction : public FusedFunction<InterpolateBackwardFunction> {
+template <OpNamespace NS>
+struct InterpolateBackwardFunction : public FusedFunction<InterpolateBackwardFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& eps, bool need_real,
                                bool need_fake) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({eps});
     ctx->saved_data["need_real"] = need_real;
     ctx->saved_data["need_fake"] = need_fake;
-    auto [grad_real, grad_fake] = interpolate_backward_op().call(grad, eps, need_real, need_fake);
+    auto [grad_real, grad_fake] = interpolate_backward_op<NS>().call(grad, eps, need_real, need_fake);
     return {grad_real, grad_fake};
   }
 
@@ -119,15 +120,16 @@ struct InterpolateBackwardFunction : public FusedFunction<InterpolateBackwardFun
     const at::Tensor& like = need_real ? grads[0] : grads[1];
     const at::Tensor u = need_real ? grads[0] : at::zeros_like(like);
     const at::Tensor v = need_fake ? grads[1] : at::zeros_like(like);
-    return {interpolate_op().call(u, v, ctx->get_saved_variables()[0]), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {interpolate_op<NS>().call(u, v, ctx->get_saved_variables()[0]), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-struct PenaltyFunction : public FusedFunction<PenaltyFunction> {
+template <OpNamespace NS>
+struct PenaltyFunction : public FusedFunction<PenaltyFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& grads, double center, double weight,
                                bool one_sided, int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, norms] = penalty_op().call(grads, center, weight, one_sided, reduction);
+    auto [loss, norms] = penalty_op<NS>().call(grads, center, weight, one_sided, reduction);
     ctx->mark_non_differentiable({norms});
     ctx->save_for_backward({grads, norms});
     save_hyper(ctx, center, weight, one_sided, reduction);
@@ -138,20 +140,21 @@ struct PenaltyFunction : public FusedFunction<PenaltyFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const Hyper h = load_hyper(ctx);
     return {call_in_backward([&] {
-              return penalty_backward_op().call(grads[0], saved[0], saved[1], h.center, h.weight, h.one_sided,
+              return penalty_backward_op<NS>().call(grads[0], saved[0], saved[1], h.center, h.weight, h.one_sided,
                                                 h.reduction);
             }),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-struct PenaltyBackwardFunction : public FusedFunction<PenaltyBackwardFunction> {
+template <OpNamespace NS>
+struct PenaltyBackwardFunction : public FusedFunction<PenaltyBackwardFunction<NS>> {
   static at::Tensor forward(FusedContext* ctx, const at::Tensor& grad_loss, const at::Tensor& grads,
                             const at::Tensor& norms, double center, double weight, bool one_sided, int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({grad_loss, grads, norms});
     save_hyper(ctx, center, weight, one_sided, reduction);
-    return penalty_backward_op().call(grad_loss, grads, norms, center, weight, one_sided, reduction);
+    return penalty_backward_op<NS>().call(grad_loss, grads, norms, center, weight, one_sided, reduction);
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
@@ -197,27 +200,40 @@ Pair penalty_second_order(const at::Tensor& grad_loss, const at::Tensor& grads, 
   return {d_loss.to(dtype), d_grads.to(dtype)};
 }
 
+template <OpNamespace NS>
 at::Tensor interpolate_autograd(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& eps) {
-  return InterpolateFunction::apply(real, fake, eps);
+  return InterpolateFunction<NS>::apply(real, fake, eps);
 }
 
+template <OpNamespace NS>
 Pair interpolate_backward_autograd(const at::Tensor& grad, const at::Tensor& eps, bool need_real, bool need_fake) {
-  variable_list out = InterpolateBackwardFunction::apply(grad, eps, need_real, need_fake);
+  variable_list out = InterpolateBackwardFunction<NS>::apply(grad, eps, need_real, need_fake);
   return {std::move(out[0]), std::move(out[1])};
 }
 
+template <OpNamespace NS>
 Pair penalty_autograd(const at::Tensor& grads, double center, double weight, bool one_sided, int64_t reduction) {
-  variable_list out = PenaltyFunction::apply(grads, center, weight, one_sided, reduction);
+  variable_list out = PenaltyFunction<NS>::apply(grads, center, weight, one_sided, reduction);
   return {std::move(out[0]), std::move(out[1])};
 }
 
+template <OpNamespace NS>
 at::Tensor penalty_backward_autograd(const at::Tensor& grad_loss, const at::Tensor& grads, const at::Tensor& norms,
                                      double center, double weight, bool one_sided, int64_t reduction) {
-  return PenaltyBackwardFunction::apply(grad_loss, grads, norms, center, weight, one_sided, reduction);
+  return PenaltyBackwardFunction<NS>::apply(grad_loss, grads, norms, center, weight, one_sided, reduction);
+}
+
+template <OpNamespace NS>
+void register_kernels(torch::Library& m) {
+  m.impl("interpolate", &interpolate_autograd<NS>);
+  m.impl("interpolate_backward", &interpolate_backward_autograd<NS>);
+  m.impl("grad_norm_penalty", &penalty_autograd<NS>);
+  m.impl("grad_norm_penalty_backward", &penalty_backward_autograd<NS>);
 }
 
 }  // namespace
 
+// One op for both namespaces: ATen ops only, so it runs wherever its inputs are.
 TORCH_LIBRARY_FRAGMENT(fastgan, m) {
   m.def(
       "grad_norm_penalty_second_order(Tensor grad_loss, Tensor grads, Tensor norms, Tensor v, float center, "
@@ -228,11 +244,6 @@ TORCH_LIBRARY_IMPL(fastgan, CompositeImplicitAutograd, m) {
   m.impl("grad_norm_penalty_second_order", &penalty_second_order);
 }
 
-TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
-  m.impl("interpolate", &interpolate_autograd);
-  m.impl("interpolate_backward", &interpolate_backward_autograd);
-  m.impl("grad_norm_penalty", &penalty_autograd);
-  m.impl("grad_norm_penalty_backward", &penalty_backward_autograd);
-}
+FASTGAN_AUTOGRAD_KERNELS(register_kernels)
 
 }  // namespace fastgan

@@ -12,6 +12,7 @@
 
 #include "cpu_multi_tensor.h"
 #include "empty.h"
+#include "namespaces.h"
 #include "penalty_host.h"
 #include "penalty_math.h"
 #include "rows.h"
@@ -211,9 +212,7 @@ at::Tensor grad_norm_penalty_backward_cpu(const at::Tensor& grad_loss, const at:
   return out;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+void define_ops(torch::Library& m) {
   m.def("interpolate(Tensor real, Tensor fake, Tensor eps) -> Tensor");
   m.def("interpolate_backward(Tensor grad, Tensor eps, bool need_real, bool need_fake) -> (Tensor, Tensor)");
   m.def(
@@ -223,6 +222,10 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
       "grad_norm_penalty_backward(Tensor grad_loss, Tensor grads, Tensor norms, float center, float weight, "
       "bool one_sided, int reduction) -> Tensor");
 }
+
+}  // namespace
+
+FASTGAN_DEFINE_OPS(define_ops)
 
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
   m.impl("interpolate", &interpolate_cpu);

@@ -1,7 +1,7 @@
 // Autograd of the VAE ops (fastgan::vae_loss, vae_loss_backward, vae_reparameterize,
 // vae_reparameterize_backward), in C++ for every device, as csrc/gan_loss_autograd.cpp
 // (a Python autograd.Function costs as much host time as the eager kernels replaced).
-// fastgan/ops/vae.py holds the same formulas for the Triton ops.
+// The fastgan_triton ops share it (csrc/namespaces.h).
 //
 // With s the batch scale (1/B for mean, else 1), g_b the loss's gradient (per sample
 // for reduction none) and R, V, M, L the saved gradients of recon, recon_logvar, mu,
@@ -38,32 +38,32 @@ using OptTensor = std::optional<at::Tensor>;
 using LossResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+template <OpNamespace NS>
 const auto& loss_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::vae_loss", "")
+  static const auto op = family_op(NS, "vae_loss")
                              .typed<LossResult(const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
                                                const OptTensor&, int64_t, double, int64_t)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::vae_loss_backward", "")
+  static const auto op = family_op(NS, "vae_loss_backward")
                              .typed<BackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                    const at::Tensor&, const at::Tensor&, int64_t)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& reparameterize_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::vae_reparameterize", "")
+  static const auto op = family_op(NS, "vae_reparameterize")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op;
 }
 
+template <OpNamespace NS>
 const auto& reparameterize_backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastgan::vae_reparameterize_backward", "")
+  static const auto op = family_op(NS, "vae_reparameterize_backward")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op;
 }
@@ -80,14 +80,15 @@ at::Tensor per_sample(const at::Tensor& g, const at::Tensor& like, bool per_row)
 
 void accumulate(at::Tensor& into, const at::Tensor& term) { into = into.defined() ? into.add(term) : term; }
 
-struct VaeLossFunction : public FusedFunction<VaeLossFunction> {
+template <OpNamespace NS>
+struct VaeLossFunction : public FusedFunction<VaeLossFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const OptTensor& recon, const OptTensor& target,
                                const OptTensor& recon_logvar, const OptTensor& mu, const OptTensor& logvar,
                                int64_t likelihood, double beta, int64_t reduction) {
     at::Tensor loss, rg, vg, mg, lg;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(loss, rg, vg, mg, lg) = loss_op().call(recon, target, recon_logvar, mu, logvar, likelihood, beta,
+      std::tie(loss, rg, vg, mg, lg) = loss_op<NS>().call(recon, target, recon_logvar, mu, logvar, likelihood, beta,
                                                       reduction);
     }
     ctx->set_materialize_grads(false);  // first-order backward gets no gradient for the saved ones
@@ -116,7 +117,7 @@ struct VaeLossFunction : public FusedFunction<VaeLossFunction> {
     at::Tensor d_recon, d_target, d_v, d_mu, d_lv;
     if (grads[0].defined()) {
       at::Tensor a, b, c, d;
-      std::tie(a, b, c, d) = backward_op().call(grads[0], R, V, M, L, reduction);
+      std::tie(a, b, c, d) = backward_op<NS>().call(grads[0], R, V, M, L, reduction);
       if (has_recon) d_recon = a;
       if (has_v) d_v = b;
       if (has_kl) {
@@ -148,13 +149,14 @@ struct VaeLossFunction : public FusedFunction<VaeLossFunction> {
   }
 };
 
-struct VaeLossBackwardFunction : public FusedFunction<VaeLossBackwardFunction> {
+template <OpNamespace NS>
+struct VaeLossBackwardFunction : public FusedFunction<VaeLossBackwardFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& grad_loss, const at::Tensor& rg,
                                const at::Tensor& vg, const at::Tensor& mg, const at::Tensor& lg, int64_t reduction) {
     at::Tensor a, b, c, d;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(a, b, c, d) = backward_op().call(grad_loss, rg, vg, mg, lg, reduction);
+      std::tie(a, b, c, d) = backward_op<NS>().call(grad_loss, rg, vg, mg, lg, reduction);
     }
     ctx->set_materialize_grads(false);
     ctx->saved_data["reduction"] = reduction;
@@ -186,13 +188,14 @@ struct VaeLossBackwardFunction : public FusedFunction<VaeLossBackwardFunction> {
   }
 };
 
-struct VaeReparameterizeFunction : public FusedFunction<VaeReparameterizeFunction> {
+template <OpNamespace NS>
+struct VaeReparameterizeFunction : public FusedFunction<VaeReparameterizeFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
                                const at::Tensor& eps) {
     at::Tensor z;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      z = reparameterize_op().call(mu, logvar, eps);
+      z = reparameterize_op<NS>().call(mu, logvar, eps);
     }
     // The backward needs z and mu; logvar only for a gradient to eps (noise rarely has one).
     ctx->save_for_backward({z, mu, eps.requires_grad() ? logvar : at::Tensor()});
@@ -204,19 +207,20 @@ struct VaeReparameterizeFunction : public FusedFunction<VaeReparameterizeFunctio
     const at::Tensor &z = saved[0], &mu = saved[1], &logvar = saved[2], &g = grads[0];
     at::Tensor d_mu, d_lv, d_eps;
     if (ctx->needs_input_grad(0)) d_mu = g;
-    if (ctx->needs_input_grad(1)) d_lv = reparameterize_backward_op().call(g, z, mu);
+    if (ctx->needs_input_grad(1)) d_lv = reparameterize_backward_op<NS>().call(g, z, mu);
     if (ctx->needs_input_grad(2) && logvar.defined()) d_eps = g.mul(at::exp(logvar.mul(0.5)));
     return {d_mu, d_lv, d_eps};
   }
 };
 
-struct VaeReparameterizeBackwardFunction : public FusedFunction<VaeReparameterizeBackwardFunction> {
+template <OpNamespace NS>
+struct VaeReparameterizeBackwardFunction : public FusedFunction<VaeReparameterizeBackwardFunction<NS>> {
   static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& z,
                                const at::Tensor& mu) {
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      out = reparameterize_backward_op().call(grad, z, mu);
+      out = reparameterize_backward_op<NS>().call(grad, z, mu);
     }
     ctx->save_for_backward({grad, z, mu});
     return {out};
@@ -236,34 +240,41 @@ struct VaeReparameterizeBackwardFunction : public FusedFunction<VaeReparameteriz
   }
 };
 
+template <OpNamespace NS>
 LossResult vae_loss_autograd(const OptTensor& recon, const OptTensor& target, const OptTensor& recon_logvar,
                              const OptTensor& mu, const OptTensor& logvar, int64_t likelihood, double beta,
                              int64_t reduction) {
-  variable_list out = VaeLossFunction::apply(recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction);
+  variable_list out = VaeLossFunction<NS>::apply(recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction);
   return {std::move(out[0]), std::move(out[1]), std::move(out[2]), std::move(out[3]), std::move(out[4])};
 }
 
+template <OpNamespace NS>
 BackwardResult vae_loss_backward_autograd(const at::Tensor& grad_loss, const at::Tensor& rg, const at::Tensor& vg,
                                           const at::Tensor& mg, const at::Tensor& lg, int64_t reduction) {
-  variable_list out = VaeLossBackwardFunction::apply(grad_loss, rg, vg, mg, lg, reduction);
+  variable_list out = VaeLossBackwardFunction<NS>::apply(grad_loss, rg, vg, mg, lg, reduction);
   return {std::move(out[0]), std::move(out[1]), std::move(out[2]), std::move(out[3])};
 }
 
+template <OpNamespace NS>
 at::Tensor vae_reparameterize_autograd(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
-  return VaeReparameterizeFunction::apply(mu, logvar, eps)[0];
+  return VaeReparameterizeFunction<NS>::apply(mu, logvar, eps)[0];
 }
 
+template <OpNamespace NS>
 at::Tensor vae_reparameterize_backward_autograd(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& mu) {
-  return VaeReparameterizeBackwardFunction::apply(grad, z, mu)[0];
+  return VaeReparameterizeBackwardFunction<NS>::apply(grad, z, mu)[0];
+}
+
+template <OpNamespace NS>
+void register_kernels(torch::Library& m) {
+  m.impl("vae_loss", &vae_loss_autograd<NS>);
+  m.impl("vae_loss_backward", &vae_loss_backward_autograd<NS>);
+  m.impl("vae_reparameterize", &vae_reparameterize_autograd<NS>);
+  m.impl("vae_reparameterize_backward", &vae_reparameterize_backward_autograd<NS>);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
-  m.impl("vae_loss", &vae_loss_autograd);
-  m.impl("vae_loss_backward", &vae_loss_backward_autograd);
-  m.impl("vae_reparameterize", &vae_reparameterize_autograd);
-  m.impl("vae_reparameterize_backward", &vae_reparameterize_backward_autograd);
-}
+FASTGAN_AUTOGRAD_KERNELS(register_kernels)
 
 }  // namespace fastgan

@@ -22,6 +22,7 @@
 
 #include "cpu_multi_tensor.h"
 #include "empty.h"
+#include "namespaces.h"
 #include "vae_host.h"
 #include "vae_math.h"
 
@@ -218,9 +219,7 @@ at::Tensor vae_reparameterize_backward_cpu(const at::Tensor& grad, const at::Ten
   return out;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+void define_ops(torch::Library& m) {
   // The negative ELBO, fused (csrc/vae_math.h): per sample b,
   //   loss_b = sum_j t(recon, target[, recon_logvar])_bj + beta * sum_k KL(mu, logvar)_bk
   // with t the bernoulli (likelihood 0) or gaussian (1; unit variance without
@@ -241,6 +240,10 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
   // d z / d logvar times grad: grad * (z - mu) / 2.
   m.def("vae_reparameterize_backward(Tensor grad, Tensor z, Tensor mu) -> Tensor");
 }
+
+}  // namespace
+
+FASTGAN_DEFINE_OPS(define_ops)
 
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
   m.impl("vae_loss", &vae_loss_cpu);

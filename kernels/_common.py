@@ -13,6 +13,12 @@ TL_DTYPES = {
 }
 
 
+def cdiv(n: int, d: int) -> int:
+    """ceil(n / d) for a launch grid on the host: integer arithmetic, where triton.cdiv
+    (a constexpr function since triton 3.7) costs microseconds per call."""
+    return -(-n // d)
+
+
 @triton.jit
 def as_acc(x, ACC: tl.constexpr):
     """A scalar kernel argument in the compute type ACC, rounded to nearest: an integer

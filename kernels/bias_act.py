@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, cdiv, div_rn
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -310,7 +310,7 @@ def forward(x: torch.Tensor, b: Optional[torch.Tensor], act: int, alpha: float, 
     x = _in_layout_of(x, y)
     inner, channels = _channels(y, b, dim)
     b = b.contiguous() if b is not None else None
-    grid = (triton.cdiv(n, BLOCK),)
+    grid = (cdiv(n, BLOCK),)
     _bias_act_fwd_kernel[grid](
         x, b if b is not None else _dummy(x), y, n=n, inner=inner, channels=channels,
         **_hyper(alpha, gain, x.dtype), DTYPE=TL_DTYPES[y.dtype], ACT=act, HAS_BIAS=b is not None,
@@ -338,7 +338,7 @@ def backward(dy: torch.Tensor, x: Optional[torch.Tensor], b: Optional[torch.Tens
         return dx
     dy = _in_layout_of(dy, dx)
     ref, bias, from_y, inner, channels = _ref(x, b, y, dim, dx) if act != LINEAR else (None, None, False, 1, 1)
-    grid = (triton.cdiv(n, BLOCK),)
+    grid = (cdiv(n, BLOCK),)
     _bias_act_bwd_kernel[grid](
         dy, ref if ref is not None else _dummy(dy), bias if bias is not None else _dummy(dy), dx,
         n=n, inner=inner, channels=channels, **_hyper(alpha, gain, dy.dtype),
@@ -360,7 +360,7 @@ def backward2(ddx: torch.Tensor, dy: torch.Tensor, x: Optional[torch.Tensor], b:
     ddx = _in_layout_of(ddx, d_ref)
     dy = _in_layout_of(dy, d_ref)
     ref, bias, from_y, inner, channels = _ref(x, b, y, dim, d_ref)
-    grid = (triton.cdiv(n, BLOCK),)
+    grid = (cdiv(n, BLOCK),)
     _bias_act_bwd2_kernel[grid](
         ddx, dy, ref, bias if bias is not None else _dummy(ddx), d_dy if need_ddy else _dummy(ddx), d_ref,
         n=n, inner=inner, channels=channels, **_hyper(alpha, gain, ddx.dtype),

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .._layout import batch_major_pair
-from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, cdiv, div_rn
 
 BLOCK = 1024
 
@@ -66,7 +66,7 @@ def perturb(x: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
     x, noise = batch_major_pair(x, noise)
     out = torch.empty_like(x)
     n = x.numel()
-    _perturb_kernel[(triton.cdiv(n, BLOCK),)](out, x, noise, sigma, n, ACC=TL_DTYPES[acc_dtype(x.dtype)],
+    _perturb_kernel[(cdiv(n, BLOCK),)](out, x, noise, sigma, n, ACC=TL_DTYPES[acc_dtype(x.dtype)],
                                               BLOCK=BLOCK)
     return out
 
@@ -88,7 +88,7 @@ def finite_difference_penalty_backward(grad_loss: torch.Tensor, perturbed: torch
     grad_o = torch.empty_like(p) if need_outputs else p.new_empty(0)
     n = p.numel()
     if need_perturbed or need_outputs:
-        _fd_penalty_backward_kernel[(triton.cdiv(n, BLOCK),)](
+        _fd_penalty_backward_kernel[(cdiv(n, BLOCK),)](
             grad_p if need_perturbed else p, grad_o if need_outputs else p, grad_loss, p, o, sigma, weight, n,
             p.shape[0], ACC=TL_DTYPES[acc_dtype(p.dtype)], NEED_P=need_perturbed, NEED_O=need_outputs, BLOCK=BLOCK,
         )

@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, cdiv, div_rn
 
 BLOCK = 2048
 NUM_WARPS = 8
@@ -490,7 +490,7 @@ def gan_loss(x: torch.Tensor, y: Optional[torch.Tensor], x_term: int, y_term: in
     y_grad = y.new_empty((0,)) if y_term in SLOPES else torch.empty_like(y)
     acc = acc_dtype(x.dtype)
     partials, counter = _workspace(x.device, acc)
-    nprog = max(1, min(triton.cdiv(x.numel() + y.numel(), ELEMENTS_PER_PROGRAM), MAX_PROGRAMS))
+    nprog = max(1, min(cdiv(x.numel() + y.numel(), ELEMENTS_PER_PROGRAM), MAX_PROGRAMS))
     # An absent y passes x's pointers (never read: HAS_Y is False).
     y_ptr, y_grad_ptr = (y, y_grad) if has_y else (x, x_grad)
     _gan_loss_fwd_kernel[(nprog,)](
@@ -511,7 +511,7 @@ def gan_loss_backward(grad: torch.Tensor, x_grad: torch.Tensor, y_grad: torch.Te
     x_grad, y_grad, grad = x_grad.contiguous(), y_grad.contiguous(), grad.contiguous()
     x_out = x.new_empty(x.shape)
     y_out = x.new_empty((0,) if y is None else y.shape)
-    blocks = triton.cdiv(x_out.numel(), BLOCK) + triton.cdiv(y_out.numel(), BLOCK)
+    blocks = cdiv(x_out.numel(), BLOCK) + cdiv(y_out.numel(), BLOCK)
     if blocks:
         acc = acc_dtype(x.dtype)
         _gan_loss_bwd_kernel[(blocks,)](
@@ -530,7 +530,7 @@ def gan_loss_pointwise(logits: torch.Tensor, grad: Optional[torch.Tensor], term:
     out = torch.empty_like(x)
     if x.numel():
         acc = acc_dtype(x.dtype)
-        _gan_loss_pointwise_kernel[(triton.cdiv(x.numel(), BLOCK),)](
+        _gan_loss_pointwise_kernel[(cdiv(x.numel(), BLOCK),)](
             x, g, out, x.numel(), TERM=term, ORDER=order, HAS_GRAD=grad is not None, ACC=TL_DTYPES[acc],
             DTYPE=TL_DTYPES[x.dtype], ALIGNED=_aligned(x, g, out), BLOCK=BLOCK, num_warps=NUM_WARPS,
         )
@@ -550,13 +550,13 @@ def relativistic_loss(x: torch.Tensor, y: torch.Tensor, kind: int,
     stats = torch.empty(4, dtype=acc, device=x.device)  # mean(x), mean(y), cross_x, cross_y
     nx, ny = x.numel(), y.numel()
     pair = kind == RELATIVISTIC_PAIR
-    nprog = max(1, min(triton.cdiv(nx if pair else nx + ny, ELEMENTS_PER_PROGRAM), MAX_PROGRAMS))
+    nprog = max(1, min(cdiv(nx if pair else nx + ny, ELEMENTS_PER_PROGRAM), MAX_PROGRAMS))
     flags = dict(MEAN=reduction == 1, ACC=TL_DTYPES[acc], DTYPE=TL_DTYPES[x.dtype], BLOCK=BLOCK)
     for pass_ in (PASS_PAIR,) if pair else (PASS_MEANS, PASS_SUMS):
         _relativistic_reduce_kernel[(nprog,)](
             x, y, x_grad, y_grad, nx, ny, loss, stats, partials, counter, PASS=pass_, MAX_PROGRAMS=MAX_PROGRAMS,
             num_warps=NUM_WARPS, **flags)
-    blocks = triton.cdiv(nx, BLOCK) + triton.cdiv(ny, BLOCK)
+    blocks = cdiv(nx, BLOCK) + cdiv(ny, BLOCK)
     if not pair and blocks:
         _relativistic_average_grad_kernel[(blocks,)](x, y, x_grad, y_grad, nx, ny, stats, num_warps=NUM_WARPS,
                                                      **flags)

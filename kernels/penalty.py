@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .._layout import batch_major, batch_major_pair
-from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn, sqrt_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, cdiv, div_rn, sqrt_rn
 
 BLOCK = 4096
 ROWS = 32  # rows per step of the finishing program
@@ -26,7 +26,7 @@ REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
 
 def _tiles(row_len: int) -> int:
-    return max(1, triton.cdiv(row_len, BLOCK))
+    return max(1, cdiv(row_len, BLOCK))
 
 
 @triton.jit

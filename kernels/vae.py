@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, acc_dtype, as_acc, div_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, cdiv, div_rn
 from .gan_loss import _scale_of, _softplus_parts, _to, _workspace
 
 BLOCK = 1024
@@ -214,7 +214,7 @@ def vae_loss_backward(grad_loss: torch.Tensor, recon_grad: torch.Tensor, recon_l
     outs = [torch.empty_like(t) for t in saved]
     grad = grad_loss.contiguous()
     rows = next(t.shape[0] for t in saved if t.numel())
-    blocks = sum(triton.cdiv(t.numel(), BLOCK) for t in saved)
+    blocks = sum(cdiv(t.numel(), BLOCK) for t in saved)
     if blocks:
         args = []
         for t, o in zip(saved, outs):
@@ -230,7 +230,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) ->
     mu, logvar, eps = mu.contiguous(), logvar.contiguous(), eps.contiguous()
     z = torch.empty_like(mu)
     acc = acc_dtype(mu.dtype)
-    _reparameterize_kernel[(triton.cdiv(mu.numel(), BLOCK),)](mu, logvar, eps, z, mu.numel(), ACC=TL_DTYPES[acc],
+    _reparameterize_kernel[(cdiv(mu.numel(), BLOCK),)](mu, logvar, eps, z, mu.numel(), ACC=TL_DTYPES[acc],
                                                               DTYPE=TL_DTYPES[mu.dtype], BLOCK=BLOCK,
                                                               num_warps=NUM_WARPS)
     return z
@@ -241,7 +241,7 @@ def reparameterize_backward(grad: torch.Tensor, z: torch.Tensor, mu: torch.Tenso
     grad, z, mu = grad.contiguous(), z.contiguous(), mu.contiguous()
     out = torch.empty_like(grad)
     acc = acc_dtype(grad.dtype)
-    _reparameterize_bwd_kernel[(triton.cdiv(grad.numel(), BLOCK),)](grad, z, mu, out, grad.numel(),
+    _reparameterize_bwd_kernel[(cdiv(grad.numel(), BLOCK),)](grad, z, mu, out, grad.numel(),
                                                                     ACC=TL_DTYPES[acc], DTYPE=TL_DTYPES[grad.dtype],
                                                                     BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out

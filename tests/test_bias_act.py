@@ -289,8 +289,8 @@ def test_direct_op_call_with_a_negative_dim_to_the_second_order(namespace, act):
 
 @pytest.mark.parametrize("act,alpha,gain", GRADCHECK_CASES)
 def test_python_and_cpp_agree_on_the_saved_tensor(act, alpha, gain):
-    # _ref_is_y (Python: the Triton autograd) mirrors can_ref_y (C++): the C++ op takes
-    # the derivative from y exactly when Python would save y.
+    # _ref_is_y (Python: the fake kernels' and Triton bodies' check) mirrors can_ref_y (C++):
+    # the C++ op takes the derivative from y exactly when the Python check accepts y.
     from fastgan.ops.bias_act import _ACTS, _ref_is_y
 
     act_id, default_alpha = _ACTS[act]

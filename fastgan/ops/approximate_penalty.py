@@ -36,7 +36,7 @@ Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _check_sigma(op: str, sigma: float) -> None:
-    require(sigma > 0 and sigma != float("inf"), op, f"sigma must be finite and > 0, got {sigma}")
+    require(sigma > 0 and sigma != float("inf"), op, lambda: f"sigma must be finite and > 0, got {sigma}")
 
 
 def _check_perturb(x, noise, sigma):
@@ -49,15 +49,15 @@ def _check_fd(perturbed, outputs, sigma, weight, op="finite_difference_penalty")
     _check_batch_arg(op, "perturbed", perturbed)
     _check_like(op, "outputs", outputs, perturbed, "perturbed")
     _check_sigma(op, sigma)
-    require(0 <= weight < float("inf"), op, f"weight must be finite and >= 0, got {weight}")
+    require(0 <= weight < float("inf"), op, lambda: f"weight must be finite and >= 0, got {weight}")
 
 
 def _check_fd_backward(grad_loss, perturbed, outputs, sigma, weight, need_perturbed, need_outputs):
     op = "finite_difference_penalty_backward"
     _check_fd(perturbed, outputs, sigma, weight, op)
-    require(grad_loss.dim() == 0, op, f"grad_loss must have the loss's shape (), got {tuple(grad_loss.shape)}")
+    require(grad_loss.dim() == 0, op, lambda: f"grad_loss must have the loss's shape (), got {tuple(grad_loss.shape)}")
     require(grad_loss.dtype == perturbed.dtype and grad_loss.device == perturbed.device, op,
-             f"grad_loss must be {perturbed.dtype} on {perturbed.device}, got {grad_loss.dtype} on "
+             lambda: f"grad_loss must be {perturbed.dtype} on {perturbed.device}, got {grad_loss.dtype} on "
              f"{grad_loss.device}")
 
 
@@ -121,65 +121,7 @@ _NATIVE = _Ops(torch.ops.fastgan)
 _TRITON = _Ops(torch.ops.fastgan_triton)
 
 
-def _register_autograd(ops: _Ops) -> None:
-    # perturb: the identity w.r.t. x; the noise is a constant.
-    def perturb_setup(ctx, inputs, output):
-        pass
-
-    def perturb_backward(ctx, grad):
-        return (grad if ctx.needs_input_grad[0] else None), None, None
-
-    # finite_difference_penalty: (c q, -c q) in one fused kernel.
-    def penalty_setup(ctx, inputs, output):
-        perturbed, outputs, sigma, weight = inputs
-        ctx.save_for_backward(perturbed, outputs)
-        ctx.hyper = (sigma, weight)
-
-    def penalty_backward(ctx, grad_loss):
-        need_p, need_o = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_p or need_o):
-            return None, None, None, None
-        perturbed, outputs = ctx.saved_tensors
-        grad_p, grad_o = ops.penalty_backward(grad_loss, perturbed, outputs, *ctx.hyper, need_p, need_o)
-        return (grad_p if need_p else None), (grad_o if need_o else None), None, None
-
-    # Its backward is bilinear in (u, p - o): along (v_p, v_o), with v = v_p - v_o,
-    # d/du = 2w / (B σ²) <p - o, v>, and d/dp = -d/do is the backward op itself at (v_p, v_o).
-    def penalty_backward_setup(ctx, inputs, output):
-        grad_loss, perturbed, outputs, sigma, weight, need_p, need_o = inputs
-        ctx.save_for_backward(grad_loss, perturbed, outputs)
-        ctx.hyper = (sigma, weight)
-        ctx.need = (need_p, need_o)
-
-    def penalty_backward_backward(ctx, v_p, v_o):
-        grad_loss, perturbed, outputs = ctx.saved_tensors
-        sigma, weight = ctx.hyper
-        has_p, has_o = ctx.need[0] and v_p is not None, ctx.need[1] and v_o is not None
-        if not (has_p or has_o):
-            return (None,) * 7
-        v_p = v_p if has_p else torch.zeros_like(perturbed)
-        v_o = v_o if has_o else torch.zeros_like(perturbed)
-        d_loss = None
-        if ctx.needs_input_grad[0]:
-            acc = torch.float64 if perturbed.dtype == torch.float64 else torch.float32
-            scale = 2 * weight / (perturbed.shape[0] * sigma * sigma)
-            diff = perturbed.to(acc) - outputs.to(acc)
-            d_loss = (diff * (v_p.to(acc) - v_o.to(acc))).sum().mul(scale).to(grad_loss.dtype)
-        need_p, need_o = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        d_p = d_o = None
-        if need_p or need_o:
-            d_p, d_o = ops.penalty_backward(grad_loss, v_p, v_o, sigma, weight, need_p, need_o)
-        return d_loss, (d_p if need_p else None), (d_o if need_o else None), None, None, None, None
-
-    torch.library.register_autograd(ops.perturb, perturb_backward, setup_context=perturb_setup)
-    torch.library.register_autograd(ops.penalty, penalty_backward, setup_context=penalty_setup)
-    torch.library.register_autograd(ops.penalty_backward, penalty_backward_backward,
-                                    setup_context=penalty_backward_setup)
-
-
-# The C++ ops have the same autograd in C++ (csrc/fd_penalty_autograd.cpp): no per-call Python.
-_register_autograd(_TRITON)
-
+# One autograd for both namespaces' ops: csrc/fd_penalty_autograd.cpp.
 _BACKEND_OPS = {"cpu": _NATIVE, "cuda": _NATIVE, "triton": _TRITON}
 
 # ---------------------------------------------------------------- validation

@@ -2,8 +2,9 @@
 kernel, whose backward and double backward are fused kernels too, so that a
 critic's R1 / WGAN-GP double backward (docs/theory.md §3) stays in fused kernels.
 
-Three registered ops per kernel family (``fastgan::`` for the C++/CUDA kernels, with
-autograd in C++; ``fastgan_triton::`` for the Triton kernels, autograd here):
+Three registered ops in each namespace (``fastgan::`` for the C++/CUDA kernels,
+``fastgan_triton::`` for the Triton kernels; one autograd for both, in C++:
+csrc/bias_act_autograd.cpp):
 
     bias_act(x, b, act, alpha, gain, dim) -> y
         backward: (dx, db) = bias_act_grad(dy, ..., need_db)
@@ -56,15 +57,6 @@ def _ref_is_y(act: int, alpha: float, gain: float) -> bool:
     return act in (_RELU, _TANH, _SIGMOID) or (act == _LRELU and alpha >= 0)
 
 
-def _prefer_ref_y(act: int, alpha: float, gain: float) -> bool:
-    """Whether the forward saves y (mirrors prefer_ref_y in csrc/bias_act_math.h): not for
-    tanh and sigmoid with gain != 1, whose f' from u = y / gain carries two more roundings,
-    which cancel where f saturates."""
-    if act in (_TANH, _SIGMOID) and gain != 1:
-        return False
-    return _ref_is_y(act, alpha, gain)
-
-
 def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
     """The bias gradient: `t` summed over every dimension but `dim`."""
     if t.ndim == 1:
@@ -72,111 +64,22 @@ def _sum_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.sum(dim=[d for d in range(t.ndim) if d != dim % t.ndim])
 
 
-# ---- autograd of the Triton ops (the C++ ops': csrc/bias_act_autograd.cpp, same logic) ----
-
-
-def _register_autograd(prefix: str) -> None:
-    """Autograd of `prefix::bias_act` and `prefix::bias_act_grad` (see the module doc)
-    and a clear error for the third order."""
-    ops = getattr(torch.ops, prefix)
-
-    def forward_setup(ctx, inputs, output):
-        x, b, act, alpha, gain, dim = inputs
-        ctx.constants = (act, alpha, gain, dim)
-        ctx.has_bias = b is not None
-        # An undefined incoming gradient stays undefined (no zeros sent back through the
-        # forward graph in a relu/lrelu penalty's double backward).
-        ctx.set_materialize_grads(False)
-        if act == _LINEAR:
-            ctx.ref = None
-        elif _prefer_ref_y(act, alpha, gain):
-            ctx.ref = "y"
-            ctx.save_for_backward(output)
-        else:
-            ctx.ref = "z"
-            ctx.save_for_backward(x, b)
-
-    def forward_backward(ctx, dy):
-        if dy is None:
-            return None, None, None, None, None, None
-        x = b = y = None
-        if ctx.ref == "y":
-            (y,) = ctx.saved_tensors
-        elif ctx.ref == "z":
-            x, b = ctx.saved_tensors
-        act, alpha, gain, dim = ctx.constants
-        need_db = ctx.has_bias and ctx.needs_input_grad[1]
-        dx, db = ops.bias_act_grad(dy, x, b, y, act, alpha, gain, dim, need_db)
-        return (dx if ctx.needs_input_grad[0] else None), (db if need_db else None), None, None, None, None
-
-    torch.library.register_autograd(f"{prefix}::bias_act", forward_backward, setup_context=forward_setup)
-
-    def grad_setup(ctx, inputs, output):
-        dy, x, b, y, act, alpha, gain, dim, need_db = inputs
-        ctx.constants = (act, alpha, gain, dim)
-        ctx.shape = dy.shape
-        ctx.set_materialize_grads(False)
-        if not need_db:
-            ctx.mark_non_differentiable(output[1])
-        # dy is needed only by the second-order term (D2 * dy * ddx).
-        ctx.save_for_backward(dy if act in _SECOND_ORDER else None, x, b, y)
-
-    def grad_backward(ctx, ddx, ddb):
-        act, alpha, gain, dim = ctx.constants
-        if ddb is not None:  # db = dx summed over all but dim: its gradient reaches every element of dx
-            spread = ddb.view([-1 if d == dim % len(ctx.shape) else 1 for d in range(len(ctx.shape))])
-            ddx = spread.expand(ctx.shape) if ddx is None else ddx + spread
-        if ddx is None:
-            return None, None, None, None, None, None, None, None, None
-        dy, x, b, y = ctx.saved_tensors
-        need_dy, need_x, need_b, need_y = ctx.needs_input_grad[:4]
-        d_dy = d_x = d_b = d_y = None
-        if act in _SECOND_ORDER:
-            need_ref = need_y if y is not None else (need_x or (need_b and b is not None))
-        else:
-            need_ref = False  # f'' = 0: dx depends on x, b, y only through a constant mask
-        if need_ref:
-            d_dy, d_ref = ops.bias_act_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_dy)
-            if not need_dy:
-                d_dy = None
-            if y is not None:
-                d_y = d_ref
-            else:
-                d_x = d_ref if need_x else None
-                d_b = _sum_to_bias(d_ref, dim) if need_b and b is not None else None
-        elif need_dy:
-            d_dy = ops.bias_act_grad(ddx, x, b, y, act, alpha, gain, dim, False)[0]
-        return d_dy, d_x, d_b, d_y, None, None, None, None, None
-
-    torch.library.register_autograd(f"{prefix}::bias_act_grad", grad_backward, setup_context=grad_setup)
-
-    def grad2_setup(ctx, inputs, output):
-        pass
-
-    def grad2_backward(ctx, *grads):
-        raise NotImplementedError(
-            "fastgan bias_act: third-order derivatives are not implemented (first and second order are; "
-            "use backend='reference' for higher orders)"
-        )
-
-    torch.library.register_autograd(f"{prefix}::bias_act_grad2", grad2_backward, setup_context=grad2_setup)
-
-
 # ---- checks of a direct torch.ops call (the fake kernels and the Triton ops' bodies;
 # the C++ ops make the same ones in csrc/bias_act_host.h) ----
 
 
 def _check_lead(op: str, name: str, t: torch.Tensor, act: int) -> None:
-    require(0 <= act < len(_ACTS), op, f"unknown activation id {act}")
+    require(0 <= act < len(_ACTS), op, lambda: f"unknown activation id {act}")
     require(t.layout == torch.strided and t.dtype.is_floating_point, op,
-             f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
+             lambda: f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
 
 
 def _check_like(op: str, name: str, t: Optional[torch.Tensor], lead: torch.Tensor) -> None:
     if t is None:
         return
     require(t.layout == torch.strided and t.dtype == lead.dtype and t.device == lead.device and t.shape == lead.shape,
-             op, f"{name} must be a dense {lead.dtype} tensor of shape {tuple(lead.shape)} on {lead.device}, got "
+             op,
+             lambda: f"{name} must be a dense {lead.dtype} tensor of shape {tuple(lead.shape)} on {lead.device}, got "
                  f"{t.dtype} {tuple(t.shape)} on {t.device}")
 
 
@@ -184,18 +87,20 @@ def _check_bias(op: str, b: Optional[torch.Tensor], lead: torch.Tensor, dim: int
     if b is None:
         return
     require(lead.dim() > 0 and -lead.dim() <= dim < lead.dim(), op,
-             f"dim {dim} is out of range for a {lead.dim()}-D tensor")
+             lambda: f"dim {dim} is out of range for a {lead.dim()}-D tensor")
     size = lead.shape[dim]
-    require(b.dim() == 1 and b.shape[0] == size, op, f"bias must be 1-D of size {size}, got shape {tuple(b.shape)}")
+    require(b.dim() == 1 and b.shape[0] == size, op,
+            lambda: f"bias must be 1-D of size {size}, got shape {tuple(b.shape)}")
     require(b.dtype == lead.dtype and b.device == lead.device, op,
-             f"bias must be {lead.dtype} on {lead.device}, got {b.dtype} on {b.device}")
+             lambda: f"bias must be {lead.dtype} on {lead.device}, got {b.dtype} on {b.device}")
 
 
 def _check_ref(op: str, lead, x, b, y, act, alpha, gain, dim) -> None:
     if act == _LINEAR:
         return
     if y is not None:
-        require(_ref_is_y(act, alpha, gain), op, f"the derivative of this activation cannot be taken from y with "
+        require(_ref_is_y(act, alpha, gain), op,
+                lambda: f"the derivative of this activation cannot be taken from y with "
                                                   f"alpha={alpha}, gain={gain}; pass x (and b) instead")
         _check_like(op, "y", y, lead)
         return
@@ -214,7 +119,7 @@ def _check_grad(dy, x, b, y, act, alpha, gain, dim, need_db):
     _check_ref("bias_act_grad", dy, x, b, y, act, alpha, gain, dim)
     if need_db:
         require(dy.dim() > 0 and -dy.dim() <= dim < dy.dim(), "bias_act_grad",
-                f"dim {dim} is out of range for a {dy.dim()}-D tensor")
+                lambda: f"dim {dim} is out of range for a {dy.dim()}-D tensor")
 
 
 def _check_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
@@ -244,7 +149,7 @@ def _bias_act_grad2_fake(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy):
     return (torch.empty_like(d_ref) if need_ddy else ddx.new_empty(0)), d_ref
 
 
-# ---- the Triton kernels as custom ops ----
+# ---- the Triton kernels as the fastgan_triton ops' bodies (their autograd: csrc/bias_act_autograd.cpp) ----
 
 
 @triton_op("bias_act", _check_forward)
@@ -279,10 +184,6 @@ for _ns in ("fastgan", "fastgan_triton"):
     torch.library.register_fake(f"{_ns}::bias_act_grad")(_bias_act_grad_fake)
     torch.library.register_fake(f"{_ns}::bias_act_grad2")(_bias_act_grad2_fake)
 
-
-# The fastgan:: ops have the same autograd in C++ (csrc/bias_act_autograd.cpp: no
-# per-call Python overhead); the Triton ops get it here.
-_register_autograd("fastgan_triton")
 
 # ---- argument checks (once, here: every backend sees validated input) ----
 

@@ -21,15 +21,16 @@ def _check_lists(op: str, lists: Sequence[Tuple[str, List[torch.Tensor]]]) -> No
     name0, first = lists[0]
     lead = first[0] if first else None
     for name, tensors in lists:
-        require(len(tensors) == len(first), op, f"{name} has {len(tensors)} tensors but {name0} has {len(first)}")
+        require(len(tensors) == len(first), op,
+                lambda: f"{name} has {len(tensors)} tensors but {name0} has {len(first)}")
         for i, t in enumerate(tensors):
             require(t.layout == torch.strided and t.dtype.is_floating_point, op,
-                    f"{name}[{i}] must be a dense floating-point tensor, got {t.dtype}")
+                    lambda: f"{name}[{i}] must be a dense floating-point tensor, got {t.dtype}")
             require(t.dtype == lead.dtype and t.device == lead.device, op,
-                    f"{name}[{i}] is {t.dtype} on {t.device}, but {name0}[0] is {lead.dtype} on {lead.device}: "
+                    lambda: f"{name}[{i}] is {t.dtype} on {t.device}, but {name0}[0] is {lead.dtype} on {lead.device}: "
                     "one dtype and device per call")
             require(t.shape == first[i].shape, op,
-                    f"{name}[{i}] has shape {tuple(t.shape)} but {name0}[{i}] has {tuple(first[i].shape)}")
+                    lambda: f"{name}[{i}] has shape {tuple(t.shape)} but {name0}[{i}] has {tuple(first[i].shape)}")
 
 
 def _check_clip(tensors, clip_value):
@@ -52,24 +53,24 @@ def _check_rmsprop_clip(params, grads, square_avgs, grad_avgs, momentum_buffers,
                                                  momentum))
     if lr_tensor is not None and params:
         require(lr_tensor.dtype.is_floating_point, "rmsprop_clip_",
-                f"lr_tensor must be floating point, got {lr_tensor.dtype}")
-        require(lr_tensor.numel() == 1, "rmsprop_clip_", f"lr_tensor must have one element, got {lr_tensor.numel()}")
+                lambda: f"lr_tensor must be floating point, got {lr_tensor.dtype}")
+        require(lr_tensor.numel() == 1, "rmsprop_clip_",
+                lambda: f"lr_tensor must have one element, got {lr_tensor.numel()}")
         require(lr_tensor.device == params[0].device, "rmsprop_clip_",
-                f"lr_tensor is on {lr_tensor.device} but params are on {params[0].device}")
+                lambda: f"lr_tensor is on {lr_tensor.device} but params are on {params[0].device}")
 
 
-# ---- the Triton kernels as custom ops ----
+# ---- the Triton kernels as the fastgan_triton ops' bodies ----
 
 
-@triton_op("clip_", _check_clip, mutates_args=("tensors",))
+@triton_op("clip_", _check_clip)
 def _clip_triton(tensors: List[torch.Tensor], clip_value: float) -> None:
     from ..kernels import clip as kernels
 
     kernels.clip_(tensors, clip_value)
 
 
-@triton_op("rmsprop_clip_", _check_rmsprop_clip,
-           mutates_args=("params", "square_avgs", "grad_avgs", "momentum_buffers"))
+@triton_op("rmsprop_clip_", _check_rmsprop_clip)
 def _rmsprop_clip_triton(params: List[torch.Tensor], grads: List[torch.Tensor], square_avgs: List[torch.Tensor],
                          grad_avgs: List[torch.Tensor], momentum_buffers: List[torch.Tensor], lr: float,
                          alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
@@ -85,8 +86,8 @@ for _ns in ("fastgan", "fastgan_triton"):  # in-place ops: their fakes only chec
     torch.library.register_fake(f"{_ns}::rmsprop_clip_")(_check_rmsprop_clip)
 
 
-# The C++ kernels bump the version counters of what they write, as in-place torch ops do
-# (autograd relies on it); torch.library's custom ops (Triton) do it themselves.
+# Both namespaces' kernels bump the version counters of what they write, as in-place
+# torch ops do (autograd relies on it): the C++ ones themselves, the Triton ones in triton_op.
 _CLIP: Dict[str, Callable] = {
     "cpu": torch.ops.fastgan.clip_.default,
     "cuda": torch.ops.fastgan.clip_.default,

@@ -35,10 +35,10 @@ Double backward: ``gan_loss``'s saved gradients are not differentiable outputs
 (an output's autograd bookkeeping would cost host time on every call). A first-order
 backward is the single scaling above; with ``create_graph`` the backward is instead
 ``grad * s * t'(x)`` from the order-1 pointwise kernel, whose own autograd gives the
-double backward, ``s * t''(x)`` (order 2). The C++ ops'
+double backward, ``s * t''(x)`` (order 2). The ops'
 autograd is in C++ (``csrc/gan_loss_autograd.cpp``): at small batch sizes a step
 is bound by host overhead, and a Python ``autograd.Function`` costs as much as the
-eager kernels it replaces. The Triton ops' is registered here, same formulas.
+eager kernels it replaces. The Triton ops (``fastgan_triton::``) share it.
 """
 from typing import Callable, Dict, NamedTuple, Optional, Tuple, Union
 
@@ -99,20 +99,20 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _check_term(op: str, name: str, term: int) -> None:
-    require(0 <= term < 10, op, f"{name} must be a GAN loss term code in [0, 10), got {term}")
+    require(0 <= term < 10, op, lambda: f"{name} must be a GAN loss term code in [0, 10), got {term}")
 
 
 def _check_input(op: str, name: str, t: torch.Tensor, like: torch.Tensor) -> None:
     require(t.layout == torch.strided and t.dtype in SUPPORTED_DTYPES, op,
-             f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
-    require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but the logits have {like.dtype}")
-    require(t.device == like.device, op, f"{name} is on {t.device} but the logits are on {like.device}")
+             lambda: f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
+    require(t.dtype == like.dtype, op, lambda: f"{name} has dtype {t.dtype} but the logits have {like.dtype}")
+    require(t.device == like.device, op, lambda: f"{name} is on {t.device} but the logits are on {like.device}")
 
 
 def _check_terms(op: str, x_term: int, y_term: int, reduction: int) -> None:
     _check_term(op, "x_term", x_term)
     _check_term(op, "y_term", y_term)
-    require(reduction in (1, 2), op, f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
+    require(reduction in (1, 2), op, lambda: f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
 
 
 def _saved_shape(logits: torch.Tensor, term: int) -> Tuple[int, ...]:
@@ -132,33 +132,34 @@ def _check_gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reducti
     _check_gan_loss(x, y, x_term, y_term, reduction)
     for name, t in (("grad", grad), ("x_grad", x_grad), ("y_grad", y_grad)):
         _check_input(op, name, t, x)
-    require(grad.numel() == 1, op, f"grad must have one element (the loss's gradient), got shape {tuple(grad.shape)}")
+    require(grad.numel() == 1, op,
+            lambda: f"grad must have one element (the loss's gradient), got shape {tuple(grad.shape)}")
     require(tuple(x_grad.shape) == _saved_shape(x, x_term), op,
-             f"x_grad has shape {tuple(x_grad.shape)}, expected {_saved_shape(x, x_term)}")
+             lambda: f"x_grad has shape {tuple(x_grad.shape)}, expected {_saved_shape(x, x_term)}")
     want_y = (0,) if y is None else _saved_shape(y, y_term)
-    require(tuple(y_grad.shape) == want_y, op, f"y_grad has shape {tuple(y_grad.shape)}, expected {want_y}")
+    require(tuple(y_grad.shape) == want_y, op, lambda: f"y_grad has shape {tuple(y_grad.shape)}, expected {want_y}")
 
 
 def _check_gan_loss_pointwise(logits, grad, term, order):
     op = "gan_loss_pointwise"
     _check_term(op, "term", term)
-    require(order in (0, 1, 2), op, f"order must be 0, 1 or 2, got {order}")
+    require(order in (0, 1, 2), op, lambda: f"order must be 0, 1 or 2, got {order}")
     _check_input(op, "logits", logits, logits)
     if grad is not None:
         _check_input(op, "grad", grad, logits)
         require(grad.shape == logits.shape, op,
-                 f"grad has shape {tuple(grad.shape)}, expected {tuple(logits.shape)}")
+                 lambda: f"grad has shape {tuple(grad.shape)}, expected {tuple(logits.shape)}")
 
 
 def _check_relativistic_loss(x, y, kind, reduction):
     op = "relativistic_loss"
     require(kind in (RELATIVISTIC_PAIR, RELATIVISTIC_AVERAGE), op,
-            f"kind must be a relativistic loss kind code in [0, 2), got {kind}")
-    require(reduction in (1, 2), op, f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
+            lambda: f"kind must be a relativistic loss kind code in [0, 2), got {kind}")
+    require(reduction in (1, 2), op, lambda: f"reduction must be 1 (mean) or 2 (sum), got {reduction}")
     _check_input(op, "x", x, x)
     _check_input(op, "y", y, x)
     require(kind != RELATIVISTIC_PAIR or y.shape == x.shape, op,
-            f"y has shape {tuple(y.shape)} but x has shape {tuple(x.shape)}; kind 0 (pair) needs one shape")
+            lambda: f"y has shape {tuple(y.shape)} but x has shape {tuple(x.shape)}; kind 0 (pair) needs one shape")
 
 
 # ---- fake (meta) kernels: same for both namespaces ----
@@ -185,7 +186,7 @@ def _relativistic_loss_fake(x, y, kind, reduction):
     return x.new_empty(()), x.new_empty(x.shape), x.new_empty(y.shape)
 
 
-# ---- Triton kernels as custom ops ----
+# ---- the Triton kernels as the fastgan_triton ops' bodies ----
 
 
 @triton_op("gan_loss", _check_gan_loss)
@@ -227,133 +228,8 @@ for _ns in ("fastgan", "fastgan_triton"):
     torch.library.register_fake(f"{_ns}::gan_loss_backward")(_gan_loss_backward_fake)
     torch.library.register_fake(f"{_ns}::gan_loss_pointwise")(_gan_loss_pointwise_fake)
 
-# ---- autograd of the Triton ops (the C++ ops' is csrc/gan_loss_autograd.cpp) ----
+# The Triton ops' autograd is the C++ ops' (csrc/gan_loss_autograd.cpp, one for both namespaces).
 
-
-def _register_autograd(ns: str) -> None:
-    ops = getattr(torch.ops, ns)
-
-    def loss_setup(ctx, inputs, output):
-        x, y, x_term, y_term, reduction = inputs
-        _, x_grad, y_grad = output
-        ctx.mark_non_differentiable(x_grad, y_grad)
-        ctx.set_materialize_grads(False)
-        ctx.x_term, ctx.y_term, ctx.reduction = x_term, y_term, reduction
-        ctx.save_for_backward(x, y, x_grad, y_grad)
-
-    def loss_backward(ctx, grad_loss, grad_x_grad, grad_y_grad):
-        if grad_loss is None:
-            return None, None, None, None, None
-        x, y, x_grad, y_grad = ctx.saved_tensors
-        if not torch.is_grad_enabled():
-            dx, dy = ops.gan_loss_backward(grad_loss, x_grad, y_grad, x, y, ctx.x_term, ctx.y_term, ctx.reduction)
-            return dx, (dy if y is not None else None), None, None, None
-        # create_graph: grad_loss * s * t'(l), differentiable w.r.t. the logits and grad_loss.
-        mean = ctx.reduction == REDUCTIONS["mean"]
-
-        def side(logits, term):
-            d = ops.gan_loss_pointwise(logits, grad_loss.expand(logits.shape), term, 1)
-            return d / logits.numel() if mean else d
-
-        return side(x, ctx.x_term), (side(y, ctx.y_term) if y is not None else None), None, None, None
-
-    def backward_setup(ctx, inputs, output):
-        grad, x_grad, y_grad, x, y, x_term, y_term, reduction = inputs
-        ctx.set_materialize_grads(False)
-        ctx.x_term, ctx.y_term, ctx.mean = x_term, y_term, reduction == REDUCTIONS["mean"]
-        ctx.save_for_backward(grad, x_grad, y_grad, x, y)
-
-    def backward_backward(ctx, g_x, g_y):
-        grad, x_grad, y_grad, x, y = ctx.saved_tensors
-        x_linear, y_linear = ctx.x_term in LINEAR_TERMS, ctx.y_term in LINEAR_TERMS
-        d_grad = d_x_grad = d_y_grad = None
-        if ctx.needs_input_grad[0]:
-            d_grad = torch.zeros((), dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32,
-                                 device=grad.device)
-            # sum(g * a) for a side's a = saved gradient, or s * t' for a linear term.
-            for g, saved, logits, term in ((g_x, x_grad, x, ctx.x_term), (g_y, y_grad, y, ctx.y_term)):
-                if g is None:
-                    continue
-                if term in LINEAR_TERMS:
-                    total = g.sum(dtype=d_grad.dtype) * (1 if term == IDENTITY else -1)
-                    d_grad = d_grad + (total / logits.numel() if ctx.mean else total)
-                else:
-                    d_grad = d_grad + (g * saved).sum(dtype=d_grad.dtype)
-            d_grad = d_grad.to(grad.dtype).reshape(grad.shape)
-        if g_x is not None and ctx.needs_input_grad[1] and not x_linear:
-            d_x_grad = g_x * grad
-        if g_y is not None and ctx.needs_input_grad[2] and not y_linear:
-            d_y_grad = g_y * grad
-        return d_grad, d_x_grad, d_y_grad, None, None, None, None, None
-
-    def pointwise_setup(ctx, inputs, output):
-        logits, grad, term, order = inputs
-        ctx.term, ctx.order = term, order
-        ctx.save_for_backward(logits, grad)
-
-    def pointwise_backward(ctx, g):
-        logits, grad = ctx.saved_tensors
-        d_logits = d_grad = None
-        if ctx.needs_input_grad[0]:
-            if ctx.order == 2:
-                raise RuntimeError("fastgan GAN losses: third derivatives are not implemented")
-            d_logits = ops.gan_loss_pointwise(logits, g if grad is None else g * grad, ctx.term, ctx.order + 1)
-        if grad is not None and ctx.needs_input_grad[1]:
-            d_grad = ops.gan_loss_pointwise(logits, g, ctx.term, ctx.order)
-        return d_logits, d_grad, None, None
-
-    def relativistic_setup(ctx, inputs, output):
-        x, y, kind, reduction = inputs
-        _, x_grad, y_grad = output
-        ctx.set_materialize_grads(False)
-        ctx.kind, ctx.reduction = kind, reduction
-        ctx.save_for_backward(x, y, x_grad, y_grad)
-
-    def relativistic_backward(ctx, grad_loss, grad_x_grad, grad_y_grad):
-        x, y, x_grad, y_grad = ctx.saved_tensors
-        dx = dy = None
-        if grad_loss is not None:  # a scaling of the complete saved gradients (a non-linear term code)
-            dx, dy = ops.gan_loss_backward(grad_loss, x_grad, y_grad, x, y, SOFTPLUS_NEG, SOFTPLUS_NEG,
-                                           ctx.reduction)
-        if grad_x_grad is not None or grad_y_grad is not None:
-            hx, hy = _relativistic_hessian_product(ops.gan_loss_pointwise, x, y, grad_x_grad, grad_y_grad, ctx.kind,
-                                                   ctx.reduction == REDUCTIONS["mean"])
-            dx = hx if dx is None else dx + hx
-            dy = hy if dy is None else dy + hy
-        return dx, dy, None, None
-
-    torch.library.register_autograd(f"{ns}::relativistic_loss", relativistic_backward,
-                                    setup_context=relativistic_setup)
-    torch.library.register_autograd(f"{ns}::gan_loss", loss_backward, setup_context=loss_setup)
-    torch.library.register_autograd(f"{ns}::gan_loss_backward", backward_backward, setup_context=backward_setup)
-    torch.library.register_autograd(f"{ns}::gan_loss_pointwise", pointwise_backward, setup_context=pointwise_setup)
-
-
-def _relativistic_hessian_product(pointwise, x: torch.Tensor, y: torch.Tensor, gx: Optional[torch.Tensor],
-                                  gy: Optional[torch.Tensor], kind: int,
-                                  mean: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """H [gx; gy] for gradients gx, gy (None: zero) reaching relativistic_loss's x_grad,
-    y_grad, with softplus''(z) = sigmoid'(z) from ``pointwise(z, g, SOFTPLUS, 2)``;
-    the formulas of csrc/gan_loss_autograd.cpp."""
-    gx = torch.zeros_like(x) if gx is None else gx
-    gy = torch.zeros_like(y) if gy is None else gy
-
-    def curvature(z, g, side):  # s * softplus''(z) * g
-        v = pointwise(z, g, SOFTPLUS, 2)
-        return v / side.numel() if mean else v
-
-    if kind == RELATIVISTIC_PAIR:
-        w = curvature(y - x, gx - gy, x)
-        return w, -w
-    nx, ny = x.numel(), y.numel()
-    a = curvature(x - y.mean(), gy.sum() / ny - gx, x)
-    b = curvature(y - x.mean(), gy - gx.sum() / nx, y)
-    return -a - b.sum() / nx, b + a.sum() / ny
-
-
-# The C++ ops have the same formulas in C++ (csrc/gan_loss_autograd.cpp): a Python
-# autograd.Function would cost as much host time per call as a dozen eager kernels.
-_register_autograd("fastgan_triton")
 
 class _LossOps(NamedTuple):
     """One backend's ops, as resolved overloads (a packet re-resolves on every call)."""

@@ -29,29 +29,30 @@ REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 def _check_batch_arg(op: str, name: str, t: torch.Tensor) -> None:
     require(t.layout == torch.strided and t.dtype.is_floating_point, op,
-             f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
+             lambda: f"{name} must be a dense floating-point tensor, got {t.dtype} ({t.layout})")
     require(t.dim() >= 1 and t.shape[0] >= 1 and t.numel() >= 1, op,
-             f"{name} must have shape (B, ...) with B >= 1 and elements per sample, got {tuple(t.shape)}")
+             lambda: f"{name} must have shape (B, ...) with B >= 1 and elements per sample, got {tuple(t.shape)}")
 
 
 def _check_like(op: str, name: str, t: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
-    require(t.shape == like.shape, op, f"{name} has shape {tuple(t.shape)} but {like_name} has {tuple(like.shape)}")
-    require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but {like_name} has {like.dtype}")
-    require(t.device == like.device, op, f"{name} is on {t.device} but {like_name} is on {like.device}")
+    require(t.shape == like.shape, op,
+            lambda: f"{name} has shape {tuple(t.shape)} but {like_name} has {tuple(like.shape)}")
+    require(t.dtype == like.dtype, op, lambda: f"{name} has dtype {t.dtype} but {like_name} has {like.dtype}")
+    require(t.device == like.device, op, lambda: f"{name} is on {t.device} but {like_name} is on {like.device}")
 
 
 def _check_per_row(op: str, name: str, t: torch.Tensor, batch: torch.Tensor) -> None:
     """A (B,) tensor in the accumulation dtype of `batch`, on its device."""
     rows, acc = batch.shape[0], acc_dtype(batch.dtype)
-    require(t.shape == (rows,), op, f"{name} must have shape (B,) = ({rows},), got {tuple(t.shape)}")
-    require(t.dtype == acc, op, f"{name} must have dtype {acc} (the accumulation type of {batch.dtype}), "
+    require(t.shape == (rows,), op, lambda: f"{name} must have shape (B,) = ({rows},), got {tuple(t.shape)}")
+    require(t.dtype == acc, op, lambda: f"{name} must have dtype {acc} (the accumulation type of {batch.dtype}), "
                                  f"got {t.dtype}")
-    require(t.device == batch.device, op, f"{name} is on {t.device} but the batch is on {batch.device}")
+    require(t.device == batch.device, op, lambda: f"{name} is on {t.device} but the batch is on {batch.device}")
 
 
 def _check_reduction(op: str, reduction: int) -> None:
     require(reduction in REDUCTIONS.values(), op,
-             f"reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
+             lambda: f"reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
 
 
 def _check_interpolate(real, fake, eps):
@@ -77,9 +78,9 @@ def _check_penalty_backward(grad_loss, grads, norms, center, weight, one_sided, 
     _check_per_row(op, "norms", norms, grads)
     want = (grads.shape[0],) if reduction == REDUCTIONS["none"] else ()
     require(tuple(grad_loss.shape) == want, op,
-             f"grad_loss must have shape {want} (the loss's), got {tuple(grad_loss.shape)}")
+             lambda: f"grad_loss must have shape {want} (the loss's), got {tuple(grad_loss.shape)}")
     require(grad_loss.dtype == grads.dtype and grad_loss.device == grads.device, op,
-             f"grad_loss must be {grads.dtype} on {grads.device}, got {grad_loss.dtype} on {grad_loss.device}")
+             lambda: f"grad_loss must be {grads.dtype} on {grads.device}, got {grad_loss.dtype} on {grad_loss.device}")
 
 
 def _interpolate_fake(real, fake, eps):
@@ -160,69 +161,7 @@ _NATIVE = _Ops(torch.ops.fastgan)
 _TRITON = _Ops(torch.ops.fastgan_triton)
 
 
-def _register_autograd(ops: _Ops) -> None:
-    # interpolate: d/dreal = eps * g, d/dfake = (1 - eps) * g, one fused kernel.
-    def interpolate_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[2])
-
-    def interpolate_backward(ctx, grad):
-        (eps,) = ctx.saved_tensors
-        need_real, need_fake = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_real or need_fake):
-            return None, None, None
-        grad_real, grad_fake = ops.interpolate_backward(grad, eps, need_real, need_fake)
-        return (grad_real if need_real else None), (grad_fake if need_fake else None), None
-
-    # interpolate_backward is linear in grad, and its own backward is interpolate itself:
-    # d/dgrad <(eps g, (1 - eps) g), (u, v)> = eps u + (1 - eps) v.
-    def interpolate_backward_setup(ctx, inputs, output):
-        grad, eps, need_real, need_fake = inputs
-        ctx.save_for_backward(eps)
-        ctx.need = (need_real, need_fake)
-
-    def interpolate_backward_backward(ctx, grad_real_grad, grad_fake_grad):
-        (eps,) = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None
-        like = grad_real_grad if ctx.need[0] else grad_fake_grad
-        u = grad_real_grad if ctx.need[0] else torch.zeros_like(like)
-        v = grad_fake_grad if ctx.need[1] else torch.zeros_like(like)
-        return ops.interpolate(u, v, eps), None, None, None
-
-    # grad_norm_penalty: dP/dg in one fused kernel; norms are saved, not differentiated.
-    def penalty_setup(ctx, inputs, output):
-        grads, center, weight, one_sided, reduction = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(grads, output[1])
-        ctx.hyper = (center, weight, one_sided, reduction)
-
-    def penalty_backward(ctx, grad_loss, _grad_norms):
-        grads, norms = ctx.saved_tensors
-        return ops.penalty_backward(grad_loss, grads, norms, *ctx.hyper), None, None, None, None
-
-    # grad_norm_penalty_backward's own backward (second order of P): a composite C++ op.
-    def penalty_backward_setup(ctx, inputs, output):
-        grad_loss, grads, norms, center, weight, one_sided, reduction = inputs
-        ctx.save_for_backward(grad_loss, grads, norms)
-        ctx.hyper = (center, weight, one_sided, reduction)
-
-    def penalty_backward_backward(ctx, v):
-        grad_loss, grads, norms = ctx.saved_tensors
-        d_loss, d_grads = torch.ops.fastgan.grad_norm_penalty_second_order(grad_loss, grads, norms, v, *ctx.hyper)
-        return (d_loss if ctx.needs_input_grad[0] else None), (d_grads if ctx.needs_input_grad[1] else None), \
-            None, None, None, None, None
-
-    torch.library.register_autograd(ops.interpolate, interpolate_backward, setup_context=interpolate_setup)
-    torch.library.register_autograd(ops.interpolate_backward, interpolate_backward_backward,
-                                    setup_context=interpolate_backward_setup)
-    torch.library.register_autograd(ops.penalty, penalty_backward, setup_context=penalty_setup)
-    torch.library.register_autograd(ops.penalty_backward, penalty_backward_backward,
-                                    setup_context=penalty_backward_setup)
-
-
-# The C++ ops have the same autograd in C++ (csrc/penalty_autograd.cpp): no per-call Python.
-_register_autograd(_TRITON)
-
+# One autograd for both namespaces' ops: csrc/penalty_autograd.cpp.
 _BACKEND_OPS: Dict[str, _Ops] = {"cpu": _NATIVE, "cuda": _NATIVE, "triton": _TRITON}
 #: The fast paths' op callers per backend.
 _FAST_INTERPOLATE = backend_table({name: ops.fast_interpolate for name, ops in _BACKEND_OPS.items()}, "interpolate")

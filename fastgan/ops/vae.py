@@ -46,26 +46,28 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 def _check_input(op: str, name: str, t: torch.Tensor, like: torch.Tensor) -> None:
     require(t.layout == torch.strided and t.dtype in SUPPORTED_DTYPES, op,
-            f"{name} must be a dense floating-point tensor, got {t.dtype}")
-    require(t.dtype == like.dtype, op, f"{name} has dtype {t.dtype} but the first input has {like.dtype}")
-    require(t.device == like.device, op, f"{name} is on {t.device} but the first input is on {like.device}")
+            lambda: f"{name} must be a dense floating-point tensor, got {t.dtype}")
+    require(t.dtype == like.dtype, op, lambda: f"{name} has dtype {t.dtype} but the first input has {like.dtype}")
+    require(t.device == like.device, op, lambda: f"{name} is on {t.device} but the first input is on {like.device}")
     require(t.dim() >= 1 and t.shape[0] >= 1 and t.numel() >= 1, op,
-            f"{name} must have shape (B, ...) with B >= 1 and elements per sample, got {tuple(t.shape)}")
+            lambda: f"{name} must have shape (B, ...) with B >= 1 and elements per sample, got {tuple(t.shape)}")
 
 
 def _check_same_shape(op: str, name: str, t: torch.Tensor, like_name: str, like: torch.Tensor) -> None:
-    require(t.shape == like.shape, op, f"{name} has shape {tuple(t.shape)} but {like_name} has {tuple(like.shape)}")
+    require(t.shape == like.shape, op,
+            lambda: f"{name} has shape {tuple(t.shape)} but {like_name} has {tuple(like.shape)}")
 
 
 def _check_reduction(op: str, reduction: int) -> None:
-    require(reduction in (0, 1, 2), op, f"reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
+    require(reduction in (0, 1, 2), op, lambda: f"reduction must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
 
 
 def _check_vae_loss(recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction):
     op = "vae_loss"
     _check_reduction(op, reduction)
-    require(likelihood in (0, 1), op, f"likelihood must be 0 (bernoulli) or 1 (gaussian), got {likelihood}")
-    require(beta == beta and abs(beta) != float("inf") and beta >= 0, op, f"beta must be finite and >= 0, got {beta}")
+    require(likelihood in (0, 1), op, lambda: f"likelihood must be 0 (bernoulli) or 1 (gaussian), got {likelihood}")
+    require(beta == beta and abs(beta) != float("inf") and beta >= 0, op,
+            lambda: f"beta must be finite and >= 0, got {beta}")
     require((recon is None) == (target is None), op, "recon and target must be given together")
     require((mu is None) == (logvar is None), op, "mu and logvar must be given together")
     require(recon is not None or mu is not None, op, "needs recon and target, or mu and logvar")
@@ -83,7 +85,8 @@ def _check_vae_loss(recon, target, recon_logvar, mu, logvar, likelihood, beta, r
         _check_input(op, "mu", mu, first)
         _check_input(op, "logvar", logvar, first)
         _check_same_shape(op, "logvar", logvar, "mu", mu)
-        require(mu.shape[0] == first.shape[0], op, f"mu has {mu.shape[0]} samples but recon has {first.shape[0]}")
+        require(mu.shape[0] == first.shape[0], op,
+                lambda: f"mu has {mu.shape[0]} samples but recon has {first.shape[0]}")
 
 
 def _check_vae_loss_backward(grad_loss, recon_grad, recon_logvar_grad, mu_grad, logvar_grad, reduction):
@@ -93,19 +96,19 @@ def _check_vae_loss_backward(grad_loss, recon_grad, recon_logvar_grad, mu_grad, 
     for name, t in (("recon_grad", recon_grad), ("recon_logvar_grad", recon_logvar_grad), ("mu_grad", mu_grad),
                     ("logvar_grad", logvar_grad)):
         require(t.layout == torch.strided and t.dtype in SUPPORTED_DTYPES, op,
-                f"{name} must be a dense floating-point tensor, got {t.dtype}")
+                lambda: f"{name} must be a dense floating-point tensor, got {t.dtype}")
         require(t.dtype == grad_loss.dtype and t.device == grad_loss.device, op,
-                f"{name} must be {grad_loss.dtype} on {grad_loss.device}, got {t.dtype} on {t.device}")
+                lambda: f"{name} must be {grad_loss.dtype} on {grad_loss.device}, got {t.dtype} on {t.device}")
         if t.shape == (0,):
             continue
         require(t.dim() >= 1 and t.shape[0] >= 1, op,
-                f"{name} must be (0,) or have shape (B, ...) with B >= 1, got {tuple(t.shape)}")
+                lambda: f"{name} must be (0,) or have shape (B, ...) with B >= 1, got {tuple(t.shape)}")
         require(rows is None or t.shape[0] == rows, op,
-                f"{name} has {t.shape[0]} samples but another saved gradient has {rows}")
+                lambda: f"{name} has {t.shape[0]} samples but another saved gradient has {rows}")
         rows = t.shape[0]
     require(rows is not None, op, "every saved gradient is empty")
     want = (rows,) if reduction == 0 else ()
-    require(tuple(grad_loss.shape) == want, op, f"grad_loss must have the loss's shape {want}, "
+    require(tuple(grad_loss.shape) == want, op, lambda: f"grad_loss must have the loss's shape {want}, "
                                                 f"got {tuple(grad_loss.shape)}")
 
 
@@ -155,7 +158,7 @@ def _reparameterize_backward_fake(grad, z, mu):
     return grad.new_empty(grad.shape)
 
 
-# ---- Triton kernels as custom ops ----
+# ---- the Triton kernels as the fastgan_triton ops' bodies ----
 
 
 @triton_op("vae_loss", _check_vae_loss)
@@ -215,114 +218,7 @@ _NATIVE_OPS = _vae_ops(torch.ops.fastgan)
 _TRITON_OPS = _vae_ops(torch.ops.fastgan_triton)
 _OPS: Dict[str, _VaeOps] = {"cpu": _NATIVE_OPS, "cuda": _NATIVE_OPS, "triton": _TRITON_OPS}
 
-# ---- autograd of the Triton ops (the C++ ops' is csrc/vae_autograd.cpp, same formulas) ----
-
-
-def _per_sample(g: torch.Tensor, like: torch.Tensor, per_row: bool) -> torch.Tensor:
-    return g.reshape((g.shape[0],) + (1,) * (like.dim() - 1)) if per_row else g
-
-
-def _add(into: Optional[torch.Tensor], term: torch.Tensor) -> torch.Tensor:
-    return term if into is None else into + term
-
-
-def _register_autograd(ops: _VaeOps) -> None:
-    def loss_setup(ctx, inputs, output):
-        recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction = inputs
-        ctx.set_materialize_grads(False)  # first-order backward: no gradient for the saved ones
-        ctx.bernoulli, ctx.beta, ctx.reduction = likelihood == LIKELIHOODS["bernoulli"], beta, reduction
-        rows = (recon if recon is not None else mu).shape[0]
-        ctx.s = 1.0 / rows if reduction == REDUCTIONS["mean"] else 1.0
-        ctx.save_for_backward(recon, recon_logvar, *output[1:])
-
-    def loss_backward(ctx, g, G_R, G_V, G_M, G_L):
-        recon, recon_logvar, R, V, M, L = ctx.saved_tensors
-        s, beta, bernoulli = ctx.s, ctx.beta, ctx.bernoulli
-        has_recon, has_v, has_kl = recon is not None, recon_logvar is not None, M.numel() > 0
-        need_target = ctx.needs_input_grad[1]
-        d_recon = d_target = d_v = d_mu = d_lv = None
-        if g is not None:
-            a, b, c, d = ops.vae_loss_backward(g, R, V, M, L, ctx.reduction)
-            d_recon, d_v = (a if has_recon else None), (b if has_v else None)
-            d_mu, d_lv = (c, d) if has_kl else (None, None)
-            if has_recon and need_target:
-                per_row = ctx.reduction == REDUCTIONS["none"]
-                d_target = -s * _per_sample(g, recon, per_row) * recon if bernoulli else -a
-        if has_recon and G_R is not None:
-            if bernoulli:
-                curvature = s * torch.sigmoid(recon) * torch.sigmoid(-recon)
-            else:
-                curvature = s * torch.exp(-recon_logvar) if has_v else torch.full_like(recon, s)
-            term = curvature * G_R
-            d_recon = _add(d_recon, term)
-            if need_target:
-                d_target = _add(d_target, -s * G_R if bernoulli else -term)
-            if has_v:
-                d_v = _add(d_v, -R * G_R)
-        if has_v and G_V is not None:
-            cross = R * G_V
-            d_recon = _add(d_recon, -cross)
-            if need_target:
-                d_target = _add(d_target, cross)
-            d_v = _add(d_v, (s / 2 - V) * G_V)
-        if has_kl and G_M is not None:
-            d_mu = _add(d_mu, beta * s * G_M)
-        if has_kl and G_L is not None:
-            d_lv = _add(d_lv, (L + beta * s / 2) * G_L)
-        return d_recon, d_target, d_v, d_mu, d_lv, None, None, None
-
-    def backward_setup(ctx, inputs, output):
-        grad_loss, *saved, reduction = inputs
-        ctx.set_materialize_grads(False)
-        ctx.per_row = reduction == REDUCTIONS["none"]
-        ctx.save_for_backward(grad_loss, *saved)
-
-    def backward_backward(ctx, *grads):
-        grad_loss, *saved = ctx.saved_tensors
-        d_grad = None
-        outs = [None] * 4
-        for i, (G, S) in enumerate(zip(grads, saved)):
-            if G is None or S.numel() == 0:
-                continue
-            if ctx.needs_input_grad[0]:
-                acc = torch.float64 if S.dtype == torch.float64 else torch.float32
-                dot = (G * S).reshape(S.shape[0], -1).sum(1, dtype=acc) if ctx.per_row else (G * S).sum(dtype=acc)
-                d_grad = _add(d_grad, dot)
-            if ctx.needs_input_grad[i + 1]:
-                outs[i] = G * _per_sample(grad_loss, S, ctx.per_row)
-        if d_grad is not None:
-            d_grad = d_grad.to(grad_loss.dtype).reshape(grad_loss.shape)
-        return (d_grad, *outs, None)
-
-    def reparameterize_setup(ctx, inputs, output):
-        mu, logvar, eps = inputs
-        ctx.save_for_backward(output, mu, logvar if eps.requires_grad else None)
-
-    def reparameterize_backward(ctx, g):
-        z, mu, logvar = ctx.saved_tensors
-        d_mu = g if ctx.needs_input_grad[0] else None
-        d_lv = ops.reparameterize_backward(g, z, mu) if ctx.needs_input_grad[1] else None
-        d_eps = g * torch.exp(0.5 * logvar) if ctx.needs_input_grad[2] and logvar is not None else None
-        return d_mu, d_lv, d_eps
-
-    def reparameterize_backward_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def reparameterize_backward_backward(ctx, G):
-        grad, z, mu = ctx.saved_tensors
-        d_grad = 0.5 * G * (z - mu) if ctx.needs_input_grad[0] else None
-        half = 0.5 * G * grad
-        return d_grad, (half if ctx.needs_input_grad[1] else None), (-half if ctx.needs_input_grad[2] else None)
-
-    torch.library.register_autograd(ops.vae_loss, loss_backward, setup_context=loss_setup)
-    torch.library.register_autograd(ops.vae_loss_backward, backward_backward, setup_context=backward_setup)
-    torch.library.register_autograd(ops.reparameterize, reparameterize_backward, setup_context=reparameterize_setup)
-    torch.library.register_autograd(ops.reparameterize_backward, reparameterize_backward_backward,
-                                    setup_context=reparameterize_backward_setup)
-
-
-# The C++ ops have the same formulas in C++ (csrc/vae_autograd.cpp): no per-call Python.
-_register_autograd(_TRITON_OPS)
+# One autograd for both namespaces' ops: csrc/vae_autograd.cpp.
 
 # ---- argument checks (once, here: every backend sees validated input) ----
 
