@@ -76,9 +76,14 @@ PyObject* lookup(BackendTable* self, const char* requested_name, c10::DeviceType
   return impl;
 }
 
-// The tensor whose device picks the implementation: the call's first argument, or the
+// The tensor whose device picks the implementation: the call's first argument that is
+// not None (an absent optional tensor, as vae_loss's recon for the KL alone), or the
 // first element of a list or tuple of tensors (clip_'s parameters); nullptr if none.
-PyObject* leading_tensor(PyObject* first) {
+PyObject* leading_tensor(PyObject* const* args, Py_ssize_t n) {
+  Py_ssize_t i = 0;
+  while (i < n && args[i] == Py_None) ++i;
+  if (i == n) return nullptr;
+  PyObject* first = args[i];
   if ((PyList_CheckExact(first) || PyTuple_CheckExact(first)) && PySequence_Fast_GET_SIZE(first) > 0)
     first = PySequence_Fast_ITEMS(first)[0];
   return nonempty_tensor(first) ? first : nullptr;
@@ -88,7 +93,7 @@ PyObject* call_table(PyObject* self_obj, PyObject* const* args, size_t nargsf, P
   HANDLE_TH_ERRORS
   auto* self = reinterpret_cast<BackendTable*>(self_obj);
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  PyObject* lead = kwnames == nullptr && nargs >= 2 ? leading_tensor(args[1]) : nullptr;
+  PyObject* lead = kwnames == nullptr && nargs >= 2 ? leading_tensor(args + 1, nargs - 1) : nullptr;
   if (lead == nullptr) Py_RETURN_NOTIMPLEMENTED;
   for (Py_ssize_t i = 2; i < nargs; ++i)  // the call's other tensors: plain, with elements
     if (THPVariable_Check(args[i]) && !nonempty_tensor(args[i])) Py_RETURN_NOTIMPLEMENTED;

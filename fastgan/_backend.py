@@ -155,8 +155,9 @@ def resolve_backend(backend: Optional[str], device: torch.device, op: str) -> st
 
 def backend_table(impls: Dict[str, Callable], op: str) -> Callable:
     """An eager fast path's ``impls[resolve_backend(backend, device, op)](*args)`` as one
-    C call, ``table(backend, *args)`` (csrc/backend_table.cpp), the device that of
-    ``args[0]`` (a tensor, or a list's first tensor). NotImplemented when it declines:
+    C call, ``table(backend, *args)`` (csrc/backend_table.cpp), the device that of the
+    first of ``args`` that is not None (a tensor, or a list's first tensor). NotImplemented
+    when it declines:
     ``impls`` has no entry for the backend, resolve_backend refuses (the checked path then
     raises its error), or a tensor of ``args`` is not a plain tensor with elements (fast
     paths take the common call, the checked paths the rest). resolve_backend decides,

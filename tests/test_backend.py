@@ -198,6 +198,9 @@ def test_backend_table_declines_what_resolve_backend_refuses_and_odd_calls(monke
     assert table(None, x, None, [x], 2.0) == ("cpu", 4)
     assert table(None, x, x.as_subclass(Subclass)) is NotImplemented
     assert table(None, torch.empty(0)) is NotImplemented and table(None, x, torch.empty(2, 0)) is NotImplemented
+    # the first argument that is not None picks the device (vae_loss's KL alone has no recon)
+    assert table(None, None, x, None) == ("cpu", 3) and table(None, None, None) is NotImplemented
+    assert table(None, None, x.numpy(), x) is NotImplemented
     # a list's first tensor picks the device (clip_'s parameters)
     assert table(None, [x, x], 0.1) == ("cpu", 2) and table(None, [], 0.1) is NotImplemented
     # refusals are asked again, not cached; the parameter's ("auto", cpu) was resolved once

@@ -176,6 +176,48 @@ def _op_samples(device="cpu"):
     ]
 
 
+class _Spy:
+    """Stands in for a fast path's backend table: counts its calls and returns the
+    table's answer, or NotImplemented (`decline`) so that the checked path runs."""
+
+    def __init__(self, table, decline):
+        self.table, self.decline, self.calls = table, decline, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return NotImplemented if self.decline else self.table(*args)
+
+
+@pytest.mark.parametrize("backend", [b for b in backends_for("cpu") if b != "reference"])
+@pytest.mark.parametrize("case,reduction", CASE_REDUCTIONS)
+def test_fast_path_is_taken_and_equals_the_checked_path(backend, case, reduction, monkeypatch):
+    """Each front end's fast path (one backend-table call) answers the call and gives the
+    checked path's values and gradients bit for bit; drawn noise is drawn once either way."""
+    import fastgan.ops.vae as vae
+
+    xs = _inputs(case, SHAPES[1], torch.Generator().manual_seed(stable_seed(case, reduction)), torch.float32, "cpu")
+    fn = (lambda leaves: _fastgan(case, leaves, reduction, backend))
+    name = "_FAST_REPARAMETERIZE" if case == "reparameterize" else "_FAST_VAE_LOSS"
+    real = getattr(vae, name)
+    results = {}
+    for decline in (False, True):
+        spy = _Spy(real if case == "reparameterize" else real[reduction], decline)
+        monkeypatch.setattr(vae, name, spy if case == "reparameterize" else {**real, reduction: spy})
+        results[decline] = _forward_backward(fn, xs, 3)
+        assert spy.calls == 1
+        if case == "reparameterize":  # its noise drawn: one torch.randn(mu.shape) on either path
+            torch.manual_seed(5)
+            results[decline, "drawn"] = reparameterize(xs[0], xs[1], backend=backend)
+            after = torch.randn(1)
+            torch.manual_seed(5)
+            torch.randn(xs[0].shape)
+            assert torch.equal(after, torch.randn(1))
+    (fast, fast_grads), (checked, checked_grads) = results[False], results[True]
+    assert torch.equal(fast, checked) and all(map(torch.equal, fast_grads, checked_grads))
+    if case == "reparameterize":
+        assert torch.equal(results[False, "drawn"], results[True, "drawn"])
+
+
 @pytest.mark.parametrize("namespace", ["fastgan"] + (["fastgan_triton"] if "triton" in backends_for("cpu") else []))
 def test_opcheck(namespace):
     for name, args in _op_samples():

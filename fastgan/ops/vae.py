@@ -22,16 +22,21 @@ Four ops per backend (``torch.ops.fastgan`` for the C++/CUDA kernels,
 
 Double backward: the saved gradients are differentiable outputs of ``vae_loss``; a
 gradient reaching them comes back to its backward, which adds the second-derivative
-terms (listed in ``csrc/vae_autograd.cpp``) with eager ops. The C++ ops' autograd is in
-C++; the Triton ops' is registered here, same formulas.
+terms (listed in ``csrc/vae_autograd.cpp``) with eager ops. The autograd is C++, one
+for both namespaces.
+
+The public functions' eager fast path is one backend-table call of an op caller (as
+the GAN losses'); their checks, which name the user's argument, run where it declines
+or the op refuses, and under ``torch.compile``.
 """
 from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 
 from .. import reference
-from .._backend import resolve_backend
+from .._backend import _is_compiling, backend_table, resolve_backend
 from .._validate import check_batch, check_real
+from ._caller import op_caller
 from ._triton import require, triton_op
 
 #: Likelihood codes of csrc/vae_math.h (VaeLikelihood).
@@ -218,6 +223,18 @@ _NATIVE_OPS = _vae_ops(torch.ops.fastgan)
 _TRITON_OPS = _vae_ops(torch.ops.fastgan_triton)
 _OPS: Dict[str, _VaeOps] = {"cpu": _NATIVE_OPS, "cuda": _NATIVE_OPS, "triton": _TRITON_OPS}
 
+#: The fast paths (csrc/backend_table.cpp): per reduction name, ``table(backend, recon,
+#: target, recon_logvar, mu, logvar, likelihood, beta)`` is vae_loss's op with that
+#: reduction's code bound, returning the loss alone; ``_FAST_REPARAMETERIZE(backend, mu,
+#: logvar, eps)`` is z. The ops check their own arguments (csrc/vae_host.h, the Triton
+#: bodies' checks), so the front ends' checks run only where a table declines or an op refuses.
+_FAST_VAE_LOSS = {reduction: backend_table({name: op_caller(ops.vae_loss, 1, (code,)) for name, ops in _OPS.items()},
+                                           "vae_loss")
+                  for reduction, code in REDUCTIONS.items()}
+_FAST_REPARAMETERIZE = backend_table({name: op_caller(ops.reparameterize) for name, ops in _OPS.items()},
+                                     "reparameterize")
+_BERNOULLI, _GAUSSIAN = LIKELIHOODS["bernoulli"], LIKELIHOODS["gaussian"]
+
 # One autograd for both namespaces' ops: csrc/vae_autograd.cpp.
 
 # ---- argument checks (once, here: every backend sees validated input) ----
@@ -266,9 +283,10 @@ def _check_probabilities(op: str, name: str, target: torch.Tensor) -> None:
     if target.is_cuda and torch.cuda.is_current_stream_capturing():
         return
     low, high = torch.aminmax(target)
-    if bool((low < 0) | (high > 1)):  # one host sync
+    low, high = float(low), float(high)  # one host sync (the second value is then ready)
+    if low < 0 or high > 1:
         raise ValueError(f"{op}: {name} must hold probabilities in [0, 1] for the bernoulli likelihood; got "
-                         f"values in [{low.item():g}, {high.item():g}]")
+                         f"values in [{low:g}, {high:g}]")
 
 
 def _check_latents(op: str, mu: torch.Tensor, logvar: torch.Tensor) -> None:
@@ -299,6 +317,15 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, eps: Optional[torc
     eps (``dz * exp(logvar / 2)``), double backward too. One kernel forward and one
     backward; the backward reads only ``z`` and ``mu``.
     """
+    if not _is_compiling() and generator is None:
+        try:  # AttributeError, TypeError, RuntimeError: not tensors, or refused; the checks below say why
+            noise = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device) if eps is None else eps
+            z = _FAST_REPARAMETERIZE(backend, mu, logvar, noise)
+            if z is not NotImplemented:
+                return z
+            eps = noise  # declined: the checked path uses this draw (one draw per call)
+        except (AttributeError, RuntimeError, TypeError):
+            pass
     op = "reparameterize"
     _check_latents(op, mu, logvar)
     if eps is None:
@@ -329,6 +356,13 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: str = "mea
     Differentiable (double backward too); one pass forward, one backward. logvar of
     +-80 gives finite values in float32; NaN propagates.
     """
+    if not _is_compiling():
+        try:  # TypeError, KeyError: an unhashable or unknown reduction; RuntimeError: the op refused
+            loss = _FAST_VAE_LOSS[reduction](backend, None, None, None, mu, logvar, _BERNOULLI, 1.0)
+            if loss is not NotImplemented:
+                return loss
+        except (KeyError, RuntimeError, TypeError):
+            pass
     op = "gaussian_kl"
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_latents(op, mu, logvar)
@@ -350,6 +384,14 @@ def bernoulli_nll(logits: torch.Tensor, target: torch.Tensor, *, reduction: str 
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (``(B,)``).
         backend: see :func:`fastgan.set_backend`.
     """
+    if not _is_compiling():
+        try:  # as gaussian_kl's
+            loss = _FAST_VAE_LOSS[reduction](backend, logits, target, None, None, None, _BERNOULLI, 1.0)
+            if loss is not NotImplemented:
+                _check_probabilities("bernoulli_nll", "target", target)
+                return loss
+        except (KeyError, RuntimeError, TypeError):
+            pass
     op = "bernoulli_nll"
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_tensors(op, logits=logits, target=target)
@@ -373,6 +415,13 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: Optional[torch.Ten
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (``(B,)``).
         backend: see :func:`fastgan.set_backend`.
     """
+    if not _is_compiling():
+        try:  # as gaussian_kl's
+            loss = _FAST_VAE_LOSS[reduction](backend, mean, x, logvar, None, None, _GAUSSIAN, 1.0)
+            if loss is not NotImplemented:
+                return loss
+        except (KeyError, RuntimeError, TypeError):
+            pass
     op = "gaussian_nll"
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     named = dict(x=x, mean=mean) if logvar is None else dict(x=x, mean=mean, logvar=logvar)
@@ -407,6 +456,16 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     the KL and its gradients (one kernel launch on CUDA); the backward scales the saved
     gradients (one launch). Differentiable w.r.t. all four inputs, double backward too.
     """
+    if not _is_compiling() and (type(beta) is float or type(beta) is int):  # else check_real decides
+        try:  # as gaussian_kl's; KeyError, TypeError: also an unknown or unhashable likelihood
+            code = LIKELIHOODS[likelihood]
+            loss = _FAST_VAE_LOSS[reduction](backend, recon, target, None, mu, logvar, code, beta)
+            if loss is not NotImplemented:
+                if code == _BERNOULLI:
+                    _check_probabilities("vae_loss", "target", target)
+                return loss
+        except (KeyError, RuntimeError, TypeError):
+            pass
     op = "vae_loss"
     _check_choice(op, "likelihood", likelihood, LIKELIHOODS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
