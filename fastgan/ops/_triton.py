@@ -62,7 +62,7 @@ def triton_op(name: str, check: Callable[..., None]) -> Callable:
         def body(*args):
             check(*args)
             tensor = _first_tensor(args)
-            if tensor is not None and tensor.is_cuda and tensor.device.index != torch.cuda.current_device():
+            if tensor is not None and tensor.is_cuda and tensor.get_device() != torch.cuda.current_device():
                 with torch.cuda.device(tensor.device):
                     out = fn(*args)
             else:
