@@ -9,6 +9,8 @@ import torch
 def is_non_overlapping_and_dense(tensor: torch.Tensor) -> bool:
     """Whether the tensor's elements fill exactly numel() consecutive slots of memory
     (contiguous up to a permutation of dimensions), as ATen's check of that name."""
+    if tensor.is_contiguous() and tensor.numel() > 0:  # the common case, without sorting strides in Python
+        return True
     expected = 1
     for stride, size in sorted((st, s) for s, st in zip(tensor.shape, tensor.stride()) if s != 1):
         if stride != expected:
@@ -20,7 +22,11 @@ def is_non_overlapping_and_dense(tensor: torch.Tensor) -> bool:
 def is_batch_major(tensor: torch.Tensor) -> bool:
     """Whether sample b occupies elements [b·N, (b+1)·N) of dense memory: any dense
     layout whose batch dimension is outermost (contiguous, channels-last, ...)."""
-    if tensor.dim() == 0 or not is_non_overlapping_and_dense(tensor):
+    if tensor.dim() == 0:
+        return False
+    if tensor.is_contiguous() and tensor.numel() > 0:
+        return True
+    if not is_non_overlapping_and_dense(tensor):
         return False
     rows = tensor.shape[0]
     return rows <= 1 or tensor.stride(0) * rows == tensor.numel()
