@@ -58,7 +58,7 @@ def _check_fd_backward(grad_loss, perturbed, outputs, sigma, weight, need_pertur
     require(grad_loss.dim() == 0, op, lambda: f"grad_loss must have the loss's shape (), got {tuple(grad_loss.shape)}")
     require(grad_loss.dtype == perturbed.dtype and grad_loss.device == perturbed.device, op,
              lambda: f"grad_loss must be {perturbed.dtype} on {perturbed.device}, got {grad_loss.dtype} on "
-             f"{grad_loss.device}")
+                     f"{grad_loss.device}")
 
 
 def _perturb_fake(x, noise, sigma):

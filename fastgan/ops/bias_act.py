@@ -80,7 +80,7 @@ def _check_like(op: str, name: str, t: Optional[torch.Tensor], lead: torch.Tenso
     require(t.layout == torch.strided and t.dtype == lead.dtype and t.device == lead.device and t.shape == lead.shape,
              op,
              lambda: f"{name} must be a dense {lead.dtype} tensor of shape {tuple(lead.shape)} on {lead.device}, got "
-                 f"{t.dtype} {tuple(t.shape)} on {t.device}")
+                     f"{t.dtype} {tuple(t.shape)} on {t.device}")
 
 
 def _check_bias(op: str, b: Optional[torch.Tensor], lead: torch.Tensor, dim: int) -> None:
@@ -101,7 +101,7 @@ def _check_ref(op: str, lead, x, b, y, act, alpha, gain, dim) -> None:
     if y is not None:
         require(_ref_is_y(act, alpha, gain), op,
                 lambda: f"the derivative of this activation cannot be taken from y with "
-                                                  f"alpha={alpha}, gain={gain}; pass x (and b) instead")
+                        f"alpha={alpha}, gain={gain}; pass x (and b) instead")
         _check_like(op, "y", y, lead)
         return
     require(x is not None, op, "needs x (with b) or y to take the derivative")

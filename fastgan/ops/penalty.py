@@ -46,7 +46,7 @@ def _check_per_row(op: str, name: str, t: torch.Tensor, batch: torch.Tensor) -> 
     rows, acc = batch.shape[0], acc_dtype(batch.dtype)
     require(t.shape == (rows,), op, lambda: f"{name} must have shape (B,) = ({rows},), got {tuple(t.shape)}")
     require(t.dtype == acc, op, lambda: f"{name} must have dtype {acc} (the accumulation type of {batch.dtype}), "
-                                 f"got {t.dtype}")
+                                        f"got {t.dtype}")
     require(t.device == batch.device, op, lambda: f"{name} is on {t.device} but the batch is on {batch.device}")
 
 

@@ -113,8 +113,8 @@ def _check_vae_loss_backward(grad_loss, recon_grad, recon_logvar_grad, mu_grad, 
         rows = t.shape[0]
     require(rows is not None, op, "every saved gradient is empty")
     want = (rows,) if reduction == 0 else ()
-    require(tuple(grad_loss.shape) == want, op, lambda: f"grad_loss must have the loss's shape {want}, "
-                                                f"got {tuple(grad_loss.shape)}")
+    require(tuple(grad_loss.shape) == want, op,
+            lambda: f"grad_loss must have the loss's shape {want}, got {tuple(grad_loss.shape)}")
 
 
 def _check_triple(op: str, names, a, b, c) -> None:
