@@ -156,11 +156,11 @@ def resolve_backend(backend: Optional[str], device: torch.device, op: str) -> st
 def backend_table(impls: Dict[str, Callable], op: str) -> Callable:
     """An eager fast path's ``impls[resolve_backend(backend, device, op)](*args)`` as one
     C call, ``table(backend, *args)`` (csrc/backend_table.cpp), the device that of the
-    first of ``args`` that is not None (a tensor, or a list's first tensor). NotImplemented
-    when it declines:
-    ``impls`` has no entry for the backend, resolve_backend refuses (the checked path then
-    raises its error), or a tensor of ``args`` is not a plain tensor with elements (fast
-    paths take the common call, the checked paths the rest). resolve_backend decides,
+    first of ``args`` that is not None (a tensor, or a list's first tensor).
+    NotImplemented when it declines: ``impls`` has no entry for the backend,
+    resolve_backend refuses (the checked path then raises its error), or a tensor of
+    ``args`` is not a plain tensor with elements (fast paths take the common call, the
+    checked paths the rest). resolve_backend decides,
     once per (requested name, device type, TRITON_INTERPRET); the choice costs about
     0.1 us where resolve_backend's costs 0.4. Not for torch.compile, which cannot trace
     it."""

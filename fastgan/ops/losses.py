@@ -286,32 +286,32 @@ def _backend_for(op: str, logits: torch.Tensor, backend: Optional[str]) -> str:
     return resolve_backend(backend, logits.device, op)
 
 
-def _fast_calls(terms: Dict[str, Tuple[int, int]]) -> Dict[str, Dict[str, Callable]]:
-    """kind -> reduction -> a backend table of op callers with that loss's codes bound:
-    ``table(backend, x, y)`` is the fast path's whole call and returns the loss alone (or
-    NotImplemented). A kind of ``terms`` calls gan_loss with its (x, y) term codes; a
-    relativistic kind calls relativistic_loss. The fused ops check their own arguments (csrc/gan_loss_host.h,
-    _check_gan_loss, _check_relativistic_loss), so the public functions' checks, which
-    name the user's bad argument, run only when the fast path declines or the op
-    refuses: off the hot path. torch.compile traces those instead (it cannot trace the op
-    caller), at no run-time cost."""
-    calls: Dict[str, Dict[str, Callable]] = {kind: {} for kind in (*terms, *RELATIVISTIC_KINDS)}
-    for reduction, code in REDUCTIONS.items():
-        if reduction == "none":
-            continue
-        for kind, pair in terms.items():
-            calls[kind][reduction] = backend_table(
-                {name: op_caller(ops.gan_loss, 1, (*pair, code)) for name, ops in _OPS.items()}, "gan_loss")
-        for kind, kind_code in RELATIVISTIC_KINDS.items():
-            calls[kind][reduction] = backend_table(
-                {name: op_caller(ops.relativistic_loss, 1, (kind_code, code)) for name, ops in _OPS.items()},
-                "relativistic_loss")
-    return calls
+def _fast_call(op: str, codes: Tuple[int, ...]) -> Callable:
+    """A backend table of op callers of `op` (a _LossOps field) with its trailing codes
+    bound: ``table(backend, x, y)`` is a fast path's whole call and returns the loss alone
+    (or NotImplemented)."""
+    return backend_table({name: op_caller(getattr(ops, op), 1, codes) for name, ops in _OPS.items()}, op)
 
 
-#: discriminator_loss's and generator_loss's fast paths.
-_DISCRIMINATOR_CALLS = _fast_calls(DISCRIMINATOR_TERMS)
-_GENERATOR_CALLS = _fast_calls({kind: (term, term) for kind, term in GENERATOR_TERMS.items()})
+# The fast paths, kind -> reduction -> table: a kind of DISCRIMINATOR_TERMS or
+# GENERATOR_TERMS calls gan_loss with its (x, y) term codes; a relativistic kind (the same
+# tables for both players) calls relativistic_loss. The fused ops check their own
+# arguments (csrc/gan_loss_host.h, _check_gan_loss, _check_relativistic_loss), so the
+# public functions' checks, which name the user's bad argument, run only when the fast
+# path declines or the op refuses: off the hot path. torch.compile traces those instead
+# (it cannot trace the op caller), at no run-time cost.
+_REDUCED = {reduction: code for reduction, code in REDUCTIONS.items() if reduction != "none"}
+_RELATIVISTIC_CALLS = {kind: {reduction: _fast_call("relativistic_loss", (kind_code, code))
+                              for reduction, code in _REDUCED.items()}
+                       for kind, kind_code in RELATIVISTIC_KINDS.items()}
+_DISCRIMINATOR_CALLS: Dict[str, Dict[str, Callable]] = {
+    **{kind: {reduction: _fast_call("gan_loss", (*pair, code)) for reduction, code in _REDUCED.items()}
+       for kind, pair in DISCRIMINATOR_TERMS.items()},
+    **_RELATIVISTIC_CALLS}
+_GENERATOR_CALLS: Dict[str, Dict[str, Callable]] = {
+    **{kind: {reduction: _fast_call("gan_loss", (term, term, code)) for reduction, code in _REDUCED.items()}
+       for kind, term in GENERATOR_TERMS.items()},
+    **_RELATIVISTIC_CALLS}
 
 
 # ---- public API ----

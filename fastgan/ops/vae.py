@@ -233,7 +233,7 @@ _FAST_VAE_LOSS = {reduction: backend_table({name: op_caller(ops.vae_loss, 1, (co
                   for reduction, code in REDUCTIONS.items()}
 _FAST_REPARAMETERIZE = backend_table({name: op_caller(ops.reparameterize) for name, ops in _OPS.items()},
                                      "reparameterize")
-_BERNOULLI, _GAUSSIAN = LIKELIHOODS["bernoulli"], LIKELIHOODS["gaussian"]
+_BERNOULLI = LIKELIHOODS["bernoulli"]
 
 # One autograd for both namespaces' ops: csrc/vae_autograd.cpp.
 
@@ -298,6 +298,25 @@ def _dispatch(op: str, first: torch.Tensor, backend: Optional[str]) -> str:
     return resolve_backend(backend, first.device, op)
 
 
+def _fast_loss(op: str, reduction, backend: Optional[str], recon, target, recon_logvar, mu, logvar, likelihood,
+               beta) -> torch.Tensor:
+    """The loss from vae_loss's op on the fast path, or NotImplemented where the public
+    function's checks must run: under tracing, an unknown or unhashable reduction or
+    likelihood (KeyError, TypeError), a beta that is not a float or int (check_real
+    decides), a call the table declines or the op refuses (RuntimeError). The bernoulli
+    target check, which the op does not make, runs after it."""
+    if _is_compiling() or not (type(beta) is float or type(beta) is int):
+        return NotImplemented
+    try:
+        code = LIKELIHOODS[likelihood]
+        loss = _FAST_VAE_LOSS[reduction](backend, recon, target, recon_logvar, mu, logvar, code, beta)
+    except (KeyError, RuntimeError, TypeError):
+        return NotImplemented
+    if loss is not NotImplemented and code == _BERNOULLI and target is not None:
+        _check_probabilities(op, "target", target)
+    return loss
+
+
 # ---- public API ----
 
 
@@ -356,13 +375,9 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: str = "mea
     Differentiable (double backward too); one pass forward, one backward. logvar of
     +-80 gives finite values in float32; NaN propagates.
     """
-    if not _is_compiling():
-        try:  # TypeError, KeyError: an unhashable or unknown reduction; RuntimeError: the op refused
-            loss = _FAST_VAE_LOSS[reduction](backend, None, None, None, mu, logvar, _BERNOULLI, 1.0)
-            if loss is not NotImplemented:
-                return loss
-        except (KeyError, RuntimeError, TypeError):
-            pass
+    loss = _fast_loss("gaussian_kl", reduction, backend, None, None, None, mu, logvar, "bernoulli", 1.0)
+    if loss is not NotImplemented:
+        return loss
     op = "gaussian_kl"
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_latents(op, mu, logvar)
@@ -384,14 +399,9 @@ def bernoulli_nll(logits: torch.Tensor, target: torch.Tensor, *, reduction: str 
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (``(B,)``).
         backend: see :func:`fastgan.set_backend`.
     """
-    if not _is_compiling():
-        try:  # as gaussian_kl's
-            loss = _FAST_VAE_LOSS[reduction](backend, logits, target, None, None, None, _BERNOULLI, 1.0)
-            if loss is not NotImplemented:
-                _check_probabilities("bernoulli_nll", "target", target)
-                return loss
-        except (KeyError, RuntimeError, TypeError):
-            pass
+    loss = _fast_loss("bernoulli_nll", reduction, backend, logits, target, None, None, None, "bernoulli", 1.0)
+    if loss is not NotImplemented:
+        return loss
     op = "bernoulli_nll"
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     _check_tensors(op, logits=logits, target=target)
@@ -415,13 +425,9 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: Optional[torch.Ten
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (``(B,)``).
         backend: see :func:`fastgan.set_backend`.
     """
-    if not _is_compiling():
-        try:  # as gaussian_kl's
-            loss = _FAST_VAE_LOSS[reduction](backend, mean, x, logvar, None, None, _GAUSSIAN, 1.0)
-            if loss is not NotImplemented:
-                return loss
-        except (KeyError, RuntimeError, TypeError):
-            pass
+    loss = _fast_loss("gaussian_nll", reduction, backend, mean, x, logvar, None, None, "gaussian", 1.0)
+    if loss is not NotImplemented:
+        return loss
     op = "gaussian_nll"
     _check_choice(op, "reduction", reduction, REDUCTIONS)
     named = dict(x=x, mean=mean) if logvar is None else dict(x=x, mean=mean, logvar=logvar)
@@ -456,16 +462,9 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     the KL and its gradients (one kernel launch on CUDA); the backward scales the saved
     gradients (one launch). Differentiable w.r.t. all four inputs, double backward too.
     """
-    if not _is_compiling() and (type(beta) is float or type(beta) is int):  # else check_real decides
-        try:  # as gaussian_kl's; KeyError, TypeError: also an unknown or unhashable likelihood
-            code = LIKELIHOODS[likelihood]
-            loss = _FAST_VAE_LOSS[reduction](backend, recon, target, None, mu, logvar, code, beta)
-            if loss is not NotImplemented:
-                if code == _BERNOULLI:
-                    _check_probabilities("vae_loss", "target", target)
-                return loss
-        except (KeyError, RuntimeError, TypeError):
-            pass
+    loss = _fast_loss("vae_loss", reduction, backend, recon, target, None, mu, logvar, likelihood, beta)
+    if loss is not NotImplemented:
+        return loss
     op = "vae_loss"
     _check_choice(op, "likelihood", likelihood, LIKELIHOODS)
     _check_choice(op, "reduction", reduction, REDUCTIONS)
