@@ -459,3 +459,12 @@ def test_captured_step_replays_with_the_current_tensor_lr(backend):
     torch.cuda.synchronize()
     for p, q in zip(model.parameters(), eager.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_copies_and_pickles_keep_the_backend():
+    import pickle
+
+    opt = ClippedRMSprop(mlp_critic(2, 4, 1).parameters(), backend="reference")
+    for twin in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert twin.backend == "reference"
+        assert twin.param_groups[0]["clip_value"] == opt.param_groups[0]["clip_value"]

@@ -501,6 +501,45 @@ def test_stop_after_then_resume_from_the_command_line(tmp_path):
     assert summary["steps"] == 4 and summary["final"]["step"] == 4
 
 
+def test_resume_refuses_a_stop_it_has_passed(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    flags = ["--no-progress", "--no-plots", "--device", "cpu"]
+    assert cli.main(["train", "--recipe", "wgan", "--steps", "6", "--stop-after", "4", "--interval", "2",
+                     "--out", out, "--hidden", "8", "--eval-samples", "64", *flags]) == 0
+    for stop in ("2", "4"):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["train", "--out", out, "--resume", "--stop-after", stop, *flags])
+        assert info.value.code == 2
+        assert f"--stop-after {stop}: the checkpoint in {out} is at step 4 already" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe,change", [("wgan", ["--lr", "1e-3"]), ("wgan-gp", ["--reg-every", "4"]),
+                                           ("vae", ["--lr", "1e-2"])])
+def test_resume_trains_with_the_settings_it_was_given(tmp_path, recipe, change):
+    """A resume may change --lr or --reg-every: the optimizers keep the checkpoint's state
+    and take the new settings, those of a fresh run with the same flags."""
+    flags = ["--recipe", recipe, "--steps", "4", "--interval", "2", "--hidden", "8", "--eval-samples", "64",
+             "--batch-size", "16", "--no-progress", "--no-plots", "--device", "cpu"]
+    out = str(tmp_path / "run")
+    assert cli.main(["train", *flags, "--stop-after", "2", "--out", out]) == 0
+    before = ckpt.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert cli.main(["train", "--out", out, "--resume", *change, "--no-progress", "--no-plots",
+                     "--device", "cpu"]) == 0
+    fresh = str(tmp_path / "fresh")
+    assert cli.main(["train", *flags, *change, "--stop-after", "1", "--out", fresh]) == 0
+    after = ckpt.load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    want = ckpt.load_checkpoint(os.path.join(fresh, "checkpoint.pt"))
+    assert after["step"] == 4
+    changed = 0
+    for key in ("opt_g", "opt_d"):
+        for group, own, old in zip(after[key].get("param_groups", []), want[key].get("param_groups", []),
+                                   before[key].get("param_groups", [])):
+            settings = {k: v for k, v in own.items() if k != "params"}
+            assert {k: group[k] for k in settings} == settings, key
+            changed += settings != {k: old[k] for k in settings}
+    assert changed  # the flag changed some optimizer's settings
+
+
 @requires_cuda
 def test_command_line_captures_on_cuda_with_lr_decay(tmp_path):
     """The README's main job on CUDA: one CUDA graph per iteration by default, linear lr

@@ -127,6 +127,10 @@ class ClippedRMSprop(torch.optim.RMSprop):
                 _check_group(index, group)
         super().load_state_dict(state_dict)
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """torch's optimizer state for pickling and ``copy.deepcopy``, with the backend."""
+        return {**super().__getstate__(), "backend": self.backend}
+
     def __setstate__(self, state):
         super().__setstate__(state)
         default = self.defaults.get("clip_value", 0.01)

@@ -69,9 +69,9 @@ def set_rng_state(state: Dict[str, Any], cuda_device: Optional[torch.device] = N
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's (CPU and CUDA) global generators; `seed` in [0, 2**64)."""
+    """Seed Python's, numpy's and torch's (CPU and CUDA) global generators; `seed` in [0, 2**32)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 

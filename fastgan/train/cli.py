@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the module imports torch: loaded only where a command runs
     from .distributed import Ranks
 
 THEORY_PAGE = "docs/theory.md"
-SEED_LIMIT = 2**64
+SEED_LIMIT = 2**32  # torch's CPU generator keeps a seed's low 32 bits: larger seeds would repeat runs
 # Sane upper bounds: beyond them a run cannot allocate its tensors on any machine fastgan targets.
 LIMITS = {"--steps": 10**9, "--batch-size": 65_536, "--n-critic": 1_000, "--latent-dim": 4_096, "--hidden": 8_192,
           "--interval": 10**9, "--eval-samples": 1_000_000, "--threads": 1_024, "--stop-after": 10**9,
@@ -67,7 +67,7 @@ def _timeout(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    return _number(text, int, lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**64)")
+    return _number(text, int, lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output folder (default runs/<recipe>-<data>); one run at a time "
                                                    "holds it")
     train.add_argument("--seed", type=_seed, default=None,
-                       help="seeds every random number generator, in [0, 2**64) (default 0)")
+                       help="seeds every random number generator, in [0, 2**32) (default 0)")
     train.add_argument("--batch-size", type=_count("--batch-size"), default=None,
                        help="default 256 (toy), 64 (digits)")
     train.add_argument("--n-critic", type=_count("--n-critic"), default=None,
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exits 1 on failure."))
     theory.set_defaults(command_parser=theory)
     theory.add_argument("--quick", action="store_true", help="fewer training steps (looser, faster)")
-    theory.add_argument("--seed", type=_seed, default=0, help="seed, in [0, 2**64) (default 0)")
+    theory.add_argument("--seed", type=_seed, default=0, help="seed, in [0, 2**32) (default 0)")
     return parser
 
 
@@ -393,9 +393,12 @@ def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: st
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.resume:  # unset flags take the checkpoint's values; the model-defining ones must agree
         try:
-            saved = ckpt.load_checkpoint(path).get("config")
+            state = ckpt.load_checkpoint(path)
         except ckpt.CheckpointError as exc:
             error(f"--resume: {exc}")
+        saved = state.get("config")
+        if args.stop_after is not None and isinstance(state.get("step"), int) and args.stop_after <= state["step"]:
+            error(f"--stop-after {args.stop_after}: the checkpoint in {out} is at step {state['step']} already")
         _check_saved_config(error, args.command_parser, path, saved, FIXED_ON_RESUME)
         for key in FIXED_ON_RESUME:
             if key in given and given[key] != saved[key]:
@@ -424,9 +427,13 @@ def _resolve(error: Callable[[str], NoReturn], args: argparse.Namespace, out: st
         error(f"--reg-every applies to a penalty (--recipe wgan-gp or r3gan, or gan with --r1-gamma), not {recipe} "
               "without one")
     try:
-        distributed.check_batch_size(TrainConfig(**values).resolved().batch_size, ranks.world_size)
+        resolved = TrainConfig(**values).resolved()
+        distributed.check_batch_size(resolved.batch_size, ranks.world_size)
     except ValueError as exc:
         error(str(exc))
+    if resolved.data == "digits" and resolved.eval_samples < 2:
+        error(f"--eval-samples {resolved.eval_samples}: the digits metrics need at least 2 samples (their Fréchet "
+              "distance takes a covariance)")
     if ranks.world_size > 1 and values["data"] == "digits" and device == "cpu":
         error(f"--data digits with {ranks.world_size} processes needs --device cuda: the generator's batch norm "
               "becomes SyncBatchNorm (statistics of the global batch), which torch runs on CUDA only")

@@ -103,9 +103,9 @@ class Evaluator:
     def __init__(self, config: TrainConfig):
         device = torch.device(config.device)
         self.config = config
-        real_seed = (config.seed + 1_000_003) % 2**64  # seeds are in [0, 2**64)
+        real_seed = config.seed + 1_000_003
         self.real = DataSampler(config.data, seed=real_seed, device=device).sample(config.eval_samples)
-        noise = torch.Generator().manual_seed((config.seed + 2_000_003) % 2**64)
+        noise = torch.Generator().manual_seed(config.seed + 2_000_003)
         self.z = torch.randn(config.eval_samples, config.latent_dim, generator=noise).to(device)
         self.image_metrics = None
         if config.data == "digits":
@@ -151,9 +151,17 @@ def restore_run(path: str, config: TrainConfig, modules: Dict[str, nn.Module],
             raise ckpt.CheckpointError(f"the checkpoint in {config.out} was made with {key}={saved.get(key)!r}, "
                                        f"not {getattr(config, key)!r}")
     ckpt.check_run_state(path, state, steps=config.steps, modules=modules, optimizers=optimizers)
+    # The optimizers were built from this run's settings (a resume may change --lr or
+    # --reg-every); load_state_dict would put back the checkpoint's: its state is kept,
+    # this run's settings are put back into every group.
+    settings = {key: [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+                for key, opt in optimizers.items()}
     try:
         for key, module in {**modules, **optimizers}.items():
             module.load_state_dict(state[key])
+        for key, opt in optimizers.items():
+            for group, own in zip(opt.param_groups, settings[key]):
+                group.update(own)
         sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(distributed.rng_state_for_rank(ranks, state),
                            distributed.rank_cuda_device(ranks, config.device))
