@@ -14,8 +14,10 @@
 //                            dv     += -R G_R + (s/2 - V) G_V   (e^-v = 1, no V without recon_logvar)
 //                 kl         dmu += beta s G_M,                 dlogvar += (L + beta s / 2) G_L
 //   vae_loss_backward: out_i = g_b S_i -> d/dg_b = sum_j G_i S_i (per sample for none), d/dS_i = g_b G_i
-//   vae_reparameterize: dmu = dz, dlogvar = dz (z - mu) / 2 (one launch), deps = dz e^(logvar/2)
-//   vae_reparameterize_backward: o = g (z - mu) / 2 -> d/dg = G (z - mu) / 2, d/dz = G g / 2 = -d/dmu
+//   vae_reparameterize: dmu = dz, dlogvar = dz e^(logvar/2) eps / 2 (one launch; from eps, not z - mu,
+//               which cancels where |mu| >> e^(logvar/2) |eps|), deps = dz e^(logvar/2)
+//   vae_reparameterize_backward: o = g e^(lv/2) eps / 2 -> d/dg = G e^(lv/2) eps / 2 (the op),
+//               d/dlv = G o / 2 (the op of G g, halved), d/deps = G g e^(lv/2) / 2
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/ones_like.h>
@@ -197,46 +199,42 @@ struct VaeReparameterizeFunction : public FusedFunction<VaeReparameterizeFunctio
       at::AutoDispatchBelowADInplaceOrView guard;
       z = reparameterize_op<NS>().call(mu, logvar, eps);
     }
-    // The backward needs z and mu; logvar only for a gradient to eps (noise rarely has one).
-    ctx->save_for_backward({z, mu, eps.requires_grad() ? logvar : at::Tensor()});
+    ctx->save_for_backward({logvar, eps});
     return {z};
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &z = saved[0], &mu = saved[1], &logvar = saved[2], &g = grads[0];
+    const at::Tensor &logvar = saved[0], &eps = saved[1], &g = grads[0];
     at::Tensor d_mu, d_lv, d_eps;
     if (ctx->needs_input_grad(0)) d_mu = g;
-    if (ctx->needs_input_grad(1)) d_lv = reparameterize_backward_op<NS>().call(g, z, mu);
-    if (ctx->needs_input_grad(2) && logvar.defined()) d_eps = g.mul(at::exp(logvar.mul(0.5)));
+    if (ctx->needs_input_grad(1)) d_lv = reparameterize_backward_op<NS>().call(g, logvar, eps);
+    if (ctx->needs_input_grad(2)) d_eps = g.mul(at::exp(logvar.mul(0.5)));
     return {d_mu, d_lv, d_eps};
   }
 };
 
 template <OpNamespace NS>
 struct VaeReparameterizeBackwardFunction : public FusedFunction<VaeReparameterizeBackwardFunction<NS>> {
-  static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& z,
-                               const at::Tensor& mu) {
+  static variable_list forward(FusedContext* ctx, const at::Tensor& grad, const at::Tensor& logvar,
+                               const at::Tensor& eps) {
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      out = reparameterize_backward_op<NS>().call(grad, z, mu);
+      out = reparameterize_backward_op<NS>().call(grad, logvar, eps);
     }
-    ctx->save_for_backward({grad, z, mu});
+    ctx->save_for_backward({grad, logvar, eps});
     return {out};
   }
 
   static variable_list backward(FusedContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &grad = saved[0], &z = saved[1], &mu = saved[2], &G = grads[0];
-    at::Tensor d_grad, d_z, d_mu;
-    if (ctx->needs_input_grad(0)) d_grad = G.mul(z.sub(mu)).mul(0.5);
-    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
-      const at::Tensor half = G.mul(grad).mul(0.5);
-      if (ctx->needs_input_grad(1)) d_z = half;
-      if (ctx->needs_input_grad(2)) d_mu = half.neg();
-    }
-    return {d_grad, d_z, d_mu};
+    const at::Tensor &grad = saved[0], &logvar = saved[1], &eps = saved[2], &G = grads[0];
+    at::Tensor d_grad, d_lv, d_eps;
+    if (ctx->needs_input_grad(0)) d_grad = reparameterize_backward_op<NS>().call(G, logvar, eps);
+    if (ctx->needs_input_grad(1)) d_lv = reparameterize_backward_op<NS>().call(G.mul(grad), logvar, eps).mul(0.5);
+    if (ctx->needs_input_grad(2)) d_eps = G.mul(grad).mul(at::exp(logvar.mul(0.5))).mul(0.5);
+    return {d_grad, d_lv, d_eps};
   }
 };
 
@@ -261,8 +259,9 @@ at::Tensor vae_reparameterize_autograd(const at::Tensor& mu, const at::Tensor& l
 }
 
 template <OpNamespace NS>
-at::Tensor vae_reparameterize_backward_autograd(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& mu) {
-  return VaeReparameterizeBackwardFunction<NS>::apply(grad, z, mu)[0];
+at::Tensor vae_reparameterize_backward_autograd(const at::Tensor& grad, const at::Tensor& logvar,
+                                                const at::Tensor& eps) {
+  return VaeReparameterizeBackwardFunction<NS>::apply(grad, logvar, eps)[0];
 }
 
 template <OpNamespace NS>

@@ -182,13 +182,13 @@ FASTGAN_CPU_CLONES void reparameterize_span(const scalar_t* __restrict__ mu, con
 
 template <typename scalar_t>
 FASTGAN_CPU_CLONES void reparameterize_backward_span(const scalar_t* __restrict__ grad,
-                                                     const scalar_t* __restrict__ z,
-                                                     const scalar_t* __restrict__ mu, scalar_t* __restrict__ out,
+                                                     const scalar_t* __restrict__ lv,
+                                                     const scalar_t* __restrict__ eps, scalar_t* __restrict__ out,
                                                      int64_t n) {
   using T = acc_t<scalar_t>;
   for (int64_t j = 0; j < n; ++j)
     out[j] = static_cast<scalar_t>(
-        reparameterize_logvar_grad(static_cast<T>(grad[j]), static_cast<T>(z[j]), static_cast<T>(mu[j])));
+        reparameterize_logvar_grad(static_cast<T>(grad[j]), static_cast<T>(lv[j]), static_cast<T>(eps[j])));
 }
 
 at::Tensor vae_reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
@@ -205,15 +205,16 @@ at::Tensor vae_reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar
   return z;
 }
 
-at::Tensor vae_reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& mu) {
-  check_vae_reparameterize(grad, z, mu, "vae_reparameterize_backward", "grad", "z", "mu");
-  const at::Tensor g = grad.contiguous(), zc = z.contiguous(), m = mu.contiguous();
+at::Tensor vae_reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor& logvar,
+                                           const at::Tensor& eps) {
+  check_vae_reparameterize(grad, logvar, eps, "vae_reparameterize_backward", "grad", "logvar", "eps");
+  const at::Tensor g = grad.contiguous(), v = logvar.contiguous(), e = eps.contiguous();
   at::Tensor out = new_empty(g.sizes(), g.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "vae_reparameterize_backward_cpu", [&] {
-    const scalar_t *gp = g.data_ptr<scalar_t>(), *zp = zc.data_ptr<scalar_t>(), *mp = m.data_ptr<scalar_t>();
+    const scalar_t *gp = g.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     cpu_for_each_chunk({g.numel()}, [&](int64_t, int64_t begin, int64_t end) {
-      reparameterize_backward_span(gp + begin, zp + begin, mp + begin, op + begin, end - begin);
+      reparameterize_backward_span(gp + begin, vp + begin, ep + begin, op + begin, end - begin);
     });
   });
   return out;
@@ -237,8 +238,8 @@ void define_ops(torch::Library& m) {
       "Tensor logvar_grad, int reduction) -> (Tensor, Tensor, Tensor, Tensor)");
   // z = mu + exp(logvar / 2) * eps, elementwise.
   m.def("vae_reparameterize(Tensor mu, Tensor logvar, Tensor eps) -> Tensor");
-  // d z / d logvar times grad: grad * (z - mu) / 2.
-  m.def("vae_reparameterize_backward(Tensor grad, Tensor z, Tensor mu) -> Tensor");
+  // d z / d logvar times grad: grad * exp(logvar / 2) * eps / 2.
+  m.def("vae_reparameterize_backward(Tensor grad, Tensor logvar, Tensor eps) -> Tensor");
 }
 
 }  // namespace

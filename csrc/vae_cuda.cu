@@ -233,13 +233,13 @@ __global__ void __launch_bounds__(kVaeThreads)
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kVaeThreads)
-    vae_reparameterize_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ z,
-                                       const scalar_t* __restrict__ mu, scalar_t* __restrict__ out, int64_t n) {
+    vae_reparameterize_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ lv,
+                                       const scalar_t* __restrict__ eps, scalar_t* __restrict__ out, int64_t n) {
   using T = acc_t<scalar_t>;
   for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[j] = static_cast<scalar_t>(
-        reparameterize_logvar_grad(static_cast<T>(grad[j]), static_cast<T>(z[j]), static_cast<T>(mu[j])));
+        reparameterize_logvar_grad(static_cast<T>(grad[j]), static_cast<T>(lv[j]), static_cast<T>(eps[j])));
 }
 
 at::Tensor vae_reparameterize_cuda(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
@@ -256,16 +256,17 @@ at::Tensor vae_reparameterize_cuda(const at::Tensor& mu, const at::Tensor& logva
   return z;
 }
 
-at::Tensor vae_reparameterize_backward_cuda(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& mu) {
-  check_vae_reparameterize(grad, z, mu, "vae_reparameterize_backward", "grad", "z", "mu");
-  const at::Tensor g = grad.contiguous(), zc = z.contiguous(), m = mu.contiguous();
+at::Tensor vae_reparameterize_backward_cuda(const at::Tensor& grad, const at::Tensor& logvar,
+                                            const at::Tensor& eps) {
+  check_vae_reparameterize(grad, logvar, eps, "vae_reparameterize_backward", "grad", "logvar", "eps");
+  const at::Tensor g = grad.contiguous(), v = logvar.contiguous(), e = eps.contiguous();
   at::Tensor out = at::empty(g.sizes(), g.options());
   c10::cuda::CUDAGuard guard(g.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(g.device().index());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "vae_reparameterize_backward_cuda", [&] {
     vae_reparameterize_backward_kernel<scalar_t>
         <<<grid_for(g.numel(), g.device().index()), kVaeThreads, 0, stream>>>(
-            g.data_ptr<scalar_t>(), zc.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+            g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
             g.numel());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

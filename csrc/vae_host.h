@@ -160,7 +160,7 @@ inline VaeLossBackwardProblem prepare_vae_loss_backward(const at::Tensor& grad_l
   return p;
 }
 
-// vae_reparameterize(mu, logvar, eps) and its backward(grad, z, mu): all one shape.
+// vae_reparameterize(mu, logvar, eps) and its backward(grad, logvar, eps): all one shape.
 inline void check_vae_reparameterize(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const char* op,
                                      const char* a_name, const char* b_name, const char* c_name) {
   check_vae_input(a, a, op, a_name);

@@ -7,7 +7,7 @@
 //                                  dt/dm = (m - x) e^-v,   dt/dv = (1 - (x - m)^2 e^-v) / 2
 //   kl         k(mu, lv)   = (mu^2 + e^lv - 1 - lv) / 2
 //                                  dk/dmu = mu,            dk/dlv = (e^lv - 1) / 2
-//   reparameterize  z = mu + e^(lv/2) eps;  dlv = dz (z - mu) / 2
+//   reparameterize  z = mu + e^(lv/2) eps;  dlv = dz e^(lv/2) eps / 2
 // softplus is the stable form of gan_loss_math.h (logits of +-1e4 stay finite); e^-v
 // is computed once, so logvar of +-80 gives finite terms in float32. NaN propagates.
 #pragma once
@@ -66,9 +66,10 @@ FASTGAN_MATH_HD T reparameterize_element(T mu, T lv, T eps) {
   return mu + fg_exp(T(0.5) * lv) * eps;
 }
 
+// d z / d lv = e^(lv/2) eps / 2, from eps itself: z - mu would cancel where |mu| >> e^(lv/2) |eps|.
 template <typename T>
-FASTGAN_MATH_HD T reparameterize_logvar_grad(T grad, T z, T mu) {
-  return T(0.5) * grad * (z - mu);
+FASTGAN_MATH_HD T reparameterize_logvar_grad(T grad, T lv, T eps) {
+  return T(0.5) * grad * fg_exp(T(0.5) * lv) * eps;
 }
 
 // The scale of sample b's gradient: 1/B for the mean, else 1.

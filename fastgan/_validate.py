@@ -1,6 +1,7 @@
 """Argument checks shared by fastgan's ops: they run once, in Python, before any
 backend, so every backend sees validated input and errors name the argument."""
 import math
+import numbers
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
@@ -9,10 +10,11 @@ TensorsLike = Union[torch.nn.Module, torch.Tensor, Iterable[torch.Tensor]]
 
 
 def check_real(name: str, value, *, minimum: Optional[float] = None, positive: bool = False) -> float:
-    """`value` as a float: TypeError unless a real number (or a one-element real
-    tensor), ValueError unless finite, >= `minimum` and, with `positive`, > 0."""
+    """`value` as a float: TypeError unless a real number (a Python or numpy int or
+    float, or a one-element real tensor), ValueError unless finite, >= `minimum` and,
+    with `positive`, > 0."""
     if type(value) is not float:  # a float, the common case, needs no conversion
-        if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
             raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
         if isinstance(value, torch.Tensor):
             if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:

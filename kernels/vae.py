@@ -157,14 +157,14 @@ def _reparameterize_kernel(mu_ptr, lv_ptr, eps_ptr, z_ptr, n, ACC: tl.constexpr,
 
 
 @triton.jit
-def _reparameterize_bwd_kernel(grad_ptr, z_ptr, mu_ptr, out_ptr, n, ACC: tl.constexpr, DTYPE: tl.constexpr,
+def _reparameterize_bwd_kernel(grad_ptr, lv_ptr, eps_ptr, out_ptr, n, ACC: tl.constexpr, DTYPE: tl.constexpr,
                                BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n
     g = tl.load(grad_ptr + offsets, mask=mask).to(ACC)
-    z = tl.load(z_ptr + offsets, mask=mask).to(ACC)
-    mu = tl.load(mu_ptr + offsets, mask=mask).to(ACC)
-    tl.store(out_ptr + offsets, _to(0.5 * g * (z - mu), DTYPE), mask=mask)
+    lv = tl.load(lv_ptr + offsets, mask=mask).to(ACC)
+    eps = tl.load(eps_ptr + offsets, mask=mask).to(ACC)
+    tl.store(out_ptr + offsets, _to(0.5 * g * tl.exp(0.5 * lv) * eps, DTYPE), mask=mask)
 
 
 # ---- launchers ----
@@ -236,12 +236,12 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) ->
     return z
 
 
-def reparameterize_backward(grad: torch.Tensor, z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """grad * (z - mu) / 2: the logvar-gradient of reparameterize."""
-    grad, z, mu = grad.contiguous(), z.contiguous(), mu.contiguous()
+def reparameterize_backward(grad: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """grad * exp(logvar / 2) * eps / 2: the logvar-gradient of reparameterize."""
+    grad, logvar, eps = grad.contiguous(), logvar.contiguous(), eps.contiguous()
     out = torch.empty_like(grad)
     acc = acc_dtype(grad.dtype)
-    _reparameterize_bwd_kernel[(cdiv(grad.numel(), BLOCK),)](grad, z, mu, out, grad.numel(),
+    _reparameterize_bwd_kernel[(cdiv(grad.numel(), BLOCK),)](grad, logvar, eps, out, grad.numel(),
                                                                     ACC=TL_DTYPES[acc], DTYPE=TL_DTYPES[grad.dtype],
                                                                     BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out

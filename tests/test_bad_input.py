@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
+import numpy as np
 import pytest
 import torch
 from conftest import backends_for
@@ -643,6 +644,11 @@ def vae_cases():
             yield Case(op, "target-negative", call(target=-probabilities(6, 5)),
                        (ValueError, rf"{op}: target must hold probabilities in \[0, 1\]"))
             yield Case(op, "target-nan", call(target=torch.full((6, 5), NAN)))
+            nan_and_five = probabilities(6, 5)
+            nan_and_five[0, 0], nan_and_five[3, 2] = NAN, 5.0
+            yield Case(op, "target-nan-beside-five", call(target=nan_and_five),  # a NaN hides no bad value
+                       (ValueError, rf"{op}: target must hold probabilities in \[0, 1\] for the bernoulli likelihood; "
+                                    r"got values in \[0(\.\d+)?, 5\]"))
         if op != "vae_loss":
             continue
         yield Case(op, "gaussian-target-any", call(target=t(6, 5, seed=9) * 3, kw={"likelihood": "gaussian"}))
@@ -654,6 +660,8 @@ def vae_cases():
                        (ValueError, rf"vae_loss: beta must be finite and >= 0.0, got {value}"))
         yield Case(op, "beta-str", call(kw={"beta": "1"}), (TypeError, r"vae_loss: beta must be a real number, got str"))
         yield Case(op, "beta-zero", call(kw={"beta": 0.0}))
+        for numpy_beta in (np.float32(0.5), np.int64(2)):
+            yield Case(op, f"beta-numpy-{type(numpy_beta).__name__}", call(kw={"beta": numpy_beta}))
         yield Case(op, "mu-batch-mismatch", call(mu=t(4, 3), logvar=t(4, 3, seed=1)),
                    (ValueError, r"vae_loss: mu has 4 samples but recon has 6"))
 

@@ -141,6 +141,7 @@ def test_gradcheck_and_gradgradcheck(device, backend, case, reduction):
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.filterwarnings("error::UserWarning")  # the target check reads a target that requires grad quietly
 def test_bernoulli_target_gradient(device, backend):
     """d/dtarget = -logits (times the reduction's scale), first and second order."""
     generator = torch.Generator().manual_seed(stable_seed("bernoulli target"))
@@ -230,6 +231,27 @@ def test_reparameterize_with_eps_is_the_formula(device, backend):
     mu, logvar, eps = (torch.randn(4, 6, generator=generator).to(device) for _ in range(3))
     z = reparameterize(mu, logvar, eps=eps, backend=backend)
     torch.testing.assert_close(z, mu + torch.exp(0.5 * logvar) * eps, rtol=4e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))
+@pytest.mark.parametrize("dtype,mu_value,logvar_value", [(torch.float32, 100.0, -20.0), (torch.bfloat16, 4.0, -8.0),
+                                                         (torch.float16, 50.0, -10.0)], ids=str)
+def test_logvar_gradient_where_mu_dwarfs_the_noise(device, backend, dtype, mu_value, logvar_value):
+    """dz/dlogvar = exp(logvar / 2) eps / 2 even where exp(logvar / 2) |eps| is below an
+    ulp of mu, so that z rounds to mu and (z - mu) / 2 would be 0; and its own logvar
+    derivative (the double backward) the same way."""
+    generator = torch.Generator().manual_seed(stable_seed("reparameterize cancellation"))
+    eps64 = torch.randn(64, generator=generator, dtype=torch.float64)
+    mu = torch.full((64,), mu_value, dtype=dtype, device=device, requires_grad=True)
+    logvar = torch.full((64,), logvar_value, dtype=dtype, device=device, requires_grad=True)
+    eps = eps64.to(dtype).to(device)
+    z = reparameterize(mu, logvar, eps=eps, backend=backend)
+    d_logvar, = torch.autograd.grad(z.sum(), logvar, create_graph=True)
+    dd_logvar, = torch.autograd.grad(d_logvar.sum(), logvar)
+    sigma_eps = math.exp(0.5 * logvar_value) * eps.double().cpu()
+    rtol = {torch.float32: 2e-6, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
+    torch.testing.assert_close(d_logvar.double().cpu(), 0.5 * sigma_eps, rtol=rtol, atol=0)
+    torch.testing.assert_close(dd_logvar.double().cpu(), 0.25 * sigma_eps, rtol=2 * rtol, atol=0)
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs(with_reference=True))

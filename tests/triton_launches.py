@@ -135,7 +135,7 @@ def _vae(dtype):
                 grad_loss = torch.ones(rows if reduction == 0 else (), dtype=dtype)
                 vae.vae_loss_backward(grad_loss, *saved, reduction)
         z = vae.reparameterize(mu, mu_logvar, target)
-        vae.reparameterize_backward(recon, z, mu)
+        vae.reparameterize_backward(z, mu_logvar, target)
 
 
 def run_every_launcher() -> None:

@@ -18,7 +18,8 @@ Four ops per backend (``torch.ops.fastgan`` for the C++/CUDA kernels,
 - ``vae_loss_backward(grad_loss, recon_grad, recon_logvar_grad, mu_grad, logvar_grad,
   reduction)``: each saved gradient times the loss's gradient (per sample for "none").
 - ``vae_reparameterize(mu, logvar, eps) -> z`` and ``vae_reparameterize_backward(grad,
-  z, mu) -> grad * (z - mu) / 2`` (the logvar-gradient; mu's is grad itself).
+  logvar, eps) -> grad * exp(logvar / 2) * eps / 2`` (the logvar-gradient, from eps: ``(z - mu) / 2``
+  would cancel where ``|mu| >> exp(logvar / 2) |eps|``; mu's is grad itself).
 
 Double backward: the saved gradients are differentiable outputs of ``vae_loss``; a
 gradient reaching them comes back to its backward, which adds the second-derivative
@@ -29,6 +30,7 @@ The public functions' eager fast path is one backend-table call of an op caller 
 the GAN losses'); their checks, which name the user's argument, run where it declines
 or the op refuses, and under ``torch.compile``.
 """
+import math
 from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
@@ -128,8 +130,8 @@ def _check_reparameterize(mu, logvar, eps):
     _check_triple("vae_reparameterize", ("mu", "logvar", "eps"), mu, logvar, eps)
 
 
-def _check_reparameterize_backward(grad, z, mu):
-    _check_triple("vae_reparameterize_backward", ("grad", "z", "mu"), grad, z, mu)
+def _check_reparameterize_backward(grad, logvar, eps):
+    _check_triple("vae_reparameterize_backward", ("grad", "logvar", "eps"), grad, logvar, eps)
 
 
 # ---- fake (meta) kernels: same for both namespaces ----
@@ -158,8 +160,8 @@ def _reparameterize_fake(mu, logvar, eps):
     return mu.new_empty(mu.shape)
 
 
-def _reparameterize_backward_fake(grad, z, mu):
-    _check_reparameterize_backward(grad, z, mu)
+def _reparameterize_backward_fake(grad, logvar, eps):
+    _check_reparameterize_backward(grad, logvar, eps)
     return grad.new_empty(grad.shape)
 
 
@@ -193,10 +195,10 @@ def _reparameterize_triton(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Te
 
 
 @triton_op("vae_reparameterize_backward", _check_reparameterize_backward)
-def _reparameterize_backward_triton(grad: torch.Tensor, z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+def _reparameterize_backward_triton(grad: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     from ..kernels import vae as kernels
 
-    return kernels.reparameterize_backward(grad, z, mu)
+    return kernels.reparameterize_backward(grad, logvar, eps)
 
 
 for _ns in ("fastgan", "fastgan_triton"):
@@ -274,16 +276,20 @@ def _check_shape(op: str, name: str, t: torch.Tensor, like_name: str, like: torc
 
 
 def _check_probabilities(op: str, name: str, target: torch.Tensor) -> None:
-    """ValueError unless every element of `target` is in [0, 1] (NaN passes: it propagates).
-    One fused min/max reduction and one host synchronisation (skipped on meta tensors and
-    under tracing, which have no values, and during CUDA-graph capture, which forbids a
-    synchronisation)."""
+    """ValueError unless every element of `target` is in [0, 1] (NaN passes: it propagates,
+    but does not hide another element's bad value). One fused min/max reduction and one
+    host synchronisation (skipped on meta tensors and under tracing, which have no values,
+    and during CUDA-graph capture, which forbids a synchronisation)."""
     if target.device.type == "meta" or torch.compiler.is_compiling():
         return
     if target.is_cuda and torch.cuda.is_current_stream_capturing():
         return
+    target = target.detach()
     low, high = torch.aminmax(target)
     low, high = float(low), float(high)  # one host sync (the second value is then ready)
+    if math.isnan(low):  # aminmax answers NaN if any element is: the others' range, at the cost of a copy
+        rest = target[~target.isnan()]
+        low, high = (float(v) for v in torch.aminmax(rest)) if rest.numel() else (0.0, 1.0)
     if low < 0 or high > 1:
         raise ValueError(f"{op}: {name} must hold probabilities in [0, 1] for the bernoulli likelihood; got "
                          f"values in [{low:g}, {high:g}]")
@@ -332,9 +338,9 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, eps: Optional[torc
         generator: a ``torch.Generator`` on mu's device for the noise; not with ``eps``.
         backend: see :func:`fastgan.set_backend`.
 
-    Returns ``z``, differentiable w.r.t. mu (``dz``), logvar (``dz * (z - mu) / 2``) and
+    Returns ``z``, differentiable w.r.t. mu (``dz``), logvar (``dz * exp(logvar / 2) * eps / 2``) and
     eps (``dz * exp(logvar / 2)``), double backward too. One kernel forward and one
-    backward; the backward reads only ``z`` and ``mu``.
+    backward; the backward reads ``logvar`` and ``eps``.
     """
     if not _is_compiling() and generator is None:
         try:  # AttributeError, TypeError, RuntimeError: not tensors, or refused; the checks below say why
