@@ -34,6 +34,7 @@
 #include <tuple>
 #include <utility>
 
+#include "autocast.h"
 #include "autograd_utils.h"
 #include "gan_loss_math.h"
 
@@ -282,8 +283,36 @@ void register_kernels(torch::Library& m) {
   m.impl("relativistic_loss", &relativistic_loss_autograd<NS>);
 }
 
+template <OpNamespace NS>
+LossResult gan_loss_autocast(const at::Tensor& x, const std::optional<at::Tensor>& y, int64_t x_term, int64_t y_term,
+                             int64_t reduction) {
+  return call_in_float32(
+      [&] { return loss_op<NS>().call(autocast_to_float(x), autocast_to_float(y), x_term, y_term, reduction); });
+}
+
+template <OpNamespace NS>
+LossResult relativistic_loss_autocast(const at::Tensor& x, const at::Tensor& y, int64_t kind, int64_t reduction) {
+  return call_in_float32(
+      [&] { return relativistic_op<NS>().call(autocast_to_float(x), autocast_to_float(y), kind, reduction); });
+}
+
+template <OpNamespace NS>
+at::Tensor gan_loss_pointwise_autocast(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,
+                                       int64_t order) {
+  return call_in_float32(
+      [&] { return pointwise_op<NS>().call(autocast_to_float(logits), autocast_to_float(grad), term, order); });
+}
+
+template <OpNamespace NS>
+void register_autocast_kernels(torch::Library& m) {
+  m.impl("gan_loss", &gan_loss_autocast<NS>);
+  m.impl("gan_loss_pointwise", &gan_loss_pointwise_autocast<NS>);
+  m.impl("relativistic_loss", &relativistic_loss_autocast<NS>);
+}
+
 }  // namespace
 
 FASTGAN_AUTOGRAD_KERNELS(register_kernels)
+FASTGAN_AUTOCAST_KERNELS(register_autocast_kernels)
 
 }  // namespace fastgan

@@ -33,3 +33,10 @@ inline c10::OperatorHandle family_op(OpNamespace ns, const char* name) {
 #define FASTGAN_AUTOGRAD_KERNELS(reg)                                                     \
   TORCH_LIBRARY_IMPL(fastgan, Autograd, m) { reg<::fastgan::OpNamespace::kNative>(m); } \
   TORCH_LIBRARY_IMPL(fastgan_triton, Autograd, m) { reg<::fastgan::OpNamespace::kTriton>(m); }
+
+// A family's autocast kernels (csrc/autocast.h) in both namespaces, for CPU and CUDA tensors.
+#define FASTGAN_AUTOCAST_KERNELS(reg)                                                                 \
+  TORCH_LIBRARY_IMPL(fastgan, AutocastCPU, m) { reg<::fastgan::OpNamespace::kNative>(m); }          \
+  TORCH_LIBRARY_IMPL(fastgan, AutocastCUDA, m) { reg<::fastgan::OpNamespace::kNative>(m); }         \
+  TORCH_LIBRARY_IMPL(fastgan_triton, AutocastCPU, m) { reg<::fastgan::OpNamespace::kTriton>(m); }   \
+  TORCH_LIBRARY_IMPL(fastgan_triton, AutocastCUDA, m) { reg<::fastgan::OpNamespace::kTriton>(m); }

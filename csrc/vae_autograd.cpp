@@ -24,6 +24,7 @@
 #include <ATen/ops/sigmoid.h>
 #include <torch/library.h>
 
+#include "autocast.h"
 #include "autograd_utils.h"
 
 #include <optional>
@@ -272,8 +273,24 @@ void register_kernels(torch::Library& m) {
   m.impl("vae_reparameterize_backward", &vae_reparameterize_backward_autograd<NS>);
 }
 
+template <OpNamespace NS>
+LossResult vae_loss_autocast(const OptTensor& recon, const OptTensor& target, const OptTensor& recon_logvar,
+                             const OptTensor& mu, const OptTensor& logvar, int64_t likelihood, double beta,
+                             int64_t reduction) {
+  return call_in_float32([&] {
+    return loss_op<NS>().call(autocast_to_float(recon), autocast_to_float(target), autocast_to_float(recon_logvar),
+                              autocast_to_float(mu), autocast_to_float(logvar), likelihood, beta, reduction);
+  });
+}
+
+template <OpNamespace NS>
+void register_autocast_kernels(torch::Library& m) {
+  m.impl("vae_loss", &vae_loss_autocast<NS>);
+}
+
 }  // namespace
 
 FASTGAN_AUTOGRAD_KERNELS(register_kernels)
+FASTGAN_AUTOCAST_KERNELS(register_autocast_kernels)
 
 }  // namespace fastgan

@@ -724,3 +724,35 @@ def test_cuda_side_stream_uses_its_own_workspace(backend):
         got = discriminator_loss(real, fake, backend=backend)
     torch.cuda.current_stream().wait_stream(stream)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["minimax", "least_squares", "relativistic", "relativistic_average"])
+def test_autocast_computes_in_float32(device, backend, dtype, kind):
+    """Under torch.autocast the losses are float32 ops, as torch's own (csrc/autocast.h):
+    the loss is the op's on float32 copies, and with a loss scale (a GradScaler's) the
+    logits' gradients are the float32 ones times the scale, rounded once. Computed in
+    float16, the saved gradient s·t'(l) of a confident critic's PatchGAN logits would
+    underflow before the scale arrives (most of them to 0)."""
+    generator = torch.Generator().manual_seed(stable_seed(f"autocast {kind}"))
+    real = (torch.randn(16, 1, 30, 30, generator=generator) * 2 + 6).to(device, dtype).requires_grad_()
+    fake = (torch.randn(16, 1, 30, 30, generator=generator) * 2 - 6).to(device, dtype).requires_grad_()
+    scale = 1024.0
+    with torch.autocast(device, dtype=dtype):
+        loss = discriminator_loss(real, fake, kind, backend=backend)
+    assert loss.dtype == torch.float32
+    grads = torch.autograd.grad(loss, (real, fake), torch.tensor(scale, device=device))
+    copies = [t.detach().float().requires_grad_() for t in (real, fake)]
+    want = discriminator_loss(*copies, kind, backend=backend)
+    want_grads = torch.autograd.grad(want, copies)
+    assert torch.equal(loss, want)
+    for got, exact in zip(grads, want_grads):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, (exact * scale).to(dtype), rtol=0, atol=0)
+    if kind.startswith("relativistic"):  # their per-element terms take differences of the logits first, in their dtype
+        return
+    with torch.autocast(device, dtype=dtype):  # the per-element terms too
+        terms = discriminator_loss(real, fake, kind, reduction="none", backend=backend)
+    for got, exact in zip(terms, discriminator_loss(*copies, kind, reduction="none", backend=backend)):
+        assert got.dtype == torch.float32 and torch.equal(got, exact)

@@ -419,3 +419,26 @@ def test_per_sample_backward_over_rows_split_among_chunks(threads):
     for got, saved in zip((out[0], out[2], out[3]), (recon_grad, mu_grad, logvar_grad)):
         torch.testing.assert_close(got, grad[:, None] * saved, rtol=0, atol=0)
     assert out[1].numel() == 0
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_autocast_computes_in_float32(device, backend, dtype, likelihood):
+    """Under torch.autocast vae_loss is a float32 op, as torch's losses (csrc/autocast.h):
+    half inputs (a float32 target too) give the op's float32 loss on float32 copies, and
+    their gradients are the float32 ones, rounded once."""
+    generator = torch.Generator().manual_seed(stable_seed(f"vae autocast {likelihood}"))
+    recon, mu, logvar = (torch.randn(shape, generator=generator).to(device, dtype).requires_grad_()
+                         for shape in ((8, 3, 8, 8), (8, 16), (8, 16)))
+    target = torch.rand(8, 3, 8, 8, generator=generator).to(device)
+    with torch.autocast(device, dtype=dtype):
+        loss = vae_loss(recon, target, mu, logvar, likelihood=likelihood, backend=backend)
+    assert loss.dtype == torch.float32
+    grads = torch.autograd.grad(loss, (recon, mu, logvar))
+    copies = [t.detach().float().requires_grad_() for t in (recon, mu, logvar)]
+    want = vae_loss(copies[0], target, *copies[1:], likelihood=likelihood, backend=backend)
+    assert torch.equal(loss, want)
+    for got, exact in zip(grads, torch.autograd.grad(want, copies)):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, exact.to(dtype), rtol=0, atol=0)
