@@ -442,3 +442,16 @@ def test_autocast_computes_in_float32(device, backend, dtype, likelihood):
     for got, exact in zip(grads, torch.autograd.grad(want, copies)):
         assert got.dtype == dtype
         torch.testing.assert_close(got, exact.to(dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_long_samples_sum_accurately(device, backend):
+    """A sample of a million features sums to float32 accuracy (one float32 lane per
+    sample would drift with its length: 3e-6 relative here)."""
+    generator = torch.Generator().manual_seed(stable_seed("long vae samples"))
+    n = 2**20 + 3
+    logits = (torch.full((2, n), -3.0) + 0.01 * torch.randn(2, n, generator=generator)).to(device)
+    target = torch.zeros(2, n, device=device)
+    exact = reference.bernoulli_nll(logits.double(), target.double(), "none")
+    got = bernoulli_nll(logits, target, reduction="none", backend=backend)
+    torch.testing.assert_close(got.double(), exact, rtol=3e-7, atol=0)
