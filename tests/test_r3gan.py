@@ -52,12 +52,17 @@ def test_recipe_defaults_and_optimizers():
     opt_g, opt_d = recipes.make_optimizers(r3, g, d)
     assert opt_g.param_groups[0]["betas"] == opt_d.param_groups[0]["betas"] == (0.0, 0.99)
     _, lazy_d = recipes.make_optimizers(recipes.get_recipe("r3gan", reg_every=4), g, d)
-    lr, betas = recipes.lazy_optimizer_args(r3.lr, r3.betas, 4)
-    assert lazy_d.param_groups[0]["lr"] == lr and lazy_d.param_groups[0]["betas"] == betas
+    assert lazy_d.param_groups[0]["lr"] == r3.lr and lazy_d.param_groups[0]["betas"] == r3.betas
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(r1_r2_gamma=-1.0), "r1_r2_gamma must be >= 0"),
+    (dict(r1_r2_gamma=-1.0), "r1_r2_gamma must be finite and >= 0"),
+    (dict(gp_weight=float("nan")), "r1_r2_gamma must be finite and >= 0, got nan"),
+    (dict(r1_r2_gamma=float("inf")), "r1_r2_gamma must be finite and >= 0"),
+    (dict(n_critic=2.5), "n_critic must be an integer >= 1, got 2.5"),
+    (dict(n_critic=True), "n_critic must be an integer >= 1, got True"),
+    (dict(lr=float("inf")), "lr must be finite and > 0, got inf"),
+    (dict(lr=float("nan")), "lr must be finite and > 0, got nan"),
     (dict(sigma=0.0), "sigma must be finite and > 0"),
     (dict(sigma=float("nan")), "sigma must be finite and > 0"),
 ])

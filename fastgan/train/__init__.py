@@ -33,7 +33,7 @@ _HOMES = {
     "loop": ("TrainConfig", "train"),
     "metrics": ("dual_estimate", "mode_metrics", "wasserstein1", "wasserstein1_1d"),
     "recipes": ("RECIPES", "CriticStep", "Recipe", "critic_step", "default_r1_r2_gamma", "discriminator_step",
-                "generator_step", "get_recipe", "lazy_optimizer_args", "make_critic_step", "make_optimizers", "set_lr"),
+                "generator_step", "get_recipe", "make_critic_step", "make_optimizers", "set_lr"),
     "iteration": ("TrainIteration",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "of the exact double backward")
     train.add_argument("--reg-every", type=_count("--reg-every"), default=None, metavar="K",
                        help="lazy regularisation (StyleGAN2): the penalty on every K-th critic step only, its weight "
-                            "times K, the critic's Adam rescaled (default 1: every step)")
+                            "times K (default 1: every step)")
     train.add_argument("--latent-dim", type=_count("--latent-dim"), default=None,
                        help="noise size (default 2 toy, 32 digits)")
     train.add_argument("--hidden", type=_count("--hidden"), default=None, help="toy MLPs' width (default 512)")

@@ -21,7 +21,11 @@ class GraphedCall:
 
     def __init__(self, fn: Callable, *, warmup: int = 3, names: Sequence[str] = (), owner: str = "GraphedCall",
                  before_record: Optional[Callable[[], None]] = None):
-        self.fn, self.warmup, self.names, self.owner = fn, int(warmup), tuple(names), owner
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            # Without an eager call first, one-time work (optimizer state, zeroed sums) would be
+            # recorded and redone at every replay.
+            raise ValueError(f"{owner}: warmup must be an integer >= 1, got {warmup!r}")
+        self.fn, self.warmup, self.names, self.owner = fn, warmup, tuple(names), owner
         self.before_record = before_record
         self.calls = 0
         self.graph: Optional[torch.cuda.CUDAGraph] = None

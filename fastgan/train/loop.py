@@ -245,7 +245,7 @@ def _run(config: TrainConfig, recipe, ranks: distributed.Ranks, *, resume: bool,
     nets = build_models(config)
     generator, critic = nets["generator"].to(device), nets["critic"].to(device)
     opt_g, opt_d = make_optimizers(recipe, generator, critic, capturable=config.capture, backend=config.backend)
-    base_lr = {opt: float(opt.param_groups[0]["lr"]) for opt in (opt_g, opt_d)}  # the critic's: lazily rescaled
+    base_lr = {opt: float(opt.param_groups[0]["lr"]) for opt in (opt_g, opt_d)}
     sampler = DataSampler(config.data, seed=config.seed)  # on the CPU: the batches go up in one copy
     records: List[Dict[str, Any]] = []
     start, elapsed = 0, 0.0

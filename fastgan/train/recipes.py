@@ -36,9 +36,10 @@ class Recipe:
     r1_r2_gamma: γ of R3GAN's ``γ/2 (R1 + R2)`` (:func:`fastgan.ops.r1_r2_penalty`; 0: none;
     None: the data's default, :func:`default_r1_r2_gamma`); approximate_penalty: its
     first-order finite-difference form with scale ``sigma`` instead of the exact double backward.
-    reg_every: lazy regularisation (StyleGAN2 §B): the penalties are applied on every
-    ``reg_every``-th critic step only, with their weight multiplied by ``reg_every``, and
-    the critic's optimizer takes :func:`lazy_optimizer_args` (1: every step, as in the papers).
+    reg_every: lazy regularisation (StyleGAN2 §B): the penalties are added to every
+    ``reg_every``-th critic step's loss only, with their weight multiplied by ``reg_every``
+    (1: every step, as in the papers). The optimizer keeps its settings: the penalty rides
+    on a regular step, so a k-step cycle is k optimizer steps, not StyleGAN2's k + 1.
     """
 
     name: str
@@ -104,33 +105,16 @@ def get_recipe(name: str, *, data: Optional[str] = None, **overrides) -> Recipe:
                          f"not {name!r}")
     if not (0 < recipe.sigma < float("inf")):
         raise ValueError(f"sigma must be finite and > 0, got {recipe.sigma}")
-    if recipe.n_critic < 1:
-        raise ValueError(f"n_critic must be >= 1, got {recipe.n_critic}")
-    if not recipe.lr > 0:
-        raise ValueError(f"lr must be > 0, got {recipe.lr}")
-    if recipe.gp_weight < 0 or recipe.r1_gamma < 0 or recipe.r1_r2_gamma < 0:
-        raise ValueError(f"gp_weight, r1_gamma and r1_r2_gamma must be >= 0, got {recipe.gp_weight}, "
+    if isinstance(recipe.n_critic, bool) or not isinstance(recipe.n_critic, int) or recipe.n_critic < 1:
+        raise ValueError(f"n_critic must be an integer >= 1, got {recipe.n_critic!r}")
+    if not 0 < recipe.lr < float("inf"):
+        raise ValueError(f"lr must be finite and > 0, got {recipe.lr}")
+    if not all(0 <= w < float("inf") for w in (recipe.gp_weight, recipe.r1_gamma, recipe.r1_r2_gamma)):
+        raise ValueError(f"gp_weight, r1_gamma and r1_r2_gamma must be finite and >= 0, got {recipe.gp_weight}, "
                          f"{recipe.r1_gamma} and {recipe.r1_r2_gamma}")
     if isinstance(recipe.reg_every, bool) or not isinstance(recipe.reg_every, int) or recipe.reg_every < 1:
         raise ValueError(f"reg_every must be an integer >= 1, got {recipe.reg_every!r}")
     return recipe
-
-
-def lazy_optimizer_args(lr: float, betas: Tuple[float, float], reg_every: int) -> Tuple[float, Tuple[float, float]]:
-    """Adam's arguments for lazy regularisation every ``k = reg_every`` steps (StyleGAN2 §B):
-    ``(lr · c, (β1^c, β2^c))`` with ``c = k / (k + 1)``, so that the optimizer's momentum
-    and step size over the k + 1 gradient evaluations of a k-step cycle match those of
-    regularising every step. ``k = 1`` (no laziness) returns the arguments unchanged."""
-    if isinstance(reg_every, bool) or not isinstance(reg_every, int) or reg_every < 1:
-        raise ValueError(f"reg_every must be an integer >= 1, got {reg_every!r}")
-    if reg_every == 1:
-        return lr, tuple(betas)
-    c = reg_every / (reg_every + 1)
-    return lr * c, (betas[0] ** c, betas[1] ** c)
-
-
-def _has_penalty(recipe: Recipe) -> bool:
-    return bool(recipe.gp_weight) or bool(recipe.r1_gamma) or bool(recipe.r1_r2_gamma)
 
 
 def adam(module: nn.Module, lr, betas: Tuple[float, float], *, capturable: bool = False) -> torch.optim.Adam:
@@ -148,20 +132,16 @@ def make_optimizers(recipe: Recipe, generator: nn.Module, critic: nn.Module, *, 
     """(generator optimizer, critic optimizer) for `recipe`. ``capturable=True`` builds
     optimizers whose steps can be recorded in a CUDA graph: state on the device, and
     the learning rate a float32 tensor on the device (:func:`set_lr` updates it in
-    place, so a recorded step follows a schedule). With lazy regularisation
-    (``reg_every`` > 1 and a penalty) the critic's optimizer takes
-    :func:`lazy_optimizer_args` (RMSprop: the rescaled lr)."""
-    d_lr, d_betas = lazy_optimizer_args(recipe.lr, recipe.betas, recipe.reg_every if _has_penalty(recipe) else 1)
-
+    place, so a recorded step follows a schedule)."""
     def lr_for(module: nn.Module, value: float):
         if not capturable:
             return value
         return torch.tensor(value, dtype=torch.float32, device=next(module.parameters()).device)
 
-    g_lr, d_lr = lr_for(generator, recipe.lr), lr_for(critic, d_lr)
+    g_lr, d_lr = lr_for(generator, recipe.lr), lr_for(critic, recipe.lr)
     if recipe.optimizer == "adam":
         opt_g = adam(generator, g_lr, recipe.betas, capturable=capturable)
-        opt_d = adam(critic, d_lr, d_betas, capturable=capturable)
+        opt_d = adam(critic, d_lr, recipe.betas, capturable=capturable)
     elif recipe.optimizer == "rmsprop":
         opt_g = torch.optim.RMSprop(generator.parameters(), lr=g_lr, capturable=capturable)
         if recipe.clip_value is not None:
@@ -326,6 +306,7 @@ class CriticStep:
             raise ValueError("capture=True records one critic step as a CUDA graph; lazy regularisation "
                              f"(reg_every={reg_every}) alternates two different steps: use capture=False")
         self.capture = bool(capture)
+        self._has_penalty = bool(gp_weight or r1_gamma or r1_r2_gamma)
         self.calls = 0
         self._graphed: Optional[GraphedCall] = None
         if self.capture:
@@ -351,6 +332,9 @@ class CriticStep:
         if eps is not None or noise is not None:
             raise ValueError("CriticStep(capture=True) draws WGAN-GP's eps and the approximate penalty's noise "
                              "inside the graph: pass eps=None and noise=None")
+        if not regularize and self._has_penalty:
+            raise ValueError("CriticStep(capture=True) records the step with its penalties: regularize=False "
+                             "needs capture=False")
         return self._graphed(real, z)
 
 
