@@ -153,8 +153,25 @@ def _has_pot() -> bool:
 def test_w1_rejects_bad_input():
     with pytest.raises(ValueError, match="same d|one d"):
         metrics.wasserstein1(np.zeros((3, 2)), np.zeros((3, 3)))
+    for x, y in ((np.zeros(6), np.ones((3, 2))), (np.zeros((6, 1)), np.ones(3))):  # 2-D y was flattened
+        with pytest.raises(ValueError, match="one d, or both"):
+            metrics.wasserstein1(x, y)
     with pytest.raises(ValueError, match="non-finite"):
         metrics.wasserstein1_1d([0.0, math.nan], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("with_pot", [True, False])
+def test_w1_costs_are_exact_far_from_the_origin(with_pot, monkeypatch):
+    """|x - y| from the differences: ot.dist's |x|^2 + |y|^2 - 2 x.y gave W1(x, x) = 3e-9
+    and was 40% off at 1e5."""
+    if with_pot and not _has_pot():
+        pytest.skip("needs pot")
+    if not with_pot:
+        monkeypatch.setitem(sys.modules, "ot", None)
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    assert metrics.wasserstein1(x, x) == 0.0
+    far = x + 1e5
+    assert metrics.wasserstein1(far, far + np.array([1e-3, 0.0])) == pytest.approx(1e-3, rel=1e-6)
 
 
 def test_dual_estimate_of_a_linear_critic():
@@ -166,6 +183,31 @@ def test_dual_estimate_of_a_linear_critic():
     w = critic.weight.detach().T
     expected = float((real @ w).mean() - (fake @ w).mean())
     assert metrics.dual_estimate(critic, real, fake, batch_size=128) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="must not be empty"):
+        metrics.dual_estimate(critic, real[:0], fake)
+
+
+def test_dual_estimate_uses_eval_mode_and_restores_the_mode():
+    """A batch-norm critic in training mode: the estimate is the eval-mode one, whatever
+    the chunks, and leaves the running statistics as they were."""
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+    with torch.no_grad():
+        critic[1].running_mean.normal_()
+        critic[1].running_var.uniform_(0.5, 2.0)
+    real, fake = torch.randn(300, 2), torch.randn(200, 2) + 1
+    running = critic[1].running_mean.clone()
+    critic.eval()
+    expected = metrics.dual_estimate(critic, real, fake)
+    critic.train()
+    for batch_size in (64, 4096):
+        assert metrics.dual_estimate(critic, real, fake, batch_size=batch_size) == pytest.approx(expected, rel=1e-12)
+    assert critic.training and torch.equal(critic[1].running_mean, running)
+
+
+def test_mode_metrics_refuse_empty_samples():
+    with pytest.raises(ValueError, match="must not be empty"):
+        metrics.mode_metrics(torch.zeros(0, 2), torch.zeros(8, 2), 0.02)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -538,6 +580,19 @@ def test_resume_trains_with_the_settings_it_was_given(tmp_path, recipe, change):
             assert {k: group[k] for k in settings} == settings, key
             changed += settings != {k: old[k] for k in settings}
     assert changed  # the flag changed some optimizer's settings
+
+
+@requires_cuda
+@pytest.mark.parametrize("recipe", ["wgan-gp", "vae"])
+def test_stop_and_resume_on_cuda(tmp_path, recipe):
+    """A checkpoint loaded onto the GPU holds its RNG states there; the generators take
+    them back from CPU copies (they raised "RNG state must be a torch.ByteTensor")."""
+    out = str(tmp_path / "run")
+    flags = ["--no-progress", "--no-plots", "--device", "cuda"]
+    assert cli.main(["train", "--recipe", recipe, "--steps", "4", "--stop-after", "2", "--interval", "1", "--out",
+                     out, "--hidden", "16", "--eval-samples", "100", *flags]) == 0
+    assert cli.main(["train", "--out", out, "--resume", *flags]) == 0
+    assert ckpt.load_checkpoint(os.path.join(out, "checkpoint.pt"))["step"] == 4
 
 
 @requires_cuda

@@ -56,14 +56,17 @@ def rng_state(cuda_device: Optional[torch.device] = None) -> Dict[str, Any]:
 
 def set_rng_state(state: Dict[str, Any], cuda_device: Optional[torch.device] = None) -> None:
     """Restore what :func:`rng_state` returned; with `cuda_device`, the first saved CUDA
-    state goes to that device only (a distributed rank's own GPU)."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and cuda_device is not None:
-        torch.cuda.set_rng_state(state["cuda"][0], cuda_device)
-    elif state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    state goes to that device only (a distributed rank's own GPU). The states may lie on
+    a GPU (a checkpoint loaded with ``map_location="cuda"``): generators take CPU bytes."""
+    torch.set_rng_state(state["torch"].cpu())
+    cuda_states = [s.cpu() for s in state["cuda"]]
+    if cuda_states and cuda_device is not None:
+        torch.cuda.set_rng_state(cuda_states[0], cuda_device)
+    elif cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
     n = state["numpy"]
-    np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state((n["name"], n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 

@@ -108,4 +108,4 @@ class DataSampler:
     def load_state_dict(self, state: Dict[str, object]) -> None:
         if state["name"] != self.name:
             raise ValueError(f"the checkpoint's data sampler is for {state['name']!r}, not {self.name!r}")
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # a checkpoint loaded onto a GPU holds it there
