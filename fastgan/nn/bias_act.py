@@ -176,9 +176,10 @@ def fuse_bias_act(module: nn.Module, inplace: bool = False, backend: Optional[st
     modules must be of exactly those types (not subclasses) and without hooks, in an
     ``nn.Sequential`` whose forward is Sequential's own. A layer with a bias that is
     registered at several places (shared) is rewritten only if every place is such a
-    pair; the fused activations then share its bias parameter. (A layer also called
-    from a custom ``forward`` through an attribute not registered as a submodule
-    cannot be seen: do not fuse such a model.)
+    pair; the fused activations then share its bias parameter. (A layer that a custom
+    ``forward`` also calls on its own, outside its ``nn.Sequential`` (``self.body[0](x)``)
+    or through an attribute not registered as a submodule, cannot be seen; there it
+    would lose its bias: do not fuse such a model.)
 
     Returns the rewritten module: a deep copy unless ``inplace`` (then the bias
     Parameter objects are moved, not copied, so an optimizer built on the module
