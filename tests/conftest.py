@@ -96,6 +96,19 @@ def assert_flash_close(out, eager, ref64, what=""):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+    if not config.pluginmanager.hasplugin("timeout"):  # pytest-timeout's marker, known without the plugin
+        config.addinivalue_line("markers", "timeout(seconds): pytest-timeout's per-test limit")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``gpu`` every test that needs a CUDA GPU: those that ``requires_cuda`` skips
+    without one and those parametrized on CUDA ("cuda" in their id). The GPU check
+    (benchmarks/device_run.sh) runs ``-m gpu`` first: ``-k cuda`` missed the capture
+    tests whose ids do not say cuda."""
+    reason = requires_cuda.kwargs["reason"]
+    for item in items:
+        if "cuda" in item.name or any(mark.kwargs.get("reason") == reason for mark in item.iter_markers("skipif")):
+            item.add_marker(pytest.mark.gpu)
 
 
 @pytest.fixture

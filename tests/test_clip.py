@@ -257,6 +257,7 @@ def test_triton_rmsprop_with_changing_lr_never_synchronises():
 def test_clip_captured_on_fresh_tensors_replays_correctly(backend):
     # The first call on new tensors builds the Triton launch tables inside the capture:
     # it must not raise, and the tables must outlive the capture (the graph reads them).
+    clip_weights_([torch.randn(8, device="cuda")], 0.05, backend=backend)  # loads the kernel: not while capturing
     params = [torch.randn(300, device="cuda"), torch.randn(17, 5, device="cuda")]
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
