@@ -14,6 +14,8 @@
 //   relu     max(z, 0)                  y    gain * [y/gain > 0]        0
 //   lrelu    z > 0 ? z : alpha*z        y    gain * (y/gain > 0 ? 1 : alpha)   0     (alpha >= 0)
 //   tanh     tanh(z)                    y    gain * (1 - u^2), u = y/gain      -2u
+//            (from z: 1 - tanh^2 z = sech^2 z = 4e / (1 + e)^2, e = e^(-2|z|), without 1 - u^2's
+//            cancellation where tanh saturates)
 //   sigmoid  1 / (1 + e^-z)             y    gain * u (1 - u)                  1 - 2u
 //   silu     z * sigmoid(z)             z    gain * s (1 + z (1 - s))          gain * s(1-s)(2 + z(1-2s))
 //   elu      z > 0 ? z : alpha*expm1(z) z    gain * (z > 0 ? 1 : alpha e^z)    gain * (z < 0 ? alpha e^z : 0)
@@ -102,6 +104,14 @@ FASTGAN_MATH_HD T act_value(T z, T alpha) {
   return z;
 }
 
+// sech^2 z = 1 - tanh^2 z, as 4e / (1 + e)^2 with e = e^(-2|z|) <= 1.
+template <typename T>
+FASTGAN_MATH_HD T tanh_sech2(T z) {
+  const T e = fg_exp(T(-2) * fg_abs(z));
+  const T q = T(1) + e;
+  return T(4) * e / (q * q);
+}
+
 // gain * f'(z) from ref (FROM_Y: ref = y = gain * f(z); else ref = z). The
 // comparisons follow torch's backward formulas, so NaN and 0 pick the same branch:
 // relu's threshold_backward (result <= 0 -> 0), leaky_relu_backward (z > 0),
@@ -118,8 +128,11 @@ FASTGAN_MATH_HD T grad_factor(T r, const Params<T>& p) {
     return fg_select(fg_gt(s, T(0)), p.gain, p.gain * p.alpha);
   }
   if (ACT == kTanh) {
-    const T u = FROM_Y ? r * p.inv_gain : fg_tanh(r);
-    return p.gain * (T(1) - u * u);
+    if (FROM_Y) {
+      const T u = r * p.inv_gain;
+      return p.gain * (T(1) - u * u);
+    }
+    return p.gain * tanh_sech2(r);
   }
   if (ACT == kSigmoid) {
     const T u = FROM_Y ? r * p.inv_gain : stable_sigmoid(r);
@@ -141,8 +154,7 @@ template <int ACT, bool FROM_Y, typename T>
 FASTGAN_MATH_HD T grad2_factor(T r, const Params<T>& p) {
   if (ACT == kTanh) {
     if (FROM_Y) return T(-2) * (r * p.inv_gain);
-    const T t = fg_tanh(r);
-    return p.gain * (T(-2) * t * (T(1) - t * t));
+    return p.gain * (T(-2) * fg_tanh(r) * tanh_sech2(r));
   }
   if (ACT == kSigmoid) {
     if (FROM_Y) return T(1) - T(2) * (r * p.inv_gain);

@@ -55,6 +55,14 @@ def _tanh(z):
 
 
 @triton.jit
+def _tanh_sech2(z):
+    """1 - tanh(z)^2 as 4e / (1 + e)^2, e = exp(-2|z|): no cancellation where tanh saturates."""
+    e = tl.exp(-2 * tl.abs(z))
+    q = 1 + e
+    return div_rn(4 * e, q * q)
+
+
+@triton.jit
 def _act_value(z, alpha, ACT: tl.constexpr):
     if ACT == 1:  # relu (NaN stays NaN)
         z = tl.where(z < 0, 0, z)
@@ -88,9 +96,9 @@ def _grad_factor(r, alpha, gain, inv_gain, ACT: tl.constexpr, FROM_Y: tl.constex
     elif ACT == 3:
         if FROM_Y:
             u = r * inv_gain
+            g = gain * (1 - u * u)
         else:
-            u = _tanh(r)
-        g = gain * (1 - u * u)
+            g = gain * _tanh_sech2(r)
     elif ACT == 4:
         if FROM_Y:
             u = r * inv_gain
@@ -112,8 +120,7 @@ def _grad2_factor(r, alpha, gain, inv_gain, ACT: tl.constexpr, FROM_Y: tl.conste
         if FROM_Y:
             g = -2 * (r * inv_gain)
         else:
-            t = _tanh(r)
-            g = gain * (-2 * t * (1 - t * t))
+            g = gain * (-2 * _tanh(r) * _tanh_sech2(r))
     elif ACT == 4:
         if FROM_Y:
             g = 1 - 2 * (r * inv_gain)
