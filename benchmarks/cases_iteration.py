@@ -8,8 +8,9 @@ graph, capturable Adam) and ``fastgan+graph`` (TrainIteration(capture=True), the
 default of ``fastgan train --device cuda``); with compile peers (``--compile``, default on
 CUDA) ``torch.compile`` of the eager critic loss, penalty included (autograd.grad traced,
 ``trace_autograd_ops``; the whole iteration does not compile: dynamo splits it at the
-backward, and AOT autograd has no double backward). Every repetition is one real iteration on
-a fresh batch (training goes on across repetitions).
+backward, and AOT autograd has no double backward). Every repetition is one real iteration
+(training goes on across repetitions) on the case's fixed real batches, with fresh z and ε.
+Each variant trains its own models and optimizers.
 """
 from typing import List
 
@@ -96,12 +97,11 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, 
                                                                      od.zero_grad(set_to_none=True)))(opt_g, opt_d))
         variants.append(Variant("eager+graph" if graphed else "eager", (lambda f: lambda: f(reals))(run)))
     if with_compile:
-        gen, critic, opt_g, opt_d = build(False, eager=True)
         loss = torch.compile(_critic_loss, dynamic=False)  # one static graph per case
 
-        def compiled():
+        def compiled(setup=build(False, eager=True)):  # bound now: the loop below rebinds gen, critic, ...
             with torch._dynamo.config.patch(trace_autograd_ops=True):
-                _eager_iteration(gen, critic, opt_g, opt_d, reals, latent_dim, recipe.gp_weight, loss)
+                _eager_iteration(*setup, reals, latent_dim, recipe.gp_weight, loss)
 
         variants.append(Variant("torch.compile", compiled))
     for graphed in ([False, True] if capture else [False]):

@@ -163,6 +163,21 @@ def test_nproc_launches_torchrun_and_trains_the_same_model(one_process, tmp_path
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
 
 
+def test_a_failed_worker_is_named_by_its_rank(monkeypatch, capsys, tmp_path):
+    """torchrun's first failure: its global rank and exit code (ProcessFailure has no
+    `rank`: reading it raised AttributeError over the message)."""
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def fail(config):
+        raise ChildFailedError("fastgan", {3: ProcessFailure(local_rank=1, pid=123, exitcode=-9,
+                                                             error_file=str(tmp_path / "none.json"))})
+
+    monkeypatch.setattr(torchrun, "run", fail)
+    assert cli._launch(["train", "--nproc", "4", "--device", "cpu"], 4) == 1
+    assert "fastgan train --nproc 4: rank 3 failed with exit code -9" in capsys.readouterr().err
+
+
 def _exit_code(argv, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(argv)

@@ -340,8 +340,8 @@ def _launch(argv: List[str], nproc: int) -> int:
     try:
         run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "fastgan", *forwarded]))
     except ChildFailedError as exc:
-        _, failure = exc.get_first_failure()
-        print(f"fastgan train --nproc {nproc}: rank {failure.rank} failed with exit code {failure.exitcode}; "
+        rank, failure = exc.get_first_failure()  # the global rank (a ProcessFailure has only local_rank)
+        print(f"fastgan train --nproc {nproc}: rank {rank} failed with exit code {failure.exitcode}; "
               "torchrun stopped the other processes (their messages are above)", file=sys.stderr)
         return failure.exitcode if failure.exitcode > 0 else 1
     return 0
