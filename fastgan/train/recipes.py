@@ -302,11 +302,11 @@ class CriticStep:
         self.kwargs = dict(loss=loss, gp_weight=gp_weight, r1_gamma=r1_gamma, clip_value=clip_value,
                            backend=backend, reg_every=reg_every, r1_r2_gamma=r1_r2_gamma, approximate=approximate,
                            sigma=sigma)
-        if capture and reg_every > 1 and (gp_weight or r1_gamma or r1_r2_gamma):
+        self._has_penalty = bool(gp_weight or r1_gamma or r1_r2_gamma)
+        if capture and reg_every > 1 and self._has_penalty:
             raise ValueError("capture=True records one critic step as a CUDA graph; lazy regularisation "
                              f"(reg_every={reg_every}) alternates two different steps: use capture=False")
         self.capture = bool(capture)
-        self._has_penalty = bool(gp_weight or r1_gamma or r1_r2_gamma)
         self.calls = 0
         self._graphed: Optional[GraphedCall] = None
         if self.capture:
