@@ -151,8 +151,8 @@ def restore_run(path: str, config: TrainConfig, modules: Dict[str, nn.Module],
             raise ckpt.CheckpointError(f"the checkpoint in {config.out} was made with {key}={saved.get(key)!r}, "
                                        f"not {getattr(config, key)!r}")
     ckpt.check_run_state(path, state, steps=config.steps, modules=modules, optimizers=optimizers)
-    # The optimizers were built from this run's settings (a resume may change --lr or
-    # --reg-every); load_state_dict would put back the checkpoint's: its state is kept,
+    # The optimizers were built from this run's settings (a resume may change --lr);
+    # load_state_dict would put back the checkpoint's: its state is kept,
     # this run's settings are put back into every group.
     settings = {key: [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
                 for key, opt in optimizers.items()}
