@@ -44,3 +44,26 @@ def div_rn(x, y):
         return x / y
     else:
         return tl.div_rn(x, y)
+
+
+@triton.jit
+def expm1(x):
+    """e^x - 1 without cancellation near 0 (NaN stays NaN). float32 as csrc/fast_math.h's
+    fg_expm1: its degree-10 Taylor polynomial where |x| < 0.5, exp(x) - 1 elsewhere.
+    float64 by Kahan's u = exp(x), (u - 1) x / log(u) (a few ulp: the rounding of u
+    cancels in the quotient), exact at u = 1, -1 at u - 1 = -1 and inf at u = inf."""
+    if x.dtype == tl.float64:
+        u = tl.exp(x)
+        d = u - 1
+        exact = (d == 0) | (d == -1) | (u == float("inf"))
+        return tl.where(exact, tl.where(d == 0, x, d), d * (x / tl.log(tl.where(exact, 2.0, u))))
+    else:
+        p = 1.0 / 362880.0
+        p = p * x + 1.0 / 40320.0
+        p = p * x + 1.0 / 5040.0
+        p = p * x + 1.0 / 720.0
+        p = p * x + 1.0 / 120.0
+        p = p * x + 1.0 / 24.0
+        p = p * x + 1.0 / 6.0
+        p = p * x + 0.5
+        return tl.where(tl.abs(x) < 0.5, x + (x * x) * p, tl.exp(x) - 1)

@@ -15,9 +15,10 @@ Layout: every tensor of a launch shares the output's dense strides and the kerne
 walk memory order; element o has channel ``(o // inner) % channels`` with
 ``inner = out.stride(dim)`` (contiguous NCHW, channels-last and (B, C) alike).
 
-Only ``tl.exp`` is used for transcendentals (the interpreter has no libdevice):
-tanh(z) = sign(z) (1 - e) / (1 + e) with e = exp(-2|z|), sigmoid from e = exp(-|z|),
-expm1(z) = exp(z) - 1 on z <= 0; divisions round to nearest (``div_rn``).
+Only ``tl.exp`` (and ``tl.log`` in float64's expm1) is used for transcendentals (the
+interpreter has no libdevice): tanh(z) = sign(z) (-m) / (2 + m) with m = expm1(-2|z|)
+and elu through expm1 (``_common.expm1``, no cancellation near 0), sigmoid from
+e = exp(-|z|); divisions round to nearest (``div_rn``).
 """
 from typing import Optional, Tuple
 
@@ -25,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TL_DTYPES, acc_dtype, as_acc, cdiv, div_rn
+from ._common import TL_DTYPES, acc_dtype, as_acc, cdiv, div_rn, expm1
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -49,8 +50,9 @@ def _sigmoid(z):
 
 @triton.jit
 def _tanh(z):
-    e = tl.exp(-2 * tl.abs(z))
-    t = div_rn(1 - e, 1 + e)
+    """tanh|z| = -expm1(-2|z|) / (2 + expm1(-2|z|)), with the sign of z (as fg_tanh)."""
+    em = expm1(-2 * tl.abs(z))
+    t = div_rn(-em, 2 + em)
     return tl.where(z < 0, -t, t)
 
 
@@ -75,7 +77,7 @@ def _act_value(z, alpha, ACT: tl.constexpr):
     elif ACT == 5:
         z = z * _sigmoid(z)
     elif ACT == 6:  # elu
-        z = tl.where(z > 0, z, alpha * (tl.exp(z) - 1))
+        z = tl.where(z > 0, z, alpha * expm1(z))
     return z
 
 
