@@ -7,7 +7,8 @@ handles. Tables are cached by (addresses, sizes), so a training loop whose
 parameters and state stay put pays for them once. They reach the device by an
 asynchronous copy from pinned memory (no host synchronisation), which CUDA-graph
 capture records as a node; a table used in a capture is kept for the life of the
-process, since the graph reads it at every replay.
+process, since the graph reads it at every replay. A table built during a capture
+holds its values only once the graph has replayed, so eager calls never use one.
 """
 from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Sequence, Tuple
@@ -41,14 +42,18 @@ def _to_device(values, dtype: torch.dtype, device: torch.device, staging: list) 
     return staging[-1].to(device, non_blocking=True)
 
 
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def tensor_table(lists: Sequence[Sequence[torch.Tensor]], block: int) -> TensorTable:
     """Tables for `lists` (equal-length lists of flat-addressable, non-empty tensors)."""
     device = lists[0][0].device
     pointers = tuple(tuple(t.data_ptr() for t in tensors) for tensors in lists)
     sizes = tuple(t.numel() for t in lists[0])
     key = (device, block, pointers, sizes)
-    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-    table = _CAPTURED.get(key) or _CACHE.get(key)
+    capturing = _capturing(device)
+    table = (_CAPTURED.get(key) if capturing else None) or _CACHE.get(key)
     if table is not None:
         if key in _CACHE:
             _CACHE.move_to_end(key)

@@ -284,3 +284,25 @@ def test_clip_runs_on_the_tensors_device(backend):
     with torch.cuda.device(0):
         clip_weights_(params, 0.1, backend=backend)
     assert torch.equal(params[0], expected)
+
+
+def test_multi_tensor_tables_built_in_a_capture_wait_for_its_replay(monkeypatch):
+    """A table built while a CUDA graph is captured reaches the device only when the graph
+    replays: a capture may reuse it, an eager call must build its own."""
+    from collections import OrderedDict
+
+    from fastgan.kernels import _multi_tensor
+
+    monkeypatch.setattr(_multi_tensor, "_CACHE", OrderedDict())
+    monkeypatch.setattr(_multi_tensor, "_CAPTURED", {})
+    key_tensors = [[torch.zeros(5), torch.zeros(3)]]
+    monkeypatch.setattr(_multi_tensor, "_capturing", lambda device: True)
+    captured = _multi_tensor.tensor_table(key_tensors, 4)
+    assert _multi_tensor.tensor_table(key_tensors, 4) is captured  # a capture reuses it
+    monkeypatch.setattr(_multi_tensor, "_capturing", lambda device: False)
+    eager = _multi_tensor.tensor_table(key_tensors, 4)
+    assert eager is not captured
+    assert _multi_tensor.tensor_table(key_tensors, 4) is eager
+    monkeypatch.setattr(_multi_tensor, "_capturing", lambda device: True)
+    assert _multi_tensor.tensor_table(key_tensors, 4) is captured
+    assert eager.chunk_begin.tolist() == [0, 4, 0] and eager.numels.tolist() == [5, 3]
