@@ -177,14 +177,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     Each step is ``n_critic`` critic steps and one generator step (``lr_decay="linear"``:
     both learning rates fall linearly to 0 at ``config.steps``, as in WGAN-GP's image
     experiments; the default keeps them constant). Every ``interval``
-    steps and at the end: metrics on fixed evaluation samples, a record in
+    steps, at the end and at a ``stop_after`` step: metrics on fixed evaluation samples, a record in
     ``out/log.json`` (mean losses over the interval, metrics, wall time), and an atomic
     checkpoint ``out/checkpoint.pt`` (models, optimizers, step, RNG and data-sampler
     states, the log). At the end: ``out/summary.json`` and plots (``samples.png``,
     ``curves.png``). Resuming restores everything and continues to ``config.steps``;
     on the CPU the result is bit for bit that of an uninterrupted run (``stop_after``
     ends this call early, after a checkpoint; the learning-rate schedule still ends at
-    ``steps``, so a run resumed with the same ``steps`` is the uninterrupted run).
+    ``steps``, so a run resumed with the same ``steps`` is the uninterrupted run; its log
+    has one more record, at the stop, and the next record's means start there).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is one of W processes training the
     same model as one process on the global batch ``batch_size`` (see
