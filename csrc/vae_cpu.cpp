@@ -33,40 +33,41 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int64_t kLaneBlock = 2048;  // 128 terms a lane, then the block's sum joins a double total
 
-// Sum of term(j) over [begin, end) in kLanes independent lanes (vectorised, a fixed order).
+// Sum of term(j) over [0, n) in kLanes independent lanes (vectorised, a fixed order).
 template <typename T, typename Term>
-inline __attribute__((always_inline)) T lane_block(int64_t begin, int64_t end, const Term& term) {
+inline __attribute__((always_inline)) T lane_block(int64_t n, const Term& term) {
   T lanes[kLanes] = {};
-  int64_t j = begin;
-  for (; j + kLanes <= end; j += kLanes)
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
     for (int k = 0; k < kLanes; ++k) lanes[k] += term(j + k);
-  for (int k = 0; j < end; ++j, ++k) lanes[k] += term(j);
+  for (int k = 0; j < n; ++j, ++k) lanes[k] += term(j);
   for (int width = kLanes / 2; width > 0; width /= 2)
     for (int k = 0; k < width; ++k) lanes[k] += lanes[k + width];
   return lanes[0];
 }
 
-// Sum of term(j) over [0, n) in a fixed order: one lane_block up to kLaneBlock terms,
-// beyond that blocks of kLaneBlock whose sums are added in double. One float32 lane
-// block over a whole sample would lose accuracy with its length (1e-5 relative at 3M
-// features); short samples (a GAN step's) keep the single block's speed.
-template <typename T, typename Term>
-inline __attribute__((always_inline)) T lane_sum(int64_t n, const Term& term) {
-  if (n <= kLaneBlock) return lane_block<T>(0, n, term);
+// A sample's sum in a fixed order: block(begin, len) sums len <= kLaneBlock terms from
+// begin in lanes; a sample of more terms adds its blocks' sums in double. One float32
+// lane block over a whole sample would lose accuracy with its length (1e-5 relative at
+// 3M features). Each block is its own call of a cloned function: a block loop around
+// the inlined lanes kept GCC from vectorising them (4x slower per element).
+template <typename T, typename Block>
+T blocked_sum(int64_t n, const Block& block) {
+  if (n <= kLaneBlock) return block(0, n);
   double total = 0.0;
   for (int64_t begin = 0; begin < n; begin += kLaneBlock)
-    total += static_cast<double>(lane_block<T>(begin, std::min(n, begin + kLaneBlock), term));
+    total += static_cast<double>(block(begin, std::min(kLaneBlock, n - begin)));
   return static_cast<T>(total);
 }
 
-// Sum over one sample's reconstruction, writing g = scale * dt/drecon (and gv for the
-// recon log-variance). KIND: 0 bernoulli, 1 gaussian with log-variance, 2 unit gaussian.
+// Sum over a block of one sample's reconstruction, writing g = scale * dt/drecon (and gv
+// for the recon log-variance). KIND: 0 bernoulli, 1 gaussian with log-variance, 2 unit gaussian.
 template <int KIND, typename scalar_t>
-FASTGAN_CPU_CLONES acc_t<scalar_t> recon_row(const scalar_t* __restrict__ r, const scalar_t* __restrict__ x,
-                                             const scalar_t* __restrict__ v, scalar_t* __restrict__ g,
-                                             scalar_t* __restrict__ gv, int64_t n, acc_t<scalar_t> scale) {
+FASTGAN_CPU_CLONES acc_t<scalar_t> recon_block(const scalar_t* __restrict__ r, const scalar_t* __restrict__ x,
+                                               const scalar_t* __restrict__ v, scalar_t* __restrict__ g,
+                                               scalar_t* __restrict__ gv, int64_t n, acc_t<scalar_t> scale) {
   using T = acc_t<scalar_t>;
-  return lane_sum<T>(n, [&](int64_t j) __attribute__((always_inline)) {
+  return lane_block<T>(n, [&](int64_t j) __attribute__((always_inline)) {
     T t, d, dv;
     if constexpr (KIND == 0) {
       bernoulli_term(static_cast<T>(r[j]), static_cast<T>(x[j]), t, d);
@@ -81,18 +82,36 @@ FASTGAN_CPU_CLONES acc_t<scalar_t> recon_row(const scalar_t* __restrict__ r, con
   });
 }
 
-// Sum of the KL over one sample's latents, writing its gradients times `scale` (beta s).
+template <int KIND, typename scalar_t>
+acc_t<scalar_t> recon_row(const scalar_t* r, const scalar_t* x, const scalar_t* v, scalar_t* g, scalar_t* gv,
+                          int64_t n, acc_t<scalar_t> scale) {
+  const bool has_v = KIND == 1;
+  return blocked_sum<acc_t<scalar_t>>(n, [&](int64_t begin, int64_t len) {
+    return recon_block<KIND>(r + begin, x + begin, has_v ? v + begin : v, g + begin, has_v ? gv + begin : gv, len,
+                             scale);
+  });
+}
+
+// Sum of the KL over a block of one sample's latents, writing its gradients times `scale` (beta s).
 template <typename scalar_t>
-FASTGAN_CPU_CLONES acc_t<scalar_t> kl_row(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ lv,
-                                          scalar_t* __restrict__ gmu, scalar_t* __restrict__ glv, int64_t n,
-                                          acc_t<scalar_t> scale) {
+FASTGAN_CPU_CLONES acc_t<scalar_t> kl_block(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ lv,
+                                            scalar_t* __restrict__ gmu, scalar_t* __restrict__ glv, int64_t n,
+                                            acc_t<scalar_t> scale) {
   using T = acc_t<scalar_t>;
-  return lane_sum<T>(n, [&](int64_t j) __attribute__((always_inline)) {
+  return lane_block<T>(n, [&](int64_t j) __attribute__((always_inline)) {
     T kl, dmu, dlv;
     gaussian_kl_term(static_cast<T>(mu[j]), static_cast<T>(lv[j]), kl, dmu, dlv);
     gmu[j] = static_cast<scalar_t>(scale * dmu);
     glv[j] = static_cast<scalar_t>(scale * dlv);
     return kl;
+  });
+}
+
+template <typename scalar_t>
+acc_t<scalar_t> kl_row(const scalar_t* mu, const scalar_t* lv, scalar_t* gmu, scalar_t* glv, int64_t n,
+                       acc_t<scalar_t> scale) {
+  return blocked_sum<acc_t<scalar_t>>(n, [&](int64_t begin, int64_t len) {
+    return kl_block(mu + begin, lv + begin, gmu + begin, glv + begin, len, scale);
   });
 }
 
