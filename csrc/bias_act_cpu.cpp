@@ -201,13 +201,11 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
       }
       pass(std::false_type{});
     });
-    if (need_db) {
+    if (need_db) {  // block k's sums join the totals in block order, read a block's row at a time
+      for (int64_t k = 1; k < blocks; ++k)
+        for (int64_t c = 0; c < channels; ++c) block_sums[c] += block_sums[k * channels + c];
       scalar_t* db = l.out2.data_ptr<scalar_t>();
-      for (int64_t c = 0; c < channels; ++c) {
-        double sum = 0;
-        for (int64_t k = 0; k < blocks; ++k) sum += block_sums[k * channels + c];
-        db[c] = static_cast<scalar_t>(sum);
-      }
+      for (int64_t c = 0; c < channels; ++c) db[c] = static_cast<scalar_t>(block_sums[c]);
     }
   });
   return {l.out, l.out2};
