@@ -95,7 +95,7 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, 
             run = GraphedCall(run, names=("reals",), owner="eager+graph",
                               before_record=(lambda og, od: lambda: (og.zero_grad(set_to_none=True),
                                                                      od.zero_grad(set_to_none=True)))(opt_g, opt_d))
-        variants.append(Variant("eager+graph" if graphed else "eager", (lambda f: lambda: f(reals))(run)))
+        variants.append(Variant("eager+graph" if graphed else "eager", (lambda f: lambda: f(reals))(run), graphed=graphed))
     if with_compile:
         loss = torch.compile(_critic_loss, dynamic=False)  # one static graph per case
 
@@ -108,7 +108,7 @@ def _case(device, name, make_gen, make_critic, sample_shape, batch, latent_dim, 
         gen, critic, opt_g, opt_d = build(graphed)
         iteration = TrainIteration(recipe, gen, critic, opt_g, opt_d, latent_dim=latent_dim, capture=graphed)
         variants.append(Variant("fastgan+graph" if graphed else "fastgan",
-                                (lambda it: lambda: it(reals, 0))(iteration)))
+                                (lambda it: lambda: it(reals, 0))(iteration), graphed=graphed))
     return Case("iteration", f"WGAN-GP iteration (5 critic steps + G), {name}, B={batch}", 0, variants,
                 info={"n_critic": recipe.n_critic, "batch": batch}, flush=False)
 

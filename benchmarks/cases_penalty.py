@@ -118,10 +118,10 @@ def step_cases(device: torch.device, with_compile: bool, sizes: str) -> Iterator
                 if device.type == "cuda" and backend == "cuda":
                     step, _ = _critic_step(fuse_bias_act(base, backend=backend), real, fake, eps, fused_penalty,
                                            capturable=True)
-                    variants.append(Variant("fastgan-cuda+fused-critic+cuda-graph", _graph_replay(step)))
+                    variants.append(Variant("fastgan-cuda+fused-critic+cuda-graph", _graph_replay(step), graphed=True))
         if device.type == "cuda":
             step, _ = _critic_step(copy.deepcopy(base), real, fake, eps, _eager_penalty, capturable=True)
-            variants.append(Variant("eager+cuda-graph", _graph_replay(step)))
+            variants.append(Variant("eager+cuda-graph", _graph_replay(step), graphed=True))
         if with_compile:
             torch._dynamo.config.trace_autograd_ops = True
             critic = copy.deepcopy(base)

@@ -12,7 +12,8 @@ evict it anyway.
 
 Ceilings, measured once per run: memory bandwidth (the better of a large copy
 and a large in-place update, bytes read + written over time) and launch latency (the per-call time of a
-stream of tiny ops). A case's floor is max(bytes / bandwidth, launches x
+stream of tiny ops; on CUDA also per kernel of the same stream replayed as a CUDA graph,
+the latency of a variant that replays one). A case's floor is max(bytes / bandwidth, launches x
 latency); ``fraction_of_floor`` = floor / measured median.
 """
 import dataclasses
@@ -33,6 +34,7 @@ class Variant:
     name: str
     fn: Callable[[], object]
     launches: Optional[int] = None  # filled by the runner on CUDA (profiler count)
+    graphed: bool = False  # replays a CUDA graph: its launches' floor is the in-graph latency
 
 
 @dataclasses.dataclass
@@ -171,8 +173,27 @@ def measure_machine(device: torch.device, timer: Timer, mib: int = 1024) -> Dict
     del src, dst
     copy_gbps = 2 * n * 4 / (copy.median_ms * 1e-3) / 1e9
     inplace_gbps = 2 * n * 4 / (inplace.median_ms * 1e-3) / 1e9
-    return {"bandwidth_GBps": max(copy_gbps, inplace_gbps), "copy_bandwidth_GBps": copy_gbps,
-            "inplace_bandwidth_GBps": inplace_gbps, "launch_latency_us": per_launch * 1e3}
+    machine = {"bandwidth_GBps": max(copy_gbps, inplace_gbps), "copy_bandwidth_GBps": copy_gbps,
+               "inplace_bandwidth_GBps": inplace_gbps, "launch_latency_us": per_launch * 1e3}
+    if device.type == "cuda":
+        # The same stream of tiny kernels recorded as one CUDA graph: a replay does not
+        # pay the host's per-launch cost, so a captured variant's floor is this latency.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            many_tiny()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            many_tiny()
+        machine["graph_launch_latency_us"] = timer.time(graph.replay).median_ms / launches * 1e3
+    return machine
+
+
+def launch_latency_us(machine: Dict[str, float], variant: Variant) -> float:
+    """The per-launch floor of `variant`: in a CUDA graph's replay, or launched one by one."""
+    return machine.get("graph_launch_latency_us", machine["launch_latency_us"]) if variant.graphed \
+        else machine["launch_latency_us"]
 
 
 def environment(device: torch.device) -> Dict[str, object]:
@@ -220,11 +241,11 @@ def evaluate(case: Case, timer: Timer, machine: Dict[str, float]) -> List[Dict[s
                      "bytes": case.bytes_moved, **case.info})
     by_name = {row["variant"]: row for row in rows}
     bandwidth_floor_ms = case.bytes_moved / (machine["bandwidth_GBps"] * 1e9) * 1e3
-    for row in rows:
+    for variant, row in zip(case.variants, rows):
         for peer in by_name:
             if peer != row["variant"]:
                 row[f"speedup_vs_{peer}"] = by_name[peer]["median_ms"] / row["median_ms"]
-        launch_floor_ms = (row["launches"] or 0) * machine["launch_latency_us"] * 1e-3
+        launch_floor_ms = (row["launches"] or 0) * launch_latency_us(machine, variant) * 1e-3
         floor_ms = max(bandwidth_floor_ms, launch_floor_ms)
         row["floor_ms"] = floor_ms
         # No floor for compute-bound cases (bytes_moved = 0) timed where launches are not counted.
@@ -260,15 +281,18 @@ def write_report(path_stem: str, env: Dict[str, object], machine: Dict[str, floa
                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with open(path_stem + ".json", "w") as handle:
         json.dump(payload, handle, indent=1, default=str)
+    graph_latency = (f" ({machine['graph_launch_latency_us']:.2f} us a kernel in a CUDA graph's replay)"
+                     if "graph_launch_latency_us" in machine else "")
     text = [f"# fastgan benchmarks on {env.get('gpu') or env.get('cpu')}", "",
             f"Command: `{command}`  ", f"Date: {payload['date']}  ",
             "Versions: " + ", ".join(f"{k} {env.get(k)}" for k in ("torch", "triton", "cuda", "python") if env.get(k)),
             "", f"Memory bandwidth {machine['bandwidth_GBps']:.1f} GB/s (read + write; copy "
             f"{machine['copy_bandwidth_GBps']:.1f}, in-place {machine['inplace_bandwidth_GBps']:.1f}), "
-            f"launch latency {machine['launch_latency_us']:.2f} us, every variant with {env['threads']} CPU "
-            "thread(s) (`--threads`).", "",
+            f"launch latency {machine['launch_latency_us']:.2f} us{graph_latency}, every variant with "
+            f"{env['threads']} CPU thread(s) (`--threads`).", "",
             "Medians over the repetitions; speed-ups are eager median / variant median; the floor is "
-            "max(bytes moved / bandwidth, launches x launch latency), launches counted on CUDA only.", "",
+            "max(bytes moved / bandwidth, launches x launch latency), launches counted on CUDA only (a variant "
+            "that replays a CUDA graph: the in-graph latency).", "",
             TABLE_HEADER + table_rows(rows)]
     with open(path_stem + ".md", "w") as handle:
         handle.write("\n".join(text))

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 import torch
+from conftest import requires_cuda
 
 from benchmarks import cases_clip
 from benchmarks.harness import TABLE_HEADER, Timer
@@ -124,3 +125,28 @@ def test_vae_suite_runs(tmp_path):
     assert rows == {(case, variant) for case in ("bernoulli 64x784 z128", "gaussian 64x3x64x64 z128")
                     for variant in ("eager", "fastgan-cpu")}
     assert all(r["median_ms"] > 0 for r in payload["results"])
+
+
+def test_a_graph_replay_has_the_in_graph_launch_floor(monkeypatch):
+    """A variant that replays a CUDA graph does not pay the host's per-launch cost: its
+    launch floor is launches x the in-graph latency, not x the one-by-one latency (which
+    put captured rows above 100% of their floor)."""
+    from benchmarks import harness
+
+    monkeypatch.setattr(harness, "count_launches", lambda fn, device: 10)
+    machine = {"bandwidth_GBps": 1.0, "launch_latency_us": 5.0, "graph_launch_latency_us": 2.0}
+    case = harness.Case("s", "c", 0, [harness.Variant("eager", lambda: None),
+                                      harness.Variant("eager+graph", lambda: None, graphed=True)])
+    rows = harness.evaluate(case, Timer(torch.device("cpu"), warmup=1, reps=2, flush_mib=1), machine)
+    assert [row["floor_ms"] for row in rows] == [pytest.approx(0.05), pytest.approx(0.02)]
+    del machine["graph_launch_latency_us"]  # a CPU run measures none
+    assert harness.launch_latency_us(machine, case.variants[1]) == 5.0
+
+
+@requires_cuda
+def test_machine_ceilings_on_cuda_include_the_graph_latency():
+    from benchmarks.harness import measure_machine
+
+    device = torch.device("cuda")
+    machine = measure_machine(device, Timer(device, warmup=1, reps=3), mib=16)
+    assert 0 < machine["graph_launch_latency_us"] < machine["launch_latency_us"] * 4
