@@ -19,19 +19,28 @@ namespace bias_act {
 namespace {
 
 // How an element span finds its channel (its bias, its share of the bias gradient):
-// no channel structure, one channel for the whole span, or one per element
-// (consecutive channels: inner == 1, e.g. (B, C) or channels-last), the bias
-// restarting at each row of `row` elements, so that one call covers many short rows.
-enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2 };
+// no channel structure, one channel for the whole span, one per element (consecutive
+// channels: inner == 1, e.g. (B, C) or channels-last), or one per run of `inner`
+// elements (NCHW's H x W), the bias restarting at each row of `channels` channels, so
+// that one call covers many short rows or runs (a call per 4x4 run cost 2.5x eager).
+enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2, kRunBias = 3 };
 
-// body(j, bias of element j) for j in [0, n): b[j % row] for kElementBias (a loop
-// over rows, each of which vectorises), b[0] for kSpanBias, 0 for kNoBias.
+// body(j, bias of element j) for j in [0, n): b[j % channels] for kElementBias (a loop
+// over rows, each of which vectorises), b[(j / inner) % channels] for kRunBias (a span
+// starting at a run; its last run may be cut short), b[0] for kSpanBias, 0 for kNoBias.
 template <int BIAS, typename T, typename scalar_t, typename Body>
-FASTGAN_CPU_INLINE void for_each_element(int64_t n, int64_t row, const scalar_t* __restrict__ b, const Body& body) {
+FASTGAN_CPU_INLINE void for_each_element(int64_t n, int64_t channels, int64_t inner, const scalar_t* __restrict__ b,
+                                         const Body& body) {
   if constexpr (BIAS == kElementBias) {
-    for (int64_t r = 0; r < n; r += row) {
-      const int64_t m = std::min(row, n - r);
+    for (int64_t r = 0; r < n; r += channels) {
+      const int64_t m = std::min(channels, n - r);
       for (int64_t k = 0; k < m; ++k) body(r + k, static_cast<T>(b[k]));
+    }
+  } else if constexpr (BIAS == kRunBias) {
+    for (int64_t r = 0, c = 0; r < n; r += inner, c = c + 1 == channels ? 0 : c + 1) {
+      const int64_t m = std::min(inner, n - r);
+      const T bias = static_cast<T>(b[c]);
+      for (int64_t k = 0; k < m; ++k) body(r + k, bias);
     }
   } else {
     const T bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
@@ -41,10 +50,10 @@ FASTGAN_CPU_INLINE void for_each_element(int64_t n, int64_t row, const scalar_t*
 
 template <int ACT, int BIAS, typename scalar_t>
 FASTGAN_CPU_CLONES void forward_span(scalar_t* __restrict__ y, const scalar_t* __restrict__ x,
-                                     const scalar_t* __restrict__ b, int64_t n, int64_t row,
+                                     const scalar_t* __restrict__ b, int64_t n, int64_t channels, int64_t inner,
                                      const Params<acc_t<scalar_t>> p) {
   using T = acc_t<scalar_t>;
-  for_each_element<BIAS, T>(n, row, b, [&](int64_t j, T bias) {
+  for_each_element<BIAS, T>(n, channels, inner, b, [&](int64_t j, T bias) {
     y[j] = static_cast<scalar_t>(forward_element<ACT>(static_cast<T>(x[j]), bias, p));
   });
 }
@@ -54,10 +63,10 @@ FASTGAN_CPU_CLONES void forward_span(scalar_t* __restrict__ y, const scalar_t* _
 template <int ACT, bool FROM_Y, int BIAS, typename scalar_t>
 FASTGAN_CPU_CLONES void grad_span(scalar_t* __restrict__ dx, const scalar_t* __restrict__ dy, int64_t dy_step,
                                   const scalar_t* __restrict__ ref, const scalar_t* __restrict__ b, int64_t n,
-                                  int64_t row, const Params<acc_t<scalar_t>> p) {
+                                  int64_t channels, int64_t inner, const Params<acc_t<scalar_t>> p) {
   using T = acc_t<scalar_t>;
   const T dy0 = static_cast<T>(dy[0]);
-  for_each_element<BIAS, T>(n, row, b, [&](int64_t j, T bias) {
+  for_each_element<BIAS, T>(n, channels, inner, b, [&](int64_t j, T bias) {
     const T r = ACT == kLinear ? T(0) : static_cast<T>(ref[j]);
     const T g = dy_step == 0 ? dy0 : static_cast<T>(dy[j]);
     dx[j] = static_cast<scalar_t>(grad_element<ACT, FROM_Y>(g, r, bias, p));
@@ -68,9 +77,9 @@ template <int ACT, bool FROM_Y, int BIAS, bool NEED_DDY, typename scalar_t>
 FASTGAN_CPU_CLONES void grad2_span(scalar_t* __restrict__ d_dy, scalar_t* __restrict__ d_ref,
                                    const scalar_t* __restrict__ ddx, const scalar_t* __restrict__ dy,
                                    const scalar_t* __restrict__ ref, const scalar_t* __restrict__ b, int64_t n,
-                                   int64_t row, const Params<acc_t<scalar_t>> p) {
+                                   int64_t channels, int64_t inner, const Params<acc_t<scalar_t>> p) {
   using T = acc_t<scalar_t>;
-  for_each_element<BIAS, T>(n, row, b, [&](int64_t j, T bias) {
+  for_each_element<BIAS, T>(n, channels, inner, b, [&](int64_t j, T bias) {
     T a, r;
     grad2_element<ACT, FROM_Y>(static_cast<T>(ddx[j]), static_cast<T>(dy[j]), static_cast<T>(ref[j]), bias, p, a,
                                r);
@@ -79,35 +88,45 @@ FASTGAN_CPU_CLONES void grad2_span(scalar_t* __restrict__ d_dy, scalar_t* __rest
   });
 }
 
-// Adds dx's n elements to the bias gradient's sums: acc[j % row] += dx[j] over
-// consecutive channels (kElementBias), acc[0] += sum(dx) within one channel
-// (kSpanBias). The sums are of the stored (rounded) dx, in double, so db is dx summed
-// whatever the dtype.
+// Sum of dx[0..n) in double, in four lanes.
+template <typename scalar_t>
+FASTGAN_CPU_INLINE double span_sum(const scalar_t* __restrict__ dx, int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4)
+    for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(dx[j + k]);
+  for (; j < n; ++j) s[0] += static_cast<double>(dx[j]);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// Adds dx's n elements to the bias gradient's sums, the channels as for_each_element
+// finds them: acc[j % channels] += dx[j] (kElementBias), acc[c] += sum of run c's dx
+// (kRunBias), acc[0] += sum(dx) (kSpanBias). The sums are of the stored (rounded) dx,
+// in double, so db is dx summed whatever the dtype.
 template <int MODE, typename scalar_t>
 FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_t* __restrict__ dx, int64_t n,
-                                         int64_t row) {
+                                         int64_t channels, int64_t inner) {
   if constexpr (MODE == kElementBias) {
-    for (int64_t r = 0; r < n; r += row) {
-      const int64_t m = std::min(row, n - r);
+    for (int64_t r = 0; r < n; r += channels) {
+      const int64_t m = std::min(channels, n - r);
       for (int64_t k = 0; k < m; ++k) acc[k] += static_cast<double>(dx[r + k]);
     }
+  } else if constexpr (MODE == kRunBias) {
+    for (int64_t r = 0, c = 0; r < n; r += inner, c = c + 1 == channels ? 0 : c + 1)
+      acc[c] += span_sum(dx + r, std::min(inner, n - r));
   } else {
-    double s[4] = {0, 0, 0, 0};
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4)
-      for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(dx[j + k]);
-    for (; j < n; ++j) s[0] += static_cast<double>(dx[j]);
-    acc[0] += (s[0] + s[1]) + (s[2] + s[3]);
+    acc[0] += span_sum(dx, n);
   }
 }
 
 // Runs span(offset, length, channel, BiasMode) over all n elements in blocks of
 // `block` elements shared among threads; a span stays inside its block, o / block.
-// Without `by_channel` a span is a whole block (kNoBias); with it, a span covers one
-// channel (kSpanBias), or consecutive channels from `channel` on (kElementBias): the
-// rest of a row, then the block's whole rows and a part of the next in one span
-// (channel 0), which the kernels walk row by row, so no element looks its channel
-// up by division and short rows cost no call each.
+// Without `by_channel` a span is a whole block (kNoBias); with it, a span covers the
+// rest of a channel's run (kSpanBias), or consecutive channels from `channel` on
+// (kElementBias for inner == 1, kRunBias for runs of inner elements): the rest of a
+// row, then the block's whole rows and a part of the next in one span (channel 0),
+// which the kernels walk row by row, so no element looks its channel up by division
+// and short rows or runs cost no call each.
 template <typename Span>
 void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span, int64_t block = kCpuChunk) {
   const int64_t inner = layout.inner, channels = layout.channels;
@@ -120,11 +139,19 @@ void for_each_span(const FlatLayout& layout, bool by_channel, const Span& span, 
       if (begin + head < end)
         span(begin + head, end - begin - head, int64_t{0}, std::integral_constant<int, kElementBias>{});
     } else {
-      for (int64_t o = begin; o < end;) {
-        const int64_t q = o / inner, len = std::min((q + 1) * inner - o, end - o);
-        span(o, len, q % channels, std::integral_constant<int, kSpanBias>{});
+      int64_t o = begin;
+      if (o % inner != 0) {  // the rest of a run
+        const int64_t len = std::min(inner - o % inner, end - o);
+        span(o, len, (o / inner) % channels, std::integral_constant<int, kSpanBias>{});
         o += len;
       }
+      const int64_t c = (o / inner) % channels;
+      if (o < end && c != 0) {  // the rest of a row
+        const int64_t len = std::min((channels - c) * inner, end - o);
+        span(o, len, c, std::integral_constant<int, kRunBias>{});
+        o += len;
+      }
+      if (o < end) span(o, end - o, int64_t{0}, std::integral_constant<int, kRunBias>{});
     }
   }, block);
 }
@@ -149,7 +176,7 @@ at::Tensor bias_act_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& b,
       const scalar_t* b = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
       for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
         forward_span<decltype(a)::value, decltype(mode)::value>(y + o, xp + o, b == nullptr ? b : b + c, len,
-                                                                 l.layout.channels, p);
+                                                                 l.layout.channels, l.layout.inner, p);
       });
     });
   });
@@ -161,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
                                                      const c10::optional<at::Tensor>& y, int64_t act, double alpha,
                                                      double gain, int64_t dim, bool need_db) {
   Launch l = prepare_grad(dy, x, b, y, act, alpha, gain, dim, need_db, /*read_broadcast_dy=*/true);
-  const int64_t channels = l.layout.channels, block = grad_block(l.layout.n, channels, need_db);
+  const int64_t channels = l.layout.channels, inner = l.layout.inner, block = grad_block(l.layout.n, channels, need_db);
   const int64_t blocks = (l.layout.n + block - 1) / block;
   if (l.layout.n == 0) {
     if (need_db) l.out2.zero_();
@@ -186,14 +213,14 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
           const scalar_t* r = ACT == kLinear ? ref : ref + o;
           const scalar_t* dyp = dy0 + o * dy_step;
           if constexpr (FROM_Y || ACT == kLinear) {
-            grad_span<ACT, FROM_Y, kNoBias>(dx + o, dyp, dy_step, r, bias, len, channels, p);
+            grad_span<ACT, FROM_Y, kNoBias>(dx + o, dyp, dy_step, r, bias, len, channels, inner, p);
           } else if (bias != nullptr) {
-            grad_span<ACT, false, MODE>(dx + o, dyp, dy_step, r, bias + c, len, channels, p);
+            grad_span<ACT, false, MODE>(dx + o, dyp, dy_step, r, bias + c, len, channels, inner, p);
           } else {
-            grad_span<ACT, false, kNoBias>(dx + o, dyp, dy_step, r, bias, len, channels, p);
+            grad_span<ACT, false, kNoBias>(dx + o, dyp, dy_step, r, bias, len, channels, inner, p);
           }
           if constexpr (MODE != kNoBias)
-            if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / block) * channels + c, dx + o, len, channels);
+            if (acc != nullptr) add_to_bias_grad<MODE>(acc + (o / block) * channels + c, dx + o, len, channels, inner);
         }, block);
       };
       if constexpr (ACT == kRelu || ACT == kLrelu || ACT == kTanh || ACT == kSigmoid) {
@@ -235,7 +262,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, con
               for_each_span(l.layout, false, [&](int64_t o, int64_t len, int64_t, auto) {
                 grad2_span<ACT, true, kNoBias, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o, dyp + o,
                                                      ref + o, static_cast<const scalar_t*>(nullptr), len,
-                                                     l.layout.channels, p);
+                                                     l.layout.channels, l.layout.inner, p);
               });
             }
           } else {
@@ -243,7 +270,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, con
             for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
               grad2_span<ACT, false, decltype(mode)::value, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o,
                                                                    dyp + o, ref + o, b == nullptr ? b : b + c, len,
-                                                                   l.layout.channels, p);
+                                                                   l.layout.channels, l.layout.inner, p);
             });
           }
         };

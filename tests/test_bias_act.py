@@ -169,14 +169,16 @@ def test_grad_op_sums_the_bias_gradient(namespace, shape, dim):
     assert no_db.numel() == 0
 
 
-@pytest.mark.parametrize("shape", [(5, 7), (1000, 37), (300, 130), (2, 3, 50000)])
+@pytest.mark.parametrize("shape,dim", [((5, 7), 1), ((1000, 37), 1), ((300, 130), 1), ((2, 3, 50000), 2),
+                                       ((120, 37, 3, 3), 1), ((64, 130, 2, 2), 1), ((3, 5, 4, 4), 1)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_cpu_kernels_over_runs_of_rows(shape, threads):
+def test_cpu_kernels_over_runs_of_rows(shape, dim, threads):
     # (B, C) and channels-last-like layouts (dim = last) walk a run of whole rows per
     # kernel call, after the rest of a row a CPU chunk starts in; C = 37 and 130 do not
-    # divide the chunk, so chunks start mid-row. All three kernels, with the bias used
-    # by each (silu takes f' from z = x + b), against the eager reference.
-    dim = len(shape) - 1
+    # divide the chunk, so chunks start mid-row. NCHW walks runs of H x W elements the
+    # same way: 3 x 3 runs do not divide the chunk either, so one starts mid-run. All
+    # three kernels, with the bias used by each (silu takes f' from z = x + b), against
+    # the eager reference.
     g = torch.Generator().manual_seed(11)
     x, dy, ddx = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
     b = torch.randn(shape[dim], generator=g, dtype=torch.float64)
