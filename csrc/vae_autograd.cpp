@@ -178,7 +178,7 @@ struct VaeLossBackwardFunction : public FusedFunction<VaeLossBackwardFunction<NS
       if (!G.defined() || S.sym_numel() == 0) continue;
       if (ctx->needs_input_grad(0)) {
         const auto acc = S.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-        at::Tensor dot = G.mul(S);
+        at::Tensor dot = G.to(acc).mul(S);  // products in acc, as gan_loss_autograd.cpp's dot
         std::vector<int64_t> features(S.dim() - 1);  // every dimension but the batch
         for (int64_t k = 1; k < S.dim(); ++k) features[k - 1] = k;
         dot = !per_row ? dot.sum(acc) : features.empty() ? dot.to(acc) : dot.sum(features, false, acc);
