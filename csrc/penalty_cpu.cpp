@@ -203,7 +203,7 @@ at::Tensor grad_norm_penalty_backward_cpu(const at::Tensor& grad_loss, const at:
     std::vector<T> coef(rows);
     for (int64_t row = 0; row < rows; ++row) {
       const T upstream = static_cast<T>(gop[reduction == kPenaltyNone ? row : 0]);
-      coef[row] = upstream * row_weight * penalty_coef(np[row], static_cast<T>(center), one_sided);
+      coef[row] = penalty_row_scale(upstream, row_weight, np[row], static_cast<T>(center), one_sided);
     }
     cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
       scale_rows<false>(op + row * n + begin, gp + row * n + begin, coef.data() + row, count, n, len);

@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kThreads)
     int64_t row, begin, end;
     items.locate(item, row, begin, end);
     const T upstream = static_cast<T>(grad_loss[reduction == kPenaltyNone ? row : 0]);
-    const T coef = upstream * row_weight * penalty_coef(norms[row], center, one_sided);
+    const T coef = penalty_row_scale(upstream, row_weight, norms[row], center, one_sided);
     const int64_t o = row * items.row_len;
     for_each_in_range<VEC>(
         o + begin, o + end, aligned,

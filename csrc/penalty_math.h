@@ -11,6 +11,8 @@
 // gives 0), and coef = 2 for c = 0 (no division: R1 at a zero gradient is finite).
 #pragma once
 
+#include <limits>
+
 #include "common.h"
 
 namespace fastgan {
@@ -30,6 +32,19 @@ FASTGAN_HD T penalty_coef(T norm, T center, bool one_sided) {
   if (one_sided && norm <= center) return T(0);
   if (norm == T(0)) return T(0);
   return T(2) * (norm - center) / norm;
+}
+
+// A row's factor of dP/dg: upstream * row_weight * coef(n). Where n is so small that
+// 2 (n - c) / n overflows (a float32 row norm below about 6e-39 * c, i.e. subnormal), the
+// row gets 0, as eager's norm backward gives it, rather than an infinite gradient that
+// would turn a critic's weights to NaN. NaN and an infinite upstream gradient propagate.
+template <typename T>
+FASTGAN_HD T penalty_row_scale(T upstream, T row_weight, T norm, T center, bool one_sided) {
+  const T scale = upstream * row_weight * penalty_coef(norm, center, one_sided);
+  constexpr T kMax = std::numeric_limits<T>::max();
+  const bool overflowed = !(scale <= kMax && scale >= -kMax) && scale == scale && upstream <= kMax &&
+                          upstream >= -kMax && norm <= kMax;
+  return overflowed ? T(0) : scale;
 }
 
 // Scale that turns a row's term into its share of P: w, w, or w / B.

@@ -8,7 +8,8 @@ data) and long rows (images) are handled alike:
                      them into norms, terms and the reduced loss in a fixed order)
                      n_b = ||g_b||,  P = w * (n_b - c)^2  (one-sided: max(0, .)^2), reduced
     penalty backward dP/dg_b = upstream_b * row_weight * coef(n_b) * g_b,
-                     coef(n) = 2 (n - c) / n  (0 where flat or at n = 0; 2 when c = 0)
+                     coef(n) = 2 (n - c) / n  (0 where flat, at n = 0 or where a tiny n overflows
+                     the row's factor; 2 when c = 0)
 """
 from typing import Tuple
 
@@ -122,6 +123,10 @@ def _penalty_backward_kernel(out, grads, grad_loss, norms, center: tl.float64, w
         coef = tl.where(norm <= center, 0.0, coef)
     coef = tl.where(center == 0, 2.0, coef)  # centers are >= 0: one-sided is two-sided at 0
     scale = upstream * weight * coef
+    # as csrc/penalty_math.h's penalty_row_scale: 0 where a tiny norm made coef overflow
+    inf = float("inf")
+    overflowed = (tl.abs(scale) == inf) & (tl.abs(upstream) < inf) & (norm < inf)
+    scale = tl.where(overflowed, 0.0, scale)
     g = tl.load(grads + base + offsets, mask=mask).to(norm.dtype)
     tl.store(out + base + offsets, (scale * g).to(out.dtype.element_ty), mask=mask)
 

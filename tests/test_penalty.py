@@ -216,6 +216,27 @@ def test_penalty_zero_gradient_rows_are_finite(device, backend, case):
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("weight", [1.0, 10.0])
+def test_penalty_rows_of_subnormal_norm_get_no_gradient(device, backend, dtype, weight):
+    """A row whose norm is subnormal makes 2 (n - c) / n overflow: its gradient is 0, as
+    eager's norm backward gives, not -inf (the CPU kernel's was). Other rows are
+    unaffected; an infinite upstream gradient still propagates."""
+    grads = _randn((3, 4), torch.float32, device, 18)
+    grads[1] = torch.tensor([1e-40, -2e-40, 0.0, 3e-41])
+    grads = grads.to(dtype).requires_grad_(True)
+    out = grad_norm_penalty(grads, weight=weight, backend=backend)
+    (g,) = torch.autograd.grad(out, grads)
+    assert torch.equal(g[1], torch.zeros_like(g[1])), g[1]
+    ref = grads.detach().double().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(reference.grad_norm_penalty(ref, weight=weight), ref)
+    torch.testing.assert_close(g[[0, 2]].double(), g_ref[[0, 2]], atol=0, rtol=4 * torch.finfo(dtype).eps)
+    (g_inf,) = torch.autograd.grad(grad_norm_penalty(grads, weight=weight, backend=backend), grads,
+                                   torch.tensor(float("inf"), device=device, dtype=dtype))
+    assert torch.isinf(g_inf[0]).any()
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
 def test_penalty_propagates_nan(device, backend):
     grads = _randn((3, 4), torch.float32, device, 16)
     grads[2, 1] = float("nan")
