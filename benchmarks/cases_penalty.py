@@ -20,7 +20,7 @@ from fastgan.nn import FusedBiasAct, fuse_bias_act
 from fastgan.ops import grad_norm_penalty, gradient_penalty, interpolate
 
 from .cases_clip import _fastgan_backends
-from .harness import Case, Variant
+from .harness import Case, Variant, graph_replay
 
 PIECE_SHAPES = [(256, 2), (64, 3, 32, 32), (64, 3, 64, 64), (16, 3, 256, 256), (16, 3, 1024, 1024)]
 
@@ -82,19 +82,6 @@ def _eager_penalty(critic, real, fake, eps):
     return reference.gradient_penalty(critic, real, fake, eps, weight=10.0)
 
 
-def _graph_replay(step: Callable[[], None]) -> Callable[[], None]:
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
-
-
 def step_cases(device: torch.device, with_compile: bool, sizes: str) -> Iterator[Case]:
     for name, build, shape in _critics(device, sizes):
         torch.manual_seed(0)
@@ -118,10 +105,10 @@ def step_cases(device: torch.device, with_compile: bool, sizes: str) -> Iterator
                 if device.type == "cuda" and backend == "cuda":
                     step, _ = _critic_step(fuse_bias_act(base, backend=backend), real, fake, eps, fused_penalty,
                                            capturable=True)
-                    variants.append(Variant("fastgan-cuda+fused-critic+cuda-graph", _graph_replay(step), graphed=True))
+                    variants.append(Variant("fastgan-cuda+fused-critic+cuda-graph", graph_replay(step), graphed=True))
         if device.type == "cuda":
             step, _ = _critic_step(copy.deepcopy(base), real, fake, eps, _eager_penalty, capturable=True)
-            variants.append(Variant("eager+cuda-graph", _graph_replay(step), graphed=True))
+            variants.append(Variant("eager+cuda-graph", graph_replay(step), graphed=True))
         if with_compile:
             torch._dynamo.config.trace_autograd_ops = True
             critic = copy.deepcopy(base)

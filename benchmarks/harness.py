@@ -151,6 +151,21 @@ def count_launches(fn: Callable[[], object], device: torch.device) -> Optional[i
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
+def graph_replay(step: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
+    """`step` recorded as a CUDA graph on the current device, after `warmup` calls on a
+    side stream; returns the graph's replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 def measure_machine(device: torch.device, timer: Timer, mib: int = 1024) -> Dict[str, float]:
     """Memory bandwidth (GB/s, bytes read + written) and per-launch latency (us).
 
@@ -180,15 +195,7 @@ def measure_machine(device: torch.device, timer: Timer, mib: int = 1024) -> Dict
         # pay the host's per-launch cost, so a captured variant's floor is this latency.
         # Not measured on CUDA before: a failure is reported and leaves the suites running.
         try:
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                many_tiny()
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                many_tiny()
-            machine["graph_launch_latency_us"] = timer.time(graph.replay).median_ms / launches * 1e3
+            machine["graph_launch_latency_us"] = timer.time(graph_replay(many_tiny)).median_ms / launches * 1e3
         except RuntimeError as exc:
             print(f"graph launch latency not measured ({exc}): captured variants get the one-by-one latency")
     return machine
