@@ -42,8 +42,7 @@ template <typename T>
 FASTGAN_HD T penalty_row_scale(T upstream, T row_weight, T norm, T center, bool one_sided) {
   const T scale = upstream * row_weight * penalty_coef(norm, center, one_sided);
   constexpr T kMax = std::numeric_limits<T>::max();
-  const bool overflowed = !(scale <= kMax && scale >= -kMax) && scale == scale && upstream <= kMax &&
-                          upstream >= -kMax && norm <= kMax;
+  const bool overflowed = (scale > kMax || scale < -kMax) && upstream <= kMax && upstream >= -kMax && norm <= kMax;
   return overflowed ? T(0) : scale;
 }
 
