@@ -25,6 +25,13 @@ namespace {
 // that one call covers many short rows or runs (a call per 4x4 run cost 2.5x eager).
 enum BiasMode : int { kNoBias = 0, kSpanBias = 1, kElementBias = 2, kRunBias = 3 };
 
+// fn(begin, length, channel) for each run of `inner` elements in [0, n), the channel
+// cycling from 0 through `channels` (the last run may be cut short).
+template <typename Fn>
+FASTGAN_CPU_INLINE void for_each_run(int64_t n, int64_t channels, int64_t inner, const Fn& fn) {
+  for (int64_t r = 0, c = 0; r < n; r += inner, c = c + 1 == channels ? 0 : c + 1) fn(r, std::min(inner, n - r), c);
+}
+
 // body(j, bias of element j) for j in [0, n): b[j % channels] for kElementBias (a loop
 // over rows, each of which vectorises), b[(j / inner) % channels] for kRunBias (a span
 // starting at a run; its last run may be cut short), b[0] for kSpanBias, 0 for kNoBias.
@@ -37,11 +44,10 @@ FASTGAN_CPU_INLINE void for_each_element(int64_t n, int64_t channels, int64_t in
       for (int64_t k = 0; k < m; ++k) body(r + k, static_cast<T>(b[k]));
     }
   } else if constexpr (BIAS == kRunBias) {
-    for (int64_t r = 0, c = 0; r < n; r += inner, c = c + 1 == channels ? 0 : c + 1) {
-      const int64_t m = std::min(inner, n - r);
+    for_each_run(n, channels, inner, [&](int64_t r, int64_t m, int64_t c) __attribute__((always_inline)) {
       const T bias = static_cast<T>(b[c]);
       for (int64_t k = 0; k < m; ++k) body(r + k, bias);
-    }
+    });
   } else {
     const T bias = BIAS == kSpanBias ? static_cast<T>(b[0]) : T(0);
     for (int64_t j = 0; j < n; ++j) body(j, bias);
@@ -119,8 +125,8 @@ FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_
       for (int64_t k = 0; k < m; ++k) acc[k] += static_cast<double>(dx[r + k]);
     }
   } else if constexpr (MODE == kRunBias) {
-    for (int64_t r = 0, c = 0; r < n; r += inner, c = c + 1 == channels ? 0 : c + 1)
-      acc[c] += span_sum(dx + r, std::min(inner, n - r));
+    for_each_run(n, channels, inner,
+                 [&](int64_t r, int64_t m, int64_t c) __attribute__((always_inline)) { acc[c] += span_sum(dx + r, m); });
   } else {
     acc[0] += span_sum(dx, n);
   }
