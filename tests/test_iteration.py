@@ -2,15 +2,17 @@
 sequence of critic and generator steps the loop ran before; on CUDA one graph per
 iteration that follows a learning-rate schedule and replays like the eager steps."""
 import copy
+import sys
 
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import cpu_backends, requires_cuda
 
 import fastgan.models as models
 from fastgan.train import recipes
 from fastgan.train.graphs import check_capturable
 from fastgan.train.iteration import TrainIteration, match_capturable
+from fastgan.train.loop import TrainConfig, build_models
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -148,6 +150,53 @@ def test_capture_is_refused_on_the_cpu_naming_the_reason():
     recipe, gen, critic, opt_g, opt_d = _setup("gan", capturable=True)
     with pytest.raises(ValueError, match="needs CUDA.*cpu"):
         check_capturable([gen, critic], [opt_g, opt_d])
+
+
+#: Tensor methods that read values on the host: on CUDA each synchronises, and inside a
+#: capture raises (operation not permitted when stream is capturing).
+HOST_READS = ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__float__", "__int__", "__index__")
+
+#: (recipe, overrides, data): every loss, penalty and optimizer path of `fastgan train`
+RECORDED_CASES = [("gan", {}, "8gaussians"), ("gan", dict(r1_gamma=0.5, reg_every=2), "8gaussians"),
+                  ("wgan", {}, "8gaussians"), ("wgan-gp", {}, "digits"), ("r3gan", {}, "8gaussians"),
+                  ("r3gan", dict(approximate_penalty=True), "8gaussians")]
+
+
+@pytest.mark.parametrize("backend", cpu_backends("cpu", "triton"))
+@pytest.mark.parametrize("name, overrides, data", RECORDED_CASES,
+                         ids=[f"{n}-{d}{'-' if o else ''}{'-'.join(o)}" for n, o, d in RECORDED_CASES])
+def test_iteration_reads_no_tensor_value_on_the_host(name, overrides, data, backend, monkeypatch):
+    """What the CUDA graph records must not read a tensor's value on the host: fastgan's
+    code (its Triton op bodies included) called during an iteration uses no HOST_READS.
+    Checked on the CPU, where CI runs it; take_means, which reads outside the graph, is
+    the guard's own positive control."""
+    config = TrainConfig(recipe=name, data=data, hidden=16, backend=backend).resolved()
+    recipe = recipes.get_recipe(name, data=data, n_critic=2, **overrides)
+    torch.manual_seed(0)
+    nets = build_models(config)
+    opt_g, opt_d = recipes.make_optimizers(recipe, nets["generator"], nets["critic"], backend=backend)
+    iteration = TrainIteration(recipe, nets["generator"], nets["critic"], opt_g, opt_d,
+                               latent_dim=config.latent_dim, backend=backend)
+    shape = (recipe.n_critic, 4, 1, 8, 8) if data == "digits" else (recipe.n_critic, 16, 2)
+    reals = torch.randn(shape)
+    iteration(reals, 0)  # the eager first call, as before a recording
+    reads = []
+
+    def watched(method_name, method):
+        def call(*args, **kwargs):
+            caller = sys._getframe(1)
+            if caller.f_globals.get("__name__", "").split(".")[0] in ("fastgan", "kernels"):
+                reads.append(f"{method_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
+            return method(*args, **kwargs)
+        return call
+
+    for method_name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, method_name, watched(method_name, getattr(torch.Tensor, method_name)))
+    for index in range(1, 4):
+        iteration(reals, index * recipe.n_critic)
+    assert reads == []
+    iteration.take_means()
+    assert reads and reads[0].startswith("tolist at ") and "iteration.py" in reads[0]
 
 
 # ---- CUDA: one graph per iteration ----
