@@ -12,6 +12,7 @@
 
 #include "bias_act_host.h"
 #include "cpu_multi_tensor.h"
+#include "cpu_types.h"
 #include "namespaces.h"
 
 namespace fastgan {
@@ -181,12 +182,12 @@ at::Tensor bias_act_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& b,
                         double gain, int64_t dim) {
   Launch l = prepare_forward(x, b, act, dim);
   if (l.layout.n == 0) return l.out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_act_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(x.scalar_type(), "bias_act_cpu", [&] {
     const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
-    scalar_t* y = l.out.data_ptr<scalar_t>();
-    const scalar_t* xp = l.in0.data_ptr<scalar_t>();
+    scalar_t* y = cpu_data<scalar_t>(l.out);
+    const scalar_t* xp = cpu_data<scalar_t>(l.in0);
     dispatch_act(static_cast<int>(act), [&](auto a) {
-      const scalar_t* b = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* b = l.bias.defined() ? cpu_data<scalar_t>(l.bias) : nullptr;
       for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
         forward_span<decltype(a)::value, decltype(mode)::value>(y + o, xp + o, b == nullptr ? b : b + c, len,
                                                                  l.layout.channels, l.layout.inner, p);
@@ -210,13 +211,13 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
   // Per block, per channel sums of dx: added up in block order, so db does not depend on the thread count.
   c10::SmallVector<double, 512> block_sums(need_db ? blocks * channels : 0, 0.0);
   double* acc = need_db ? block_sums.data() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "bias_act_grad_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(dy.scalar_type(), "bias_act_grad_cpu", [&] {
     const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
-    scalar_t* dx = l.out.data_ptr<scalar_t>();
-    const scalar_t* dy0 = l.in0.data_ptr<scalar_t>();
+    scalar_t* dx = cpu_data<scalar_t>(l.out);
+    const scalar_t* dy0 = cpu_data<scalar_t>(l.in0);
     const int64_t dy_step = l.in0_broadcast ? 0 : 1;
-    const scalar_t* ref = l.in1.defined() ? l.in1.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* bias = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ref = l.in1.defined() ? cpu_data<scalar_t>(l.in1) : nullptr;
+    const scalar_t* bias = l.bias.defined() ? cpu_data<scalar_t>(l.bias) : nullptr;
     dispatch_act(static_cast<int>(act), [&](auto a) {
       constexpr int ACT = decltype(a)::value;
       auto pass = [&](auto from_y) {
@@ -244,7 +245,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad_cpu(const at::Tensor& dy, const
     if (need_db) {  // block k's sums join the totals in block order, read a block's row at a time
       for (int64_t k = 1; k < blocks; ++k)
         for (int64_t c = 0; c < channels; ++c) block_sums[c] += block_sums[k * channels + c];
-      scalar_t* db = l.out2.data_ptr<scalar_t>();
+      scalar_t* db = cpu_data<scalar_t>(l.out2);
       for (int64_t c = 0; c < channels; ++c) db[c] = static_cast<scalar_t>(block_sums[c]);
     }
   });
@@ -258,13 +259,13 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, con
                                                       double gain, int64_t dim, bool need_ddy) {
   Launch l = prepare_grad2(ddx, dy, x, b, y, act, alpha, gain, dim, need_ddy);
   if (l.layout.n == 0) return {l.out, l.out2};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ddx.scalar_type(), "bias_act_grad2_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(ddx.scalar_type(), "bias_act_grad2_cpu", [&] {
     const auto p = make_params<acc_t<scalar_t>>(alpha, gain);
-    scalar_t* d_dy = need_ddy ? l.out.data_ptr<scalar_t>() : nullptr;
-    scalar_t* d_ref = l.out2.data_ptr<scalar_t>();
-    const scalar_t* ddxp = l.in0.data_ptr<scalar_t>();
-    const scalar_t* dyp = l.in1.data_ptr<scalar_t>();
-    const scalar_t* ref = l.in2.data_ptr<scalar_t>();
+    scalar_t* d_dy = need_ddy ? cpu_data<scalar_t>(l.out) : nullptr;
+    scalar_t* d_ref = cpu_data<scalar_t>(l.out2);
+    const scalar_t* ddxp = cpu_data<scalar_t>(l.in0);
+    const scalar_t* dyp = cpu_data<scalar_t>(l.in1);
+    const scalar_t* ref = cpu_data<scalar_t>(l.in2);
     dispatch_act(static_cast<int>(act), [&](auto a) {
       constexpr int ACT = decltype(a)::value;
       if constexpr (has_second_order(ACT)) {
@@ -279,7 +280,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_grad2_cpu(const at::Tensor& ddx, con
               });
             }
           } else {
-            const scalar_t* b = l.bias.defined() ? l.bias.data_ptr<scalar_t>() : nullptr;
+            const scalar_t* b = l.bias.defined() ? cpu_data<scalar_t>(l.bias) : nullptr;
             for_each_span(l.layout, b != nullptr, [&](int64_t o, int64_t len, int64_t c, auto mode) {
               grad2_span<ACT, false, decltype(mode)::value, NEED>(NEED ? d_dy + o : nullptr, d_ref + o, ddxp + o,
                                                                    dyp + o, ref + o, b == nullptr ? b : b + c, len,

@@ -5,6 +5,7 @@
 #include "clip_host.h"
 #include "clip_math.h"
 #include "cpu_multi_tensor.h"
+#include "cpu_types.h"
 #include "tensor_lists.h"
 
 namespace fastgan {
@@ -37,11 +38,11 @@ FASTGAN_CPU_CLONES void rmsprop_clip_span(scalar_t* __restrict__ p, const scalar
 void clip_cpu(at::TensorList tensors, double clip_value) {
   if (tensors.empty()) return;
   FlatTensorLists flat = flatten_tensor_lists({tensors}, {true}, {"tensors"}, "fastgan::clip_");
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tensors[0].scalar_type(), "clip_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(tensors[0].scalar_type(), "clip_cpu", [&] {
     const scalar_t hi = static_cast<scalar_t>(clip_value);
     const scalar_t lo = static_cast<scalar_t>(-clip_value);
     std::vector<scalar_t*> data;
-    for (auto& t : flat.lists[0]) data.push_back(t.data_ptr<scalar_t>());
+    for (auto& t : flat.lists[0]) data.push_back(cpu_data<scalar_t>(t));
     cpu_for_each_chunk(flat.numels, [&](int64_t t, int64_t begin, int64_t end) {
       clip_span(data[t] + begin, end - begin, lo, hi);
     });
@@ -57,11 +58,11 @@ void rmsprop_clip_lists_cpu(FlatTensorLists& flat, const RmspropClipHyper<acc_t<
   std::vector<scalar_t*> param(n), square(n), gavg(n, nullptr), buf(n, nullptr);
   std::vector<const scalar_t*> grad(n);
   for (size_t i = 0; i < n; ++i) {
-    param[i] = flat.lists[0][i].data_ptr<scalar_t>();
-    grad[i] = flat.lists[1][i].data_ptr<scalar_t>();
-    square[i] = flat.lists[2][i].data_ptr<scalar_t>();
-    if (CENTERED) gavg[i] = flat.lists[3][i].data_ptr<scalar_t>();
-    if (MOMENTUM) buf[i] = flat.lists[3 + CENTERED][i].data_ptr<scalar_t>();
+    param[i] = cpu_data<scalar_t>(flat.lists[0][i]);
+    grad[i] = cpu_data<scalar_t>(flat.lists[1][i]);
+    square[i] = cpu_data<scalar_t>(flat.lists[2][i]);
+    if (CENTERED) gavg[i] = cpu_data<scalar_t>(flat.lists[3][i]);
+    if (MOMENTUM) buf[i] = cpu_data<scalar_t>(flat.lists[3 + CENTERED][i]);
   }
   cpu_for_each_chunk(flat.numels, [&](int64_t t, int64_t begin, int64_t end) {
     rmsprop_clip_span<CENTERED, MOMENTUM>(param[t] + begin, grad[t] + begin, square[t] + begin,
@@ -79,7 +80,7 @@ void rmsprop_clip_cpu(at::TensorList params, at::TensorList grads, at::TensorLis
   FlatTensorLists flat = flatten_rmsprop_lists(params, grads, square_avgs, grad_avgs, momentum_buffers,
                                                centered, momentum > 0);
   const double lr_value = lr_tensor.has_value() ? lr_tensor->item<double>() : lr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "rmsprop_clip_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(params[0].scalar_type(), "rmsprop_clip_cpu", [&] {
     const auto h = make_rmsprop_clip_hyper<acc_t<scalar_t>>(alpha, eps, weight_decay, momentum, maximize,
                                                             clip_value);
     dispatch_rmsprop_variant(centered, momentum > 0, [&](auto is_centered, auto has_momentum) {

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "cpu_multi_tensor.h"
+#include "cpu_types.h"
 #include "empty.h"
 #include "fd_penalty_host.h"
 #include "fd_penalty_math.h"
@@ -62,10 +63,10 @@ at::Tensor perturb_cpu(const at::Tensor& x, const at::Tensor& noise, double sigm
   check_perturb_args(x, noise, sigma);
   auto [xs, ns] = batch_major_pair(x, noise);
   at::Tensor out = at::empty_like(xs);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xs.scalar_type(), "perturb_cpu", [&] {
-    const scalar_t* xp = xs.data_ptr<scalar_t>();
-    const scalar_t* np = ns.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+  FASTGAN_CPU_DISPATCH(xs.scalar_type(), "perturb_cpu", [&] {
+    const scalar_t* xp = cpu_data<scalar_t>(xs);
+    const scalar_t* np = cpu_data<scalar_t>(ns);
+    scalar_t* op = cpu_data<scalar_t>(out);
     const auto s = static_cast<acc_t<scalar_t>>(sigma);
     cpu_for_each_chunk({xs.numel()}, [&](int64_t, int64_t begin, int64_t end) {
       perturb_span(op + begin, xp + begin, np + begin, end - begin, s);
@@ -79,10 +80,10 @@ at::Tensor fd_penalty_cpu(const at::Tensor& perturbed, const at::Tensor& outputs
   check_fd_penalty_args(perturbed, outputs, sigma, weight, "finite_difference_penalty");
   auto [p, o] = batch_major_pair(perturbed, outputs);
   at::Tensor loss = new_empty({}, p.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "finite_difference_penalty_cpu", [&] {
-    const double total = sum_squared_quotients(p.data_ptr<scalar_t>(), o.data_ptr<scalar_t>(), p.numel(),
+  FASTGAN_CPU_DISPATCH(p.scalar_type(), "finite_difference_penalty_cpu", [&] {
+    const double total = sum_squared_quotients(cpu_data<scalar_t>(p), cpu_data<scalar_t>(o), p.numel(),
                                                static_cast<acc_t<scalar_t>>(sigma));
-    loss.data_ptr<scalar_t>()[0] = static_cast<scalar_t>(weight / static_cast<double>(p.size(0)) * total);
+    cpu_data<scalar_t>(loss)[0] = static_cast<scalar_t>(weight / static_cast<double>(p.size(0)) * total);
   });
   return loss;
 }
@@ -96,16 +97,16 @@ std::tuple<at::Tensor, at::Tensor> fd_penalty_backward_cpu(const at::Tensor& gra
   at::Tensor grad_p = need_perturbed ? at::empty_like(p) : new_empty({0}, p.options());
   at::Tensor grad_o = need_outputs ? at::empty_like(p) : new_empty({0}, p.options());
   if (!(need_perturbed || need_outputs)) return {grad_p, grad_o};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "finite_difference_penalty_backward_cpu",
+  FASTGAN_CPU_DISPATCH(p.scalar_type(), "finite_difference_penalty_backward_cpu",
                                   [&] {
     using T = acc_t<scalar_t>;
     const T s = static_cast<T>(sigma);
-    const T coef = fd_penalty_grad_coef(static_cast<T>(grad_loss.item<scalar_t>()), static_cast<T>(weight), s,
+    const T coef = fd_penalty_grad_coef(static_cast<T>(*cpu_data<scalar_t>(grad_loss)), static_cast<T>(weight), s,
                                         p.size(0));
-    const scalar_t* pp = p.data_ptr<scalar_t>();
-    const scalar_t* op = o.data_ptr<scalar_t>();
-    scalar_t* gp = need_perturbed ? grad_p.data_ptr<scalar_t>() : nullptr;
-    scalar_t* go = need_outputs ? grad_o.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pp = cpu_data<scalar_t>(p);
+    const scalar_t* op = cpu_data<scalar_t>(o);
+    scalar_t* gp = need_perturbed ? cpu_data<scalar_t>(grad_p) : nullptr;
+    scalar_t* go = need_outputs ? cpu_data<scalar_t>(grad_o) : nullptr;
     cpu_for_each_chunk({p.numel()}, [&](int64_t, int64_t begin, int64_t end) {
       fd_grad_span(gp ? gp + begin : nullptr, go ? go + begin : nullptr, pp + begin, op + begin, end - begin, s, coef);
     });

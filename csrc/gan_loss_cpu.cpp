@@ -29,6 +29,7 @@
 #include <array>
 
 #include "cpu_multi_tensor.h"
+#include "cpu_types.h"
 #include "gan_loss_host.h"
 #include "gan_loss_math.h"
 #include "namespaces.h"
@@ -109,10 +110,10 @@ std::array<T, 2 * K> chunked_side_sums(int64_t nx, int64_t ny, const Span& span)
 template <typename scalar_t>
 void gan_loss_cpu_typed(GanLossProblem& p) {
   using T = acc_t<scalar_t>;
-  const scalar_t* x = p.x.data_ptr<scalar_t>();
-  const scalar_t* y = p.y.data_ptr<scalar_t>();
-  scalar_t* xg = p.x_grad.data_ptr<scalar_t>();
-  scalar_t* yg = p.y_grad.data_ptr<scalar_t>();
+  const scalar_t* x = cpu_data<scalar_t>(p.x);
+  const scalar_t* y = cpu_data<scalar_t>(p.y);
+  scalar_t* xg = cpu_data<scalar_t>(p.x_grad);
+  scalar_t* yg = cpu_data<scalar_t>(p.y_grad);
   const T sx = static_cast<T>(p.x_scale), sy = static_cast<T>(p.y_scale);
   const std::array<T, 2> sums =
       chunked_side_sums<1, T>(p.x.numel(), p.y.numel(), [&](bool is_x, int64_t begin, int64_t n) {
@@ -121,13 +122,13 @@ void gan_loss_cpu_typed(GanLossProblem& p) {
                       : term_sum_span<decltype(term)::value>(y + begin, yg + begin, n, sy);
         })};
       });
-  *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(sx * sums[0] + sy * sums[1]);
+  *cpu_data<scalar_t>(p.loss) = static_cast<scalar_t>(sx * sums[0] + sy * sums[1]);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gan_loss_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y,
                                                             int64_t x_term, int64_t y_term, int64_t reduction) {
   GanLossProblem p = prepare_gan_loss(x, y, x_term, y_term, reduction);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x.scalar_type(), "gan_loss_cpu",
+  FASTGAN_CPU_DISPATCH(p.x.scalar_type(), "gan_loss_cpu",
                                   [&] { gan_loss_cpu_typed<scalar_t>(p); });
   return {p.loss, p.x_grad, p.y_grad};
 }
@@ -144,11 +145,11 @@ std::tuple<at::Tensor, at::Tensor> gan_loss_backward_cpu(const at::Tensor& grad,
                                                          const std::optional<at::Tensor>& y, int64_t x_term,
                                                          int64_t y_term, int64_t reduction) {
   GanLossBackwardProblem p = prepare_gan_loss_backward(grad, x_grad, y_grad, x, y, x_term, y_term, reduction);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x_out.scalar_type(), "gan_loss_backward_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(p.x_out.scalar_type(), "gan_loss_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
-    const auto g = static_cast<T>(*p.grad.data_ptr<scalar_t>());
-    const scalar_t* in[2] = {p.x_grad.data_ptr<scalar_t>(), p.y_grad.data_ptr<scalar_t>()};
-    scalar_t* out[2] = {p.x_out.data_ptr<scalar_t>(), p.y_out.data_ptr<scalar_t>()};
+    const auto g = static_cast<T>(*cpu_data<scalar_t>(p.grad));
+    const scalar_t* in[2] = {cpu_data<scalar_t>(p.x_grad), cpu_data<scalar_t>(p.y_grad)};
+    scalar_t* out[2] = {cpu_data<scalar_t>(p.x_out), cpu_data<scalar_t>(p.y_out)};
     const bool linear[2] = {p.x_linear, p.y_linear};
     const scalar_t constant[2] = {static_cast<scalar_t>(g * static_cast<T>(p.x_const)),
                                   static_cast<scalar_t>(g * static_cast<T>(p.y_const))};
@@ -184,10 +185,10 @@ FASTGAN_CPU_CLONES void pointwise_span(const scalar_t* __restrict__ x, const sca
 at::Tensor gan_loss_pointwise_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& grad, int64_t term,
                                   int64_t order) {
   GanPointwiseProblem p = prepare_gan_pointwise(logits, grad, term, order);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.logits.scalar_type(), "gan_loss_pointwise_cpu", [&] {
-    const scalar_t* x = p.logits.data_ptr<scalar_t>();
-    const scalar_t* g = p.grad.defined() ? p.grad.data_ptr<scalar_t>() : nullptr;
-    scalar_t* out = p.out.data_ptr<scalar_t>();
+  FASTGAN_CPU_DISPATCH(p.logits.scalar_type(), "gan_loss_pointwise_cpu", [&] {
+    const scalar_t* x = cpu_data<scalar_t>(p.logits);
+    const scalar_t* g = p.grad.defined() ? cpu_data<scalar_t>(p.grad) : nullptr;
+    scalar_t* out = cpu_data<scalar_t>(p.out);
     dispatch_gan_term(p.term, [&](auto t) {
       constexpr int TERM = decltype(t)::value;
       cpu_for_each_chunk({p.logits.numel()}, [&](int64_t, int64_t begin, int64_t end) {
@@ -282,10 +283,10 @@ FASTGAN_CPU_CLONES void average_grad_span(const scalar_t* __restrict__ l, scalar
 template <typename scalar_t>
 void relativistic_loss_cpu_typed(RelativisticLossProblem& p) {
   using T = acc_t<scalar_t>;
-  const scalar_t* x = p.x.data_ptr<scalar_t>();
-  const scalar_t* y = p.y.data_ptr<scalar_t>();
-  scalar_t* xg = p.x_grad.data_ptr<scalar_t>();
-  scalar_t* yg = p.y_grad.data_ptr<scalar_t>();
+  const scalar_t* x = cpu_data<scalar_t>(p.x);
+  const scalar_t* y = cpu_data<scalar_t>(p.y);
+  scalar_t* xg = cpu_data<scalar_t>(p.x_grad);
+  scalar_t* yg = cpu_data<scalar_t>(p.y_grad);
   const int64_t nx = p.x.numel(), ny = p.y.numel();
   const T sx = static_cast<T>(p.x_scale), sy = static_cast<T>(p.y_scale);
   T loss;
@@ -311,13 +312,13 @@ void relativistic_loss_cpu_typed(RelativisticLossProblem& p) {
       else average_grad_span<1>(y + begin, yg + begin, end - begin, mean_x, sy, cross_y);
     });
   }
-  *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(loss);
+  *cpu_data<scalar_t>(p.loss) = static_cast<scalar_t>(loss);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> relativistic_loss_cpu(const at::Tensor& x, const at::Tensor& y,
                                                                      int64_t kind, int64_t reduction) {
   RelativisticLossProblem p = prepare_relativistic_loss(x, y, kind, reduction);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.x.scalar_type(), "relativistic_loss_cpu",
+  FASTGAN_CPU_DISPATCH(p.x.scalar_type(), "relativistic_loss_cpu",
                                   [&] { relativistic_loss_cpu_typed<scalar_t>(p); });
   return {p.loss, p.x_grad, p.y_grad};
 }

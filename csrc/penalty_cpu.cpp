@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_multi_tensor.h"
+#include "cpu_types.h"
 #include "empty.h"
 #include "namespaces.h"
 #include "penalty_host.h"
@@ -111,12 +112,12 @@ at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const
   at::Tensor e = eps.contiguous();
   at::Tensor out = at::empty_like(r);
   const int64_t rows = r.size(0), n = row_length(r);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "interpolate_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(r.scalar_type(), "interpolate_cpu", [&] {
     using T = acc_t<scalar_t>;
-    const scalar_t* rp = r.data_ptr<scalar_t>();
-    const scalar_t* fp = f.data_ptr<scalar_t>();
+    const scalar_t* rp = cpu_data<scalar_t>(r);
+    const scalar_t* fp = cpu_data<scalar_t>(f);
     const T* ep = e.data_ptr<T>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+    scalar_t* op = cpu_data<scalar_t>(out);
     cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
       const int64_t o = row * n + begin;
       interpolate_rows(op + o, rp + o, fp + o, ep + row, count, n, len);
@@ -134,12 +135,12 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
   at::Tensor grad_real = need_real ? at::empty_like(g) : new_empty({0}, g.options());
   at::Tensor grad_fake = need_fake ? at::empty_like(g) : new_empty({0}, g.options());
   const int64_t rows = g.size(0), n = row_length(g);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "interpolate_backward_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(g.scalar_type(), "interpolate_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
-    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* gp = cpu_data<scalar_t>(g);
     const T* ep = e.data_ptr<T>();
-    scalar_t* real_p = need_real ? grad_real.data_ptr<scalar_t>() : nullptr;
-    scalar_t* fake_p = need_fake ? grad_fake.data_ptr<scalar_t>() : nullptr;
+    scalar_t* real_p = need_real ? cpu_data<scalar_t>(grad_real) : nullptr;
+    scalar_t* fake_p = need_fake ? cpu_data<scalar_t>(grad_fake) : nullptr;
     cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
       const int64_t o = row * n + begin;
       if (real_p != nullptr) scale_rows<false>(real_p + o, gp + o, ep + row, count, n, len);
@@ -160,14 +161,14 @@ std::tuple<at::Tensor, at::Tensor> grad_norm_penalty_cpu(const at::Tensor& grads
   at::Tensor norms = new_empty({rows}, g.options().dtype(acc_type));
   at::Tensor loss = reduction == kPenaltyNone ? new_empty({rows}, g.options()) : new_empty({}, g.options());
   std::vector<double> partial(rows * tiles, 0.0);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(g.scalar_type(), "grad_norm_penalty_cpu", [&] {
     using T = acc_t<scalar_t>;
-    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* gp = cpu_data<scalar_t>(g);
     cpu_for_each_row_piece(rows, n, [&](int64_t row, int64_t count, int64_t begin, int64_t len) {
       sum_squares_rows(partial.data() + row * tiles + begin / kCpuChunk, tiles, gp + row * n + begin, count, n, len);
     });
     T* np = norms.data_ptr<T>();
-    scalar_t* lp = loss.data_ptr<scalar_t>();
+    scalar_t* lp = cpu_data<scalar_t>(loss);
     const double row_weight = penalty_row_weight(weight, rows, reduction);
     double total = 0.0;
     for (int64_t r = 0; r < rows; ++r) {
@@ -193,12 +194,12 @@ at::Tensor grad_norm_penalty_backward_cpu(const at::Tensor& grad_loss, const at:
   at::Tensor norms_c = norms.contiguous();
   at::Tensor out = at::empty_like(g);
   const int64_t rows = g.size(0), n = row_length(g);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_norm_penalty_backward_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(g.scalar_type(), "grad_norm_penalty_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* gop = go.data_ptr<scalar_t>();
+    const scalar_t* gp = cpu_data<scalar_t>(g);
+    const scalar_t* gop = cpu_data<scalar_t>(go);
     const T* np = norms_c.data_ptr<T>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+    scalar_t* op = cpu_data<scalar_t>(out);
     const T row_weight = penalty_row_weight(static_cast<T>(weight), rows, reduction);
     std::vector<T> coef(rows);
     for (int64_t row = 0; row < rows; ++row) {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu_multi_tensor.h"
+#include "cpu_types.h"
 #include "empty.h"
 #include "namespaces.h"
 #include "vae_host.h"
@@ -121,7 +122,7 @@ void vae_loss_cpu_typed(VaeLossProblem& p) {
   const T scale = static_cast<T>(p.scale), kl_scale = static_cast<T>(p.scale * p.beta);
   const T beta = static_cast<T>(p.beta);
   const int kind = !p.has_recon ? -1 : p.likelihood == kVaeBernoulli ? 0 : p.has_recon_logvar ? 1 : 2;
-  auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+  auto ptr = [](const at::Tensor& t) { return t.defined() ? cpu_data<scalar_t>(t) : nullptr; };
   const scalar_t *r = ptr(p.recon), *x = ptr(p.target), *v = ptr(p.recon_logvar), *mu = ptr(p.mu),
                  *lv = ptr(p.logvar);
   scalar_t *g = ptr(p.recon_grad), *gv = ptr(p.recon_logvar_grad), *gmu = ptr(p.mu_grad), *glv = ptr(p.logvar_grad);
@@ -140,7 +141,7 @@ void vae_loss_cpu_typed(VaeLossProblem& p) {
   };
   const int64_t per_row = std::max<int64_t>(1, n + m);
   at::parallel_for(0, p.rows, std::max<int64_t>(1, kCpuChunk / per_row), run_rows);
-  scalar_t* loss = p.loss.data_ptr<scalar_t>();
+  scalar_t* loss = cpu_data<scalar_t>(p.loss);
   if (p.reduction == kVaeNone) {
     for (int64_t b = 0; b < p.rows; ++b) loss[b] = static_cast<scalar_t>(row_terms[b]);
   } else {
@@ -156,7 +157,7 @@ LossResult vae_loss_cpu(const std::optional<at::Tensor>& recon, const std::optio
                         const std::optional<at::Tensor>& recon_logvar, const std::optional<at::Tensor>& mu,
                         const std::optional<at::Tensor>& logvar, int64_t likelihood, double beta, int64_t reduction) {
   VaeLossProblem p = prepare_vae_loss(recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.loss.scalar_type(), "vae_loss_cpu",
+  FASTGAN_CPU_DISPATCH(p.loss.scalar_type(), "vae_loss_cpu",
                                   [&] { vae_loss_cpu_typed<scalar_t>(p); });
   return {p.loss, p.recon_grad, p.recon_logvar_grad, p.mu_grad, p.logvar_grad};
 }
@@ -187,14 +188,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vae_loss_backward_cpu
     const at::Tensor& mu_grad, const at::Tensor& logvar_grad, int64_t reduction) {
   VaeLossBackwardProblem p =
       prepare_vae_loss_backward(grad_loss, recon_grad, recon_logvar_grad, mu_grad, logvar_grad, reduction);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.grad.scalar_type(), "vae_loss_backward_cpu", [&] {
+  FASTGAN_CPU_DISPATCH(p.grad.scalar_type(), "vae_loss_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
-    const scalar_t* g = p.grad.data_ptr<scalar_t>();
+    const scalar_t* g = cpu_data<scalar_t>(p.grad);
     std::vector<int64_t> numels(4);
     for (int i = 0; i < 4; ++i) numels[i] = p.out[i].numel();
     cpu_for_each_chunk(numels, [&](int64_t i, int64_t begin, int64_t end) {
-      const scalar_t* in = p.saved[i].data_ptr<scalar_t>();
-      scalar_t* out = p.out[i].data_ptr<scalar_t>();
+      const scalar_t* in = cpu_data<scalar_t>(p.saved[i]);
+      scalar_t* out = cpu_data<scalar_t>(p.out[i]);
       if (!p.per_row) {
         scale_span(in + begin, out + begin, end - begin, static_cast<T>(*g));
         return;
@@ -229,9 +230,9 @@ at::Tensor vae_reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar
   check_vae_reparameterize(mu, logvar, eps, "vae_reparameterize", "mu", "logvar", "eps");
   const at::Tensor m = mu.contiguous(), v = logvar.contiguous(), e = eps.contiguous();
   at::Tensor z = new_empty(m.sizes(), m.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "vae_reparameterize_cpu", [&] {
-    const scalar_t *mp = m.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>();
-    scalar_t* zp = z.data_ptr<scalar_t>();
+  FASTGAN_CPU_DISPATCH(m.scalar_type(), "vae_reparameterize_cpu", [&] {
+    const scalar_t *mp = cpu_data<scalar_t>(m), *vp = cpu_data<scalar_t>(v), *ep = cpu_data<scalar_t>(e);
+    scalar_t* zp = cpu_data<scalar_t>(z);
     cpu_for_each_chunk({m.numel()}, [&](int64_t, int64_t begin, int64_t end) {
       reparameterize_span(mp + begin, vp + begin, ep + begin, zp + begin, end - begin);
     });
@@ -244,9 +245,9 @@ at::Tensor vae_reparameterize_backward_cpu(const at::Tensor& grad, const at::Ten
   check_vae_reparameterize(grad, logvar, eps, "vae_reparameterize_backward", "grad", "logvar", "eps");
   const at::Tensor g = grad.contiguous(), v = logvar.contiguous(), e = eps.contiguous();
   at::Tensor out = new_empty(g.sizes(), g.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "vae_reparameterize_backward_cpu", [&] {
-    const scalar_t *gp = g.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+  FASTGAN_CPU_DISPATCH(g.scalar_type(), "vae_reparameterize_backward_cpu", [&] {
+    const scalar_t *gp = cpu_data<scalar_t>(g), *vp = cpu_data<scalar_t>(v), *ep = cpu_data<scalar_t>(e);
+    scalar_t* op = cpu_data<scalar_t>(out);
     cpu_for_each_chunk({g.numel()}, [&](int64_t, int64_t begin, int64_t end) {
       reparameterize_backward_span(gp + begin, vp + begin, ep + begin, op + begin, end - begin);
     });
