@@ -33,6 +33,13 @@ FASTGAN_CPU_INLINE void for_each_run(int64_t n, int64_t channels, int64_t inner,
   for (int64_t r = 0, c = 0; r < n; r += inner, c = c + 1 == channels ? 0 : c + 1) fn(r, std::min(inner, n - r), c);
 }
 
+// fn(begin, length) for each row of `channels` consecutive channels in [0, n) (the last
+// row may be cut short): element begin + k has channel k.
+template <typename Fn>
+FASTGAN_CPU_INLINE void for_each_row(int64_t n, int64_t channels, const Fn& fn) {
+  for (int64_t r = 0; r < n; r += channels) fn(r, std::min(channels, n - r));
+}
+
 // body(j, bias of element j) for j in [0, n): b[j % channels] for kElementBias (a loop
 // over rows, each of which vectorises), b[(j / inner) % channels] for kRunBias (a span
 // starting at a run; its last run may be cut short), b[0] for kSpanBias, 0 for kNoBias.
@@ -40,10 +47,9 @@ template <int BIAS, typename T, typename scalar_t, typename Body>
 FASTGAN_CPU_INLINE void for_each_element(int64_t n, int64_t channels, int64_t inner, const scalar_t* __restrict__ b,
                                          const Body& body) {
   if constexpr (BIAS == kElementBias) {
-    for (int64_t r = 0; r < n; r += channels) {
-      const int64_t m = std::min(channels, n - r);
+    for_each_row(n, channels, [&](int64_t r, int64_t m) __attribute__((always_inline)) {
       for (int64_t k = 0; k < m; ++k) body(r + k, static_cast<T>(b[k]));
-    }
+    });
   } else if constexpr (BIAS == kRunBias) {
     for_each_run(n, channels, inner, [&](int64_t r, int64_t m, int64_t c) __attribute__((always_inline)) {
       const T bias = static_cast<T>(b[c]);
@@ -121,10 +127,9 @@ template <int MODE, typename scalar_t>
 FASTGAN_CPU_CLONES void add_to_bias_grad(double* __restrict__ acc, const scalar_t* __restrict__ dx, int64_t n,
                                          int64_t channels, int64_t inner) {
   if constexpr (MODE == kElementBias) {
-    for (int64_t r = 0; r < n; r += channels) {
-      const int64_t m = std::min(channels, n - r);
+    for_each_row(n, channels, [&](int64_t r, int64_t m) __attribute__((always_inline)) {
       for (int64_t k = 0; k < m; ++k) acc[k] += static_cast<double>(dx[r + k]);
-    }
+    });
   } else if constexpr (MODE == kRunBias) {
     for_each_run(n, channels, inner,
                  [&](int64_t r, int64_t m, int64_t c) __attribute__((always_inline)) { acc[c] += span_sum(dx + r, m); });
