@@ -170,8 +170,12 @@ struct PenaltyBackwardFunction : public FusedFunction<PenaltyBackwardFunction<NS
 // Derivatives of dg_b = u_b s coef(n_b) g_b along v: w.r.t. u, s coef(n_b) <g_b, v_b>;
 // w.r.t. g, u_b s (coef(n_b) v_b + coef'(n_b) <g_b, v_b> / n_b g_b), with
 // coef(n) = 2 (n - c) / n and coef'(n) = 2c / n^2 (both 0 where P is flat; coef = 2 at
-// c = 0). In the accumulation type (coef' of a norm of 1e-4 overflows float16), rounded
-// once to the storage type.
+// c = 0). The latter is taken as u_b s (coef v_perp + 2 v_par), v split along
+// ĝ = g_b / n_b (v_par = <ĝ, v_b> ĝ): the Hessian is 2 along ĝ and coef across it, so
+// where c / n is large only v_perp's (rounded) part is scaled up. The sum form cancelled
+// two terms of size c / n even for rows of one element, which lost c / n ulps (1e5 at a
+// norm of 1e-5); those rows (ĝ = ±1, v_perp = 0) are now exact. In the accumulation type
+// (coef' of a norm of 1e-4 overflows float16), rounded once to the storage type.
 Pair penalty_second_order(const at::Tensor& grad_loss, const at::Tensor& grads, const at::Tensor& norms,
                           const at::Tensor& v, double center, double weight, bool one_sided, int64_t reduction) {
   const int64_t rows = grads.size(0);
@@ -179,24 +183,26 @@ Pair penalty_second_order(const at::Tensor& grad_loss, const at::Tensor& grads, 
   std::vector<int64_t> shape(grads.dim(), 1);
   shape[0] = rows;
   const at::Tensor g = grads.to(acc), w = v.to(acc), n = norms;
-  const at::Tensor safe_n = at::where(n.eq(0), at::ones_like(n), n);
-  at::Tensor coef, dcoef;
-  if (center == 0.0) {
-    coef = at::full_like(n, 2.0);
-    dcoef = at::zeros_like(n);
-  } else {
-    at::Tensor active = n.ne(0);
-    if (one_sided) active = active.logical_and(n.gt(center));
-    coef = at::where(active, n.sub(center).mul(2.0).div(safe_n), at::zeros_like(n));
-    dcoef = at::where(active, safe_n.square().reciprocal().mul(2.0 * center), at::zeros_like(n));
-  }
   const double scale = reduction == kPenaltyMean ? weight / static_cast<double>(rows) : weight;
   const at::Tensor upstream = (reduction == kPenaltyNone ? grad_loss : grad_loss.expand({rows})).to(acc);
+  const at::Tensor row_scale = upstream.mul(scale).reshape(shape);
   const at::Tensor gv = g.mul(w).reshape({rows, -1}).sum(1);
+  if (center == 0.0) {  // coef = 2, coef' = 0
+    at::Tensor d_loss = gv.mul(2.0 * scale);
+    if (reduction != kPenaltyNone) d_loss = d_loss.sum();
+    return {d_loss.to(dtype), row_scale.mul(w).mul(2.0).to(dtype)};
+  }
+  at::Tensor active = n.ne(0);
+  if (one_sided) active = active.logical_and(n.gt(center));
+  const at::Tensor safe_n = at::where(n.eq(0), at::ones_like(n), n);
+  const at::Tensor coef = at::where(active, n.sub(center).mul(2.0).div(safe_n), at::zeros_like(n));
   at::Tensor d_loss = coef.mul(gv).mul(scale);
   if (reduction != kPenaltyNone) d_loss = d_loss.sum();
-  const at::Tensor d_grads =
-      upstream.mul(scale).reshape(shape).mul(coef.reshape(shape).mul(w).add(dcoef.mul(gv).div(safe_n).reshape(shape).mul(g)));
+  const at::Tensor unit = g.div(safe_n.reshape(shape));
+  const at::Tensor along = unit.mul(w).reshape({rows, -1}).sum(1).reshape(shape);
+  const at::Tensor v_par = unit.mul(along);
+  const at::Tensor par_factor = at::where(active, at::full_like(n, 2.0), at::zeros_like(n)).reshape(shape);
+  const at::Tensor d_grads = row_scale.mul(coef.reshape(shape).mul(w.sub(v_par)).add(par_factor.mul(v_par)));
   return {d_loss.to(dtype), d_grads.to(dtype)};
 }
 

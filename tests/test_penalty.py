@@ -237,6 +237,20 @@ def test_penalty_rows_of_subnormal_norm_get_no_gradient(device, backend, dtype, 
 
 
 @pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_penalty_double_backward_of_rows_of_one_element_is_exact_at_small_norms(device, backend):
+    """For a row of one element, (|g| - c)^2 has second derivative 2 whatever |g|: the double
+    backward is exactly 2 v, not the difference of two terms of size 2c/|g| (which lost
+    c/|g| = 1e5 ulps at |g| = 1e-5). One-sided rows below c are flat: 0."""
+    g = torch.tensor([[3e-6], [-2e-5], [7e-4], [0.5]], device=device).requires_grad_(True)
+    v = torch.tensor([[0.3], [-1.1], [0.7], [0.9]], device=device)
+    for one_sided, want in ((False, 2 * v), (True, torch.zeros_like(v))):
+        out = grad_norm_penalty(g, one_sided=one_sided, reduction="sum", backend=backend)
+        (d,) = torch.autograd.grad(out, g, create_graph=True)
+        (dd,) = torch.autograd.grad(d, g, v)
+        assert torch.equal(dd, want), (one_sided, dd)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
 def test_penalty_propagates_nan(device, backend):
     grads = _randn((3, 4), torch.float32, device, 16)
     grads[2, 1] = float("nan")
