@@ -3,7 +3,7 @@
 // float16 is stored as CpuHalf rather than c10::Half. c10::Half converts to and from
 // float with F16C instructions only where the compiler targets F16C, which a portable
 // build does not; otherwise through out-of-line functions, which keep every element
-// loop scalar (float16 ran 10-20x slower than float32). CpuHalf's conversions are the
+// loop scalar (float16 ran 15-40x slower than float32). CpuHalf's conversions are the
 // same exact bit arithmetic (binary16 <-> binary32, round to nearest even), inlined and
 // branch-free, so the loops vectorise in every ISA clone. Same layout as c10::Half.
 #pragma once
