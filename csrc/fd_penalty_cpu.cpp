@@ -107,8 +107,7 @@ std::tuple<at::Tensor, at::Tensor> fd_penalty_backward_cpu(const at::Tensor& gra
   at::Tensor grad_p = need_perturbed ? at::empty_like(p) : new_empty({0}, p.options());
   at::Tensor grad_o = need_outputs ? at::empty_like(p) : new_empty({0}, p.options());
   if (!(need_perturbed || need_outputs)) return {grad_p, grad_o};
-  FASTGAN_CPU_DISPATCH(p.scalar_type(), "finite_difference_penalty_backward_cpu",
-                                  [&] {
+  FASTGAN_CPU_DISPATCH(p.scalar_type(), "finite_difference_penalty_backward_cpu", [&] {
     using T = acc_t<scalar_t>;
     const T s = static_cast<T>(sigma);
     const T coef = fd_penalty_grad_coef(static_cast<T>(*cpu_data<scalar_t>(grad_loss)), static_cast<T>(weight), s,

@@ -128,8 +128,7 @@ void gan_loss_cpu_typed(GanLossProblem& p) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gan_loss_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y,
                                                             int64_t x_term, int64_t y_term, int64_t reduction) {
   GanLossProblem p = prepare_gan_loss(x, y, x_term, y_term, reduction);
-  FASTGAN_CPU_DISPATCH(p.x.scalar_type(), "gan_loss_cpu",
-                                  [&] { gan_loss_cpu_typed<scalar_t>(p); });
+  FASTGAN_CPU_DISPATCH(p.x.scalar_type(), "gan_loss_cpu", [&] { gan_loss_cpu_typed<scalar_t>(p); });
   return {p.loss, p.x_grad, p.y_grad};
 }
 
@@ -318,8 +317,7 @@ void relativistic_loss_cpu_typed(RelativisticLossProblem& p) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> relativistic_loss_cpu(const at::Tensor& x, const at::Tensor& y,
                                                                      int64_t kind, int64_t reduction) {
   RelativisticLossProblem p = prepare_relativistic_loss(x, y, kind, reduction);
-  FASTGAN_CPU_DISPATCH(p.x.scalar_type(), "relativistic_loss_cpu",
-                                  [&] { relativistic_loss_cpu_typed<scalar_t>(p); });
+  FASTGAN_CPU_DISPATCH(p.x.scalar_type(), "relativistic_loss_cpu", [&] { relativistic_loss_cpu_typed<scalar_t>(p); });
   return {p.loss, p.x_grad, p.y_grad};
 }
 

@@ -199,9 +199,10 @@ Pair penalty_second_order(const at::Tensor& grad_loss, const at::Tensor& grads, 
   at::Tensor d_loss = coef.mul(gv).mul(scale);
   if (reduction != kPenaltyNone) d_loss = d_loss.sum();
   const at::Tensor unit = g.div(safe_n.reshape(shape));
+  // <ĝ, v> summed from ĝ, not gv / n: for a row of one element that is exactly ±v, so v_perp is 0.
   const at::Tensor along = unit.mul(w).reshape({rows, -1}).sum(1).reshape(shape);
   const at::Tensor v_par = unit.mul(along);
-  const at::Tensor par_factor = at::where(active, at::full_like(n, 2.0), at::zeros_like(n)).reshape(shape);
+  const at::Tensor par_factor = active.to(acc).mul(2.0).reshape(shape);
   const at::Tensor d_grads = row_scale.mul(coef.reshape(shape).mul(w.sub(v_par)).add(par_factor.mul(v_par)));
   return {d_loss.to(dtype), d_grads.to(dtype)};
 }

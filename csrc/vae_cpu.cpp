@@ -157,8 +157,7 @@ LossResult vae_loss_cpu(const std::optional<at::Tensor>& recon, const std::optio
                         const std::optional<at::Tensor>& recon_logvar, const std::optional<at::Tensor>& mu,
                         const std::optional<at::Tensor>& logvar, int64_t likelihood, double beta, int64_t reduction) {
   VaeLossProblem p = prepare_vae_loss(recon, target, recon_logvar, mu, logvar, likelihood, beta, reduction);
-  FASTGAN_CPU_DISPATCH(p.loss.scalar_type(), "vae_loss_cpu",
-                                  [&] { vae_loss_cpu_typed<scalar_t>(p); });
+  FASTGAN_CPU_DISPATCH(p.loss.scalar_type(), "vae_loss_cpu", [&] { vae_loss_cpu_typed<scalar_t>(p); });
   return {p.loss, p.recon_grad, p.recon_logvar_grad, p.mu_grad, p.logvar_grad};
 }
 
